@@ -1,0 +1,155 @@
+"""``progra``: run the pipeline, list datasets, query them with SQL."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="progra: progress-aware multi-turn function-calling pipeline (PROGRA / PARL-MT).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Config profile from configs/ (embedded, paper, ...).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config file instead of a profile.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: --set ingest.limit=10 (repeatable).")]
+RootOpt = Annotated[str | None, typer.Option("--root", help="Storage root (default: the profile's storage.root).")]
+
+
+class Fmt(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def _config(profile: str, config: Path | None, overrides: list[str] | None, root: str | None = None):
+    from progra_core.config import load_config
+
+    try:
+        cfg = load_config(profile, config, overrides)
+    except Exception as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+    if root:
+        cfg.storage.root = root
+    return cfg
+
+
+def _root(profile: str, root: str | None) -> str:
+    return root or _config(profile, None, None).storage.root
+
+
+def _cell(v) -> str:
+    if isinstance(v, (dict, list)):
+        s = json.dumps(v, default=str, ensure_ascii=False)
+    else:
+        s = "" if v is None else str(v)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+def _print_table(tbl, title: str | None = None, max_rows: int = 50) -> None:
+    t = Table(title=title, show_lines=False)
+    for name in tbl.column_names:
+        t.add_column(name, overflow="fold")
+    for row in tbl.slice(0, max_rows).to_pylist():
+        t.add_row(*(_cell(row[c]) for c in tbl.column_names))
+    console.print(t)
+    if tbl.num_rows > max_rows:
+        console.print(f"[dim]({tbl.num_rows} rows, first {max_rows} shown; use --max-rows or --format)[/dim]")
+
+
+@app.command()
+def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run the pipeline on a profile (today: ingest -> trajectories)."""
+    cfg = _config(profile, config, set_)
+    from flows.env import prepare
+
+    prepare(cfg.storage.root)
+    from flows.ingest import ingest_flow
+
+    t0 = time.perf_counter()
+    ref = ingest_flow(cfg)
+    console.print(f"[green]trajectories[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
+                  f"({time.perf_counter() - t0:.1f}s) -> {ref.path}")
+    console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
+                  + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
+
+
+@app.command()
+def datasets(stage: Annotated[str | None, typer.Argument(help="Only this stage.")] = None,
+             profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
+    """List datasets: id, stage, rows, rejects, size, parents, created."""
+    from storage import DatasetStore
+
+    refs = DatasetStore(_root(profile, root)).list(stage)
+    t = Table(title="datasets")
+    for c in ("dataset_id", "stage", "rows", "rejects", "MB", "parents", "created"):
+        t.add_column(c, justify="right" if c in ("rows", "rejects", "MB") else "left")
+    for r in refs:
+        t.add_row(r.dataset_id, r.stage, str(r.rows), str(r.rejects), f"{r.bytes / 1e6:.2f}", ",".join(r.parents),
+                  r.created_at[:19])
+    console.print(t)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="SQL over the catalog views (trajectories, datasets, rejects, ...).")],
+        format: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.table,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+        max_rows: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
+        profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
+    """Query every dataset with DuckDB."""
+    import duckdb
+
+    from storage import Catalog
+
+    try:
+        tbl = Catalog(_root(profile, root)).sql(query)
+    except duckdb.Error as e:
+        err.print(f"[red]SQL error:[/red] {e}")
+        raise typer.Exit(1) from None
+    if format is Fmt.table:
+        _print_table(tbl, max_rows=max_rows)
+        return
+    if format is Fmt.parquet:
+        if output is None:
+            err.print("[red]--format parquet needs --output FILE[/red]")
+            raise typer.Exit(2)
+        import pyarrow.parquet as pq
+
+        pq.write_table(tbl, output, compression="zstd")
+        err.print(f"wrote {tbl.num_rows} rows to {output}")
+        return
+    if format is Fmt.csv:
+        import pyarrow.csv as pcsv
+
+        flat = tbl
+        for i, f in enumerate(tbl.schema):  # CSV cannot hold nested values: JSON-encode them
+            import pyarrow as pa
+
+            if pa.types.is_nested(f.type):
+                flat = flat.set_column(i, f.name, pa.array([json.dumps(v, default=str) for v in tbl.column(i).to_pylist()]))
+        sink = str(output) if output else sys.stdout.buffer
+        pcsv.write_csv(flat, sink)
+        return
+    text = json.dumps(tbl.to_pylist(), default=str, ensure_ascii=False, indent=1)
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,17 @@
+"""Flow ``ingest``: sources -> ``trajectories``."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from progra_core.config import PipelineConfig, load_config
+from storage import Catalog, DatasetRef
+from tasks.ingest import ingest, ingest_fingerprint
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(config: PipelineConfig | None = None, profile: str = "embedded") -> DatasetRef:
+    cfg = config or load_config(profile)
+    ref = ingest(cfg.ingest, root=cfg.storage.root, dataset_id=ingest_fingerprint(cfg.ingest))
+    Catalog(cfg.storage.root, cfg.storage.catalog_path).refresh()
+    return ref

@@ -1,0 +1,237 @@
+"""One pydantic ``PipelineConfig``: a section per stage, LLM roles as LiteLLM model strings,
+storage and dispatch. Profiles live in ``configs/<name>.yaml``; ``--set a.b=c`` overrides a field.
+
+Each stage's dataset fingerprint hashes only that stage's own section (plus parents and code
+version), so editing ``verify.*`` recomputes verify and what follows, nothing upstream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "PipelineConfig",
+    "load_config",
+    "apply_overrides",
+    "CONFIGS_DIR",
+    "profile_names",
+]
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(Section):
+    root: str = Field("./.progra", description="Storage root: a local folder or an fsspec URL (s3://..., memory://...).")
+    catalog_path: str | None = Field(None, description="DuckDB file; default <root>/catalog.duckdb for local roots.")
+
+
+class ModelsConfig(Section):
+    """Every LLM role is a LiteLLM model string (``openai/gpt-4o``, ``hosted_vllm/<m>``) or
+    ``local/<name>`` (in-process transformers; ``local/smollm2`` is the embedded model)."""
+
+    policy: str = Field("local/smollm2", description="Target policy base model (path, HF id or local/<name>).")
+    generator: str = Field("local/smollm2", description="LLM_gen: writes awareness (S^a) and synthesis configs/queries.")
+    verifier: str = Field("local/smollm2", description="LLM_ver: frozen target policy that rebuilds a_fc from S^a.")
+    augmenter: str = Field("local/smollm2", description="LLM_aug: paraphrases awareness text.")
+    action: str = Field("local/smollm2", description="Synthesis action voters.")
+    reviewer: str = Field("local/smollm2", description="Synthesis reviewers for read-only turns.")
+    user_simulator: str = Field("local/smollm2", description="User simulator for tau2-bench evaluation.")
+    api_base: dict[str, str] = Field(default_factory=dict, description="Per-role api_base, e.g. {generator: http://gpu:8000/v1}.")
+    api_key_env: dict[str, str] = Field(default_factory=dict, description="Per-role env var holding the API key (never the key).")
+
+
+class LLMConfig(Section):
+    concurrency: int = Field(8, ge=1, description="Requests in flight per batch call.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/connection errors.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First backoff (exponential with full jitter).")
+    backoff_max_s: float = Field(30.0, gt=0, description="Backoff cap.")
+    cache: bool = Field(True, description="Persistent response cache under <root>/llm_cache: a rerun never asks twice.")
+    local_batch_size: int = Field(8, ge=1, description="Requests per forward pass for local/ models.")
+    local_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class IngestConfig(Section):
+    bfcl_categories: list[str] = Field(["base"], description="BFCL multi-turn categories to ingest.")
+    bfcl_split: Literal["train", "held_out", "all"] = Field("train", description="Which side of the split to ingest.")
+    held_out_percent: int = Field(50, ge=0, le=100, description="Share of BFCL scenarios held out for evaluation.")
+    step_mode: Literal["per_call", "per_turn"] = Field("per_call", description="Ground-truth calls: one step each, or one parallel step per turn.")
+    limit: int | None = Field(None, ge=0, description="Max BFCL entries (after the split).")
+    jsonl: list[str] = Field(default_factory=list, description="Extra trajectories: OpenAI chat-format JSONL files.")
+    hf: list[str] = Field(default_factory=list, description="Extra trajectories: local datasets.save_to_disk folders.")
+
+    @field_validator("bfcl_categories")
+    @classmethod
+    def _cats(cls, v: list[str]) -> list[str]:
+        allowed = {"base", "miss_func", "miss_param", "long_context"}
+        bad = [c for c in v if c not in allowed]
+        if bad:
+            raise ValueError(f"unknown BFCL categories {bad}; allowed {sorted(allowed)}")
+        return v
+
+
+class SynthesizeConfig(Section):
+    enabled: bool = Field(False, description="Run APIGen-MT-style synthesis before segmentation.")
+    attempts: int = Field(4, ge=0, description="Trajectory attempts per run.")
+    involved_classes: list[list[str]] = Field(default_factory=list, description="Class sets to synthesize for; empty = sample from BFCL entries.")
+    exemplars: int = Field(3, ge=1, description="k exemplar initial_configs shown to the generator.")
+    max_iterations: int = Field(4, ge=1, description="Config-generation retries with the error fed back (paper: 4).")
+    turns: int = Field(3, ge=1, description="Turns per trajectory attempt.")
+    min_turns: int = Field(1, ge=1, description="Keep a verified prefix only if it has at least this many turns.")
+    candidates: int = Field(5, ge=1, description="K parallel action candidates for the majority vote.")
+    vote_threshold: float = Field(0.5, gt=0, le=1, description="Majority share needed to accept an action.")
+    reviewers: int = Field(5, ge=1, description="R reviewers for read-only turns (paper: 5).")
+    seed: int = 0
+    mix: float = Field(1.0, ge=0, le=1, description="Share of synthesized trajectories kept next to ingested ones.")
+
+
+class SegmentConfig(Section):
+    include_observations: bool = Field(True, description="Keep observations in c_his/c_fut.")
+
+
+class AwarenessConfig(Section):
+    prompt_version: str = "v1"
+    max_attempts: int = Field(3, ge=1, description="Retries on unparsable output or literal calls (reason fed back).")
+    temperature: float = 0.3
+    max_tokens: int = 384
+    shard_size: int = Field(64, ge=1, description="Segments per shard (resume granularity).")
+    limit: int | None = Field(None, ge=0, description="Max segments to annotate.")
+
+
+class VerifyConfig(Section):
+    temperature: float = 0.0
+    max_tokens: int = 128
+
+
+class AugmentConfig(Section):
+    weights: dict[str, float] = Field({"paraphrase": 1.0, "schema_perturb": 1.0, "word_mask": 1.0}, description="Op sampling weights.")
+    mask_fraction: float = Field(0.15, ge=0, le=1)
+    keep_original: bool = True
+    seed: int = 0
+
+
+class SFTDataConfig(Section):
+    cold_start_ratio: float = Field(0.5, ge=0, description="Cold-start examples per awareness example.")
+    validation_percent: int = Field(10, ge=0, le=100)
+    seed: int = 0
+
+
+class SFTConfig(Section):
+    lora_r: int = Field(8, ge=1, description="LoRA rank (paper search: 8-16).")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (paper search: 8-64).")
+    learning_rate: float = Field(2e-4, gt=0, description="Paper search: 1e-7 to 1e-6 on 3-8B models.")
+    batch_size: int = Field(4, ge=1, description="Paper search: 8-16.")
+    max_steps: int = Field(4, ge=1)
+    max_length: int = 1024
+
+
+class GRPOConfig(Section):
+    beta: float = Field(0.001, ge=0, description="KL coefficient to the SFT policy.")
+    batch_size: int = Field(2, ge=1, description="Paper: 8.")
+    num_generations: int = Field(2, ge=2, description="Rollouts per prompt (paper: 8).")
+    max_actions: int = Field(10, ge=1, description="H: actions per rollout (paper: 10).")
+    max_steps: int = Field(2, ge=1, description="Paper: up to 200 iterations.")
+    temperature: float = 1.0
+    max_seq_len: int = Field(16384, ge=256)
+    learning_rate: float = 1e-5
+    lora_r: int = 8
+    lora_alpha: int = 32
+    alpha_fmt: float = 0.1
+    alpha_schema: float = 0.2
+    alpha_acc: float = 1.0
+    penalty: float = Field(0.02, ge=0, description="lambda: cost per action.")
+    gamma: float = Field(1.0, gt=0, le=1)
+    loss_type: Literal["grpo", "dr_grpo"] = "grpo"
+    use_vllm: Literal["off", "colocate", "server"] = "off"
+
+
+class EvaluateConfig(Section):
+    categories: list[str] = ["base", "miss_func", "miss_param"]
+    limit: int | None = Field(2, ge=0)
+    trials: int = Field(1, ge=1, description="Paper: 3, averaged.")
+    max_steps_per_turn: int = 10
+
+
+class DispatchConfig(Section):
+    mode: Literal["local", "work_pool"] = Field("local", description="GPU stages in-process, or via run_deployment on a pool.")
+    gpu_pool: str = "progra-gpu"
+    cpu_pool: str = "progra-cpu"
+    timeout_s: int = 6 * 3600
+
+
+class PipelineConfig(Section):
+    """The whole pipeline. A section per stage; only a stage's own section enters its fingerprint."""
+
+    profile: str = Field("embedded", description="Profile this config came from.")
+    method: Literal[
+        "progra", "reasoning", "sft", "st_grpo", "st_dr_grpo", "mt_grpo", "mt_dr_grpo", "wo_pag", "wo_pag_rl", "pag_mt_grpo"
+    ] = Field("progra", description="Method / baseline / ablation to run.")
+    storage: StorageConfig = StorageConfig()
+    models: ModelsConfig = ModelsConfig()
+    llm: LLMConfig = LLMConfig()
+    ingest: IngestConfig = IngestConfig()
+    synthesize: SynthesizeConfig = SynthesizeConfig()
+    segment: SegmentConfig = SegmentConfig()
+    awareness: AwarenessConfig = AwarenessConfig()
+    verify: VerifyConfig = VerifyConfig()
+    augment: AugmentConfig = AugmentConfig()
+    sft_data: SFTDataConfig = SFTDataConfig()
+    sft: SFTConfig = SFTConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A stage's own section as plain JSON data (what enters its fingerprint)."""
+        return json.loads(getattr(self, name).model_dump_json())
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML: numbers, lists, null...)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def load_config(profile: str | None = "embedded", path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Profile YAML (``configs/<profile>.yaml``) or an explicit file, then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    elif profile:
+        p = CONFIGS_DIR / f"{profile}.yaml"
+        if not p.exists():
+            raise ValueError(f"unknown profile {profile!r}; available: {profile_names()}")
+        data = yaml.safe_load(p.read_text()) or {}
+        data.setdefault("profile", profile)
+    data = apply_overrides(data, overrides)
+    return PipelineConfig.model_validate(data)

@@ -1,0 +1,9 @@
+"""LLM access for every role: LiteLLM model strings and in-process ``local/`` models."""
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from progra_core.llm.gateway import ChatRequest, ChatResult, Gateway, is_transient  # noqa: E402
+
+__all__ = ["ChatRequest", "ChatResult", "Gateway", "is_transient"]

@@ -1,0 +1,382 @@
+"""One batch call for every LLM role.
+
+``Gateway.batch(requests)`` answers a list of chat requests with bounded concurrency, a
+per-request timeout, retries with exponential backoff and full jitter on transport faults
+(429/5xx/timeouts/connection errors, via tenacity), a persistent response cache keyed by a hash of
+the request payload (so a rerun never pays twice), and per-call token/latency accounting. Model
+strings go to LiteLLM, except ``local/<name>``, which runs in-process on transformers with batched
+generation behind the same call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from tenacity import (  # noqa: E402
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+__all__ = ["ChatRequest", "ChatResult", "Gateway", "is_transient", "LOCAL_PREFIX"]
+
+LOCAL_PREFIX = "local/"
+_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion. ``sample`` separates otherwise identical requests in the cache (e.g.
+    the K candidates of a majority vote); ``id`` is the caller's item id, for accounting only."""
+
+    messages: list[dict]
+    model: str
+    role: str = "default"
+    temperature: float = 0.0
+    max_tokens: int = 256
+    stop: list[str] | None = None
+    seed: int | None = None
+    sample: int = 0
+    api_base: str | None = None
+    api_key_env: str | None = None
+    id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def cache_key(self) -> str:
+        payload = {
+            "model": self.model,
+            "messages": self.messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "seed": self.seed,
+            "sample": self.sample,
+            "api_base": self.api_base,
+            "extra": self.extra,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ChatResult:
+    text: str | None
+    model: str
+    role: str = "default"
+    id: str | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    attempts: int = 0  # HTTP/generation attempts made for this result (0 = served from cache)
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: rate limits, server errors, timeouts, dropped connections."""
+    import litellm
+
+    transient = (
+        litellm.RateLimitError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.APIConnectionError,
+        litellm.Timeout,
+        litellm.exceptions.BadGatewayError,
+        asyncio.TimeoutError,
+        ConnectionError,
+    )
+    if isinstance(exc, transient):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and status in _TRANSIENT_STATUS
+
+
+class Gateway:
+    """Batch chat completions for all roles.
+
+    ``cache_dir``: persistent response cache (diskcache, process-safe); ``None`` disables it.
+    ``local_models``: optional map of ``local/<name>`` names to model folders; ``models_root`` is
+    where ``local/smollm2`` is provisioned.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike | None = None,
+        *,
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        local_batch_size: int = 8,
+        local_dtype: str = "float32",
+        models_root: str | os.PathLike | None = None,
+        local_models: dict[str, str] | None = None,
+    ):
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.local_batch_size = local_batch_size
+        self.local_dtype = local_dtype
+        self.models_root = models_root
+        self.local_models = dict(local_models or {})
+        self._cache = None
+        if cache_dir is not None:
+            import diskcache
+
+            self._cache = diskcache.Cache(str(cache_dir), size_limit=2**36)
+        self._lock = threading.Lock()
+        self.usage: list[dict] = []
+        self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
+
+    @classmethod
+    def from_config(cls, cfg, root: str | None = None) -> Gateway:
+        """Build from a :class:`~progra_core.config.PipelineConfig`."""
+        from pathlib import Path
+
+        root = root or cfg.storage.root
+        local_root = Path(root) if "://" not in str(root) else Path(".progra-local")
+        llm = cfg.llm
+        return cls(
+            local_root / "llm_cache" if llm.cache else None,
+            concurrency=llm.concurrency,
+            timeout_s=llm.timeout_s,
+            max_retries=llm.max_retries,
+            backoff_initial_s=llm.backoff_initial_s,
+            backoff_max_s=llm.backoff_max_s,
+            local_batch_size=llm.local_batch_size,
+            local_dtype=llm.local_dtype,
+            models_root=local_root / "models",
+        )
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def _account(self, r: ChatResult) -> None:
+        with self._lock:
+            self.usage.append(
+                {k: getattr(r, k) for k in ("role", "model", "prompt_tokens", "completion_tokens", "latency_ms", "attempts", "cached")}
+                | {"error": r.error}
+            )
+
+    def usage_summary(self) -> dict[str, dict[str, float]]:
+        """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls."""
+        out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for u in self.usage:
+            s = out[u["role"]]
+            s["calls"] += 1
+            s["cached"] += int(u["cached"])
+            s["errors"] += int(u["error"] is not None)
+            s["retries"] += max(0, u["attempts"] - 1)
+            s["prompt_tokens"] += u["prompt_tokens"]
+            s["completion_tokens"] += u["completion_tokens"]
+            if not u["cached"]:
+                s["live_calls"] += 1
+                s["latency_ms_total"] += u["latency_ms"]
+        for s in out.values():
+            s["mean_latency_ms"] = s["latency_ms_total"] / s["live_calls"] if s["live_calls"] else 0.0
+        return {k: dict(v) for k, v in out.items()}
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def _cached(self, req: ChatRequest) -> ChatResult | None:
+        if self._cache is None:
+            return None
+        hit = self._cache.get(req.cache_key())
+        if hit is None:
+            return None
+        return ChatResult(**{**hit, "role": req.role, "id": req.id, "cached": True, "attempts": 0, "latency_ms": 0.0})
+
+    def _store(self, req: ChatRequest, res: ChatResult) -> None:
+        if self._cache is not None and res.ok:
+            d = asdict(res)
+            for k in ("role", "id", "cached", "attempts"):
+                d.pop(k)
+            self._cache.set(req.cache_key(), d)
+
+    # -- remote (LiteLLM) ------------------------------------------------------------------
+
+    async def _remote(self, req: ChatRequest, sem: asyncio.Semaphore) -> ChatResult:
+        import litellm
+
+        kwargs: dict[str, Any] = dict(
+            model=req.model,
+            messages=req.messages,
+            temperature=req.temperature,
+            max_tokens=req.max_tokens,
+            timeout=self.timeout_s,
+            num_retries=0,  # retries are ours (tenacity), so they are counted
+            **req.extra,
+        )
+        if req.stop:
+            kwargs["stop"] = req.stop
+        if req.seed is not None:
+            kwargs["seed"] = req.seed
+        if req.api_base:
+            kwargs["api_base"] = req.api_base
+        key = os.environ.get(req.api_key_env) if req.api_key_env else None
+        if key:
+            kwargs["api_key"] = key
+        elif req.api_base:
+            kwargs["api_key"] = "EMPTY"  # OpenAI-compatible servers (vLLM, llm-katan) accept any key
+        attempts = 0
+        t0 = time.perf_counter()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_random_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
+            retry=retry_if_exception(is_transient),
+            reraise=False,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    async with sem:
+                        with self._lock:
+                            self.requests_sent += 1
+                        resp = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s + 5)
+        except RetryError as e:
+            exc = e.last_attempt.exception()
+            return ChatResult(None, req.model, req.role, req.id, error=f"retries exhausted: {type(exc).__name__}: {str(exc)[:300]}",
+                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
+        except Exception as exc:  # not transient: report, do not retry
+            return ChatResult(None, req.model, req.role, req.id, error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
+        choice = resp.choices[0]
+        usage = getattr(resp, "usage", None)
+        return ChatResult(
+            text=choice.message.content or "",
+            model=req.model,
+            role=req.role,
+            id=req.id,
+            finish_reason=getattr(choice, "finish_reason", None),
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+            attempts=attempts,
+        )
+
+    # -- local -----------------------------------------------------------------------------
+
+    def local_path(self, model: str) -> str:
+        """Folder of a ``local/<name>`` model: the embedded model, a registered name, or a path."""
+        from pathlib import Path
+
+        name = model[len(LOCAL_PREFIX):]
+        if name in self.local_models:
+            return self.local_models[name]
+        if name in ("smollm2", "smollm2-135m-instruct"):
+            from progra_core.llm.embedded import ensure_embedded_model
+
+            return str(ensure_embedded_model(self.models_root or ".progra/models"))
+        for cand in (Path(name), Path(self.models_root or ".") / name):
+            if (cand / "config.json").exists() or (cand / "adapter_config.json").exists():
+                return str(cand)
+        raise ValueError(f"unknown local model {model!r}: not the embedded 'smollm2', a registered name, or a model folder")
+
+    async def _local(self, reqs: list[ChatRequest]) -> list[ChatResult]:
+        from progra_core.llm.local import get_backend
+
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(reqs):
+            by_model[r.model].append(i)
+        out: list[ChatResult | None] = [None] * len(reqs)
+        for model, idx in by_model.items():
+            try:
+                backend = get_backend(self.local_path(model), dtype=self.local_dtype)
+                results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size)
+                with self._lock:
+                    self.requests_sent += len(idx)
+            except Exception as exc:  # model missing or failed: every request of it reports why
+                results = [ChatResult(None, model, reqs[i].role, reqs[i].id, error=f"{type(exc).__name__}: {exc}") for i in idx]
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    # -- the batch call --------------------------------------------------------------------
+
+    async def abatch(self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
+        """Answer every request; results come back in request order. Failures are results with
+        ``error`` set, never exceptions. ``on_result(i, result)`` is called as each finishes."""
+        results: list[ChatResult | None] = [None] * len(requests)
+
+        def done(i: int, r: ChatResult) -> None:
+            results[i] = r
+            self._account(r)
+            if on_result is not None:
+                on_result(i, r)
+
+        local_idx, remote_idx = [], []
+        for i, req in enumerate(requests):
+            hit = self._cached(req)
+            if hit is not None:
+                done(i, hit)
+            elif req.model.startswith(LOCAL_PREFIX):
+                local_idx.append(i)
+            else:
+                remote_idx.append(i)
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(i: int) -> None:
+            r = await self._remote(requests[i], sem)
+            self._store(requests[i], r)
+            done(i, r)
+
+        async def local() -> None:
+            if not local_idx:
+                return
+            # chunks keep the progress callback moving and the cache filling during long runs
+            step = max(self.local_batch_size * 4, 1)
+            for s in range(0, len(local_idx), step):
+                chunk = local_idx[s:s + step]
+                rs = await self._local([requests[i] for i in chunk])
+                for i, r in zip(chunk, rs, strict=True):
+                    self._store(requests[i], r)
+                    done(i, r)
+
+        await asyncio.gather(local(), *(one(i) for i in remote_idx))
+        return results  # type: ignore[return-value]
+
+    def batch(self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
+        """Synchronous :meth:`abatch`; safe to call from inside a running event loop's thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.abatch(requests, on_result))
+        box: dict[str, Any] = {}
+
+        def runner():
+            try:
+                box["r"] = asyncio.run(self.abatch(requests, on_result))
+            except BaseException as e:  # surfaced below
+                box["e"] = e
+
+        t = threading.Thread(target=runner)
+        t.start()
+        t.join()
+        if "e" in box:
+            raise box["e"]
+        return box["r"]
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()

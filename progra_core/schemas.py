@@ -1,0 +1,72 @@
+"""Arrow schemas of the data contracts (DESIGN.md, "Data contracts").
+
+Nested data stays nested (lists/structs) so DuckDB can ``unnest`` it; JSON strings are used only
+where the shape is open (environment configs, tool docs, call arguments).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+CALL = pa.struct(
+    [
+        ("name", pa.string()),
+        ("arguments", pa.string()),  # JSON object of keyword arguments
+        ("positional", pa.string()),  # JSON list, null when none
+        ("text", pa.string()),  # canonical call text
+    ]
+)
+ACTION = pa.struct([("calls", pa.list_(CALL)), ("observations", pa.list_(pa.string()))])
+TURN = pa.struct(
+    [
+        ("query", pa.string()),
+        ("actions", pa.list_(ACTION)),
+        ("reply", pa.string()),
+        ("tools_added", pa.list_(pa.string())),  # function names made available at this turn
+    ]
+)
+
+TRAJECTORIES = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("source", pa.string()),  # bfcl | jsonl | hf | synth
+        ("source_id", pa.string()),
+        ("category", pa.string()),
+        ("split", pa.string()),  # train | held_out
+        ("env", pa.string()),
+        ("involved_classes", pa.list_(pa.string())),
+        ("initial_config", pa.string()),
+        ("tools", pa.string()),
+        ("scenario", pa.string()),
+        ("long_context", pa.bool_()),
+        ("turns", pa.list_(TURN)),
+        ("n_turns", pa.int32()),
+        ("n_calls", pa.int32()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("input_id", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("payload", pa.string()),
+    ]
+)
+
+#: Known stage schemas: the catalog creates an (empty) view for each even before a run.
+STAGE_SCHEMAS: dict[str, pa.Schema] = {"trajectories": TRAJECTORIES}
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
+
+
+def reject(stage: str, input_id: str | None, reason: str, detail: str = "", payload: str | None = None) -> dict:
+    """One ``rejects`` row. ``reason`` is a short stable code for GROUP BY; ``detail`` the message.
+    Payloads are truncated to keep a huge bad record from bloating the catalog."""
+    if payload is not None and len(payload) > 4096:
+        payload = payload[:4096] + f"...[{len(payload) - 4096} more chars]"
+    return {"stage": stage, "input_id": input_id, "reason": reason, "detail": detail[:2000], "payload": payload}

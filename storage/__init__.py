@@ -1,0 +1,6 @@
+"""Parquet dataset store and DuckDB catalog (Prefect-free)."""
+
+from storage.catalog import Catalog
+from storage.store import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
+
+__all__ = ["Catalog", "DatasetNotFound", "DatasetRef", "DatasetStore", "fingerprint"]

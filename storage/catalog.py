@@ -1,0 +1,167 @@
+"""The DuckDB catalog: one view per stage over all its datasets, ``<stage>_latest`` over the newest,
+the ``datasets`` lineage table and the ``rejects`` view.
+
+Views are rebuilt from the manifests on every query (a directory listing: cheap) in an in-memory
+DuckDB, so concurrent readers never fight over a lock and a dataset appears the moment its
+manifest is renamed into place. ``refresh()`` also writes the same views into
+``<root>/catalog.duckdb`` so any DuckDB client can open it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import duckdb
+import pyarrow as pa
+
+from progra_core.schemas import REJECTS, STAGE_SCHEMAS
+from storage.store import DatasetRef, DatasetStore
+
+__all__ = ["Catalog", "DATASETS_SCHEMA"]
+
+DATASETS_SCHEMA = pa.schema(
+    [
+        ("dataset_id", pa.string()),
+        ("stage", pa.string()),
+        ("parents", pa.list_(pa.string())),
+        ("config", pa.string()),
+        ("code_version", pa.string()),
+        ("rows", pa.int64()),
+        ("bytes", pa.int64()),
+        ("rejects", pa.int64()),
+        ("path", pa.string()),
+        ("flow_run_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("stats", pa.string()),
+    ]
+)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop ``name`` whether it is a view or a table (a persisted catalog may hold either)."""
+    kind = con.execute(
+        "select 'VIEW' from duckdb_views() where view_name = ? and not internal "
+        "union all select 'TABLE' from duckdb_tables() where table_name = ?", [name, name]).fetchone()
+    if kind:
+        con.execute(f"DROP {kind[0]} {name}")
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class Catalog:
+    def __init__(self, root: str | os.PathLike, db_path: str | None = None):
+        self.store = DatasetStore(root)
+        if db_path is None and self.store.is_local:
+            db_path = os.path.join(self.store._root, "catalog.duckdb")
+        self.db_path = db_path
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _lineage(self, refs: list[DatasetRef]) -> pa.Table:
+        rows = [
+            {
+                "dataset_id": r.dataset_id,
+                "stage": r.stage,
+                "parents": list(r.parents),
+                "config": json.dumps(r.config, sort_keys=True, default=str),
+                "code_version": r.code_version,
+                "rows": r.rows,
+                "bytes": r.bytes,
+                "rejects": r.rejects,
+                "path": r.path,
+                "flow_run_id": r.flow_run_id,
+                "created_at": pa.scalar(r.created_at).cast(pa.timestamp("us", tz="UTC")).as_py() if r.created_at else None,
+                "stats": json.dumps(r.stats, default=str),
+            }
+            for r in refs
+        ]
+        return pa.Table.from_pylist(rows, schema=DATASETS_SCHEMA)
+
+    def _statements(self, con: duckdb.DuckDBPyConnection) -> None:
+        store = self.store
+        refs = store.list()
+        by_stage: dict[str, list[DatasetRef]] = {}
+        for r in refs:
+            by_stage.setdefault(r.stage, []).append(r)
+        con.register("_progra_datasets", self._lineage(refs))
+        _drop(con, "datasets")
+        con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
+        con.unregister("_progra_datasets")
+        for stage in sorted(set(by_stage) | set(STAGE_SCHEMAS)):
+            if not _IDENT.match(stage):
+                continue
+            stage_refs = by_stage.get(stage, [])
+            files = [f for r in stage_refs for f in store.files(r)]
+            if not files:
+                schema = STAGE_SCHEMAS.get(stage)
+                if schema is None:
+                    continue
+                empty = schema.append(pa.field("dataset_id", pa.string())).empty_table()
+                con.register("_progra_empty", empty)
+                for name in (stage, f"{stage}_latest"):
+                    _drop(con, name)
+                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM _progra_empty")
+                con.unregister("_progra_empty")
+                continue
+            latest = stage_refs[-1]
+            for name, fl in ((stage, files), (f"{stage}_latest", store.files(latest))):
+                urls = ", ".join(_q(store.url(f)) for f in fl)
+                _drop(con, name)
+                con.execute(
+                    f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), "
+                    f"regexp_extract(filename, '/datasets/{stage}/([^/]+)/part-', 1) AS dataset_id "
+                    f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
+                )
+        rej = [store.rejects_file(r) for r in refs]
+        rej = [f for f in rej if f]
+        _drop(con, "rejects")
+        if rej:
+            urls = ", ".join(_q(store.url(f)) for f in rej)
+            con.execute(
+                "CREATE VIEW rejects AS SELECT * EXCLUDE (filename), "
+                "regexp_extract(filename, '/datasets/[^/]+/([^/]+)/rejects.parquet', 1) AS dataset_id "
+                f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
+            )
+        else:
+            con.register("_progra_rej", REJECTS.append(pa.field("dataset_id", pa.string())).empty_table())
+            con.execute("CREATE TABLE rejects AS SELECT * FROM _progra_rej")
+            con.unregister("_progra_rej")
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with every view in place."""
+        con = duckdb.connect()
+        if not self.store.is_local:
+            con.register_filesystem(self.store.fs)
+        self._statements(con)
+        return con
+
+    # -- querying ----------------------------------------------------------------------------
+
+    def sql(self, query: str, params: list | None = None) -> pa.Table:
+        """Run SQL over the catalog and return an Arrow table."""
+        con = self.connect()
+        try:
+            rel = con.sql(query, params=params) if params else con.sql(query)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        finally:
+            con.close()
+
+    def refresh(self) -> str | None:
+        """Persist the views into the DuckDB file (local roots only); returns its path, or None
+        when it is busy (another process holds the write lock) or the root is remote."""
+        if not self.db_path:
+            return None
+        try:
+            con = duckdb.connect(self.db_path)
+        except duckdb.IOException:
+            return None
+        try:
+            self._statements(con)
+        finally:
+            con.close()
+        return self.db_path

@@ -1,0 +1,278 @@
+"""Fingerprinted Parquet datasets on any fsspec filesystem.
+
+Layout: ``<root>/datasets/<stage>/<dataset_id>/`` holding ``part-*.parquet`` (zstd, row-group
+statistics), optional ``rejects.parquet`` and ``_manifest.json``. A dataset is written under a
+temporary name and renamed into place with its manifest already inside, so readers see either no
+dataset or a complete one. The dataset id is the fingerprint of (stage, the stage's config section,
+parent ids, code version): the same inputs always land in the same folder, which is what makes
+Prefect's cache key and a rerun's "nothing to do" the same thing.
+
+Long LLM stages also keep ``<root>/shards/<stage>/<dataset_id>/shard-<key>.parquet`` while running,
+each written atomically, so a killed run resumes from the shards it already paid for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from progra_core.schemas import REJECTS
+
+__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound"]
+
+MANIFEST = "_manifest.json"
+ROW_GROUP_SIZE = 64_000
+
+
+class DatasetNotFound(KeyError):
+    pass
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(stage: str, config: Any, parents: list[str] | tuple[str, ...] = (), code_version: str = "") -> str:
+    """Stable id of a dataset: sha256 over the stage, its config section, parents and code version."""
+    payload = _canonical({"stage": stage, "config": config, "parents": list(parents), "code": code_version})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """What flows pass between stages (never the data itself)."""
+
+    dataset_id: str
+    stage: str
+    path: str
+    rows: int
+    bytes: int = 0
+    rejects: int = 0
+    parents: tuple[str, ...] = ()
+    config: dict = field(default_factory=dict)
+    code_version: str = ""
+    flow_run_id: str | None = None
+    created_at: str = ""
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["parents"] = list(self.parents)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DatasetRef:
+        d = dict(d)
+        d["parents"] = tuple(d.get("parents") or ())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class DatasetStore:
+    """Write and read fingerprinted datasets under ``root`` (a local path or an fsspec URL)."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = str(root)
+        self.fs, self._root = fsspec.core.url_to_fs(root)
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.is_local = self.protocol in ("file", "local")
+        if self.is_local:
+            self._root = os.path.abspath(self._root)
+        self.root_url = root if not self.is_local else self._root
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self._root, *parts)
+
+    def dataset_dir(self, stage: str, dataset_id: str) -> str:
+        return self._join("datasets", stage, dataset_id)
+
+    def url(self, path: str) -> str:
+        """A path DuckDB/pyarrow outside this process can open."""
+        return path if self.is_local else f"{self.protocol}://{path}"
+
+    # -- write -------------------------------------------------------------------------------
+
+    def exists(self, stage: str, dataset_id: str) -> bool:
+        return self.fs.exists(posixpath.join(self.dataset_dir(stage, dataset_id), MANIFEST))
+
+    def write(
+        self,
+        stage: str,
+        table: pa.Table,
+        *,
+        dataset_id: str | None = None,
+        config: dict | None = None,
+        parents: list[str] | tuple[str, ...] = (),
+        code_version: str = "",
+        rejects: list[dict] | pa.Table | None = None,
+        flow_run_id: str | None = None,
+        stats: dict | None = None,
+        rows_per_file: int = 500_000,
+    ) -> DatasetRef:
+        """Write a dataset atomically and return its ref. If another writer committed the same id
+        first, that dataset is kept (same fingerprint = same inputs) and its ref is returned."""
+        config = config or {}
+        dataset_id = dataset_id or fingerprint(stage, config, parents, code_version)
+        final = self.dataset_dir(stage, dataset_id)
+        if self.exists(stage, dataset_id):
+            return self.ref(stage, dataset_id)
+        tmp = self._join("datasets", stage, f".tmp-{dataset_id}-{uuid.uuid4().hex[:8]}")
+        self.fs.makedirs(tmp, exist_ok=True)
+        try:
+            nbytes = 0
+            n = table.num_rows
+            chunks = [table.slice(o, rows_per_file) for o in range(0, n, rows_per_file)] or [table]
+            for i, chunk in enumerate(chunks):
+                p = posixpath.join(tmp, f"part-{i:05d}.parquet")
+                with self.fs.open(p, "wb") as f:
+                    pq.write_table(chunk, f, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+                nbytes += self.fs.size(p)
+            n_rejects = 0
+            if rejects is not None:
+                rt = rejects if isinstance(rejects, pa.Table) else pa.Table.from_pylist(list(rejects), schema=REJECTS)
+                n_rejects = rt.num_rows
+                with self.fs.open(posixpath.join(tmp, "rejects.parquet"), "wb") as f:
+                    pq.write_table(rt, f, compression="zstd")
+            ref = DatasetRef(
+                dataset_id=dataset_id,
+                stage=stage,
+                path=self.url(final),
+                rows=n,
+                bytes=nbytes,
+                rejects=n_rejects,
+                parents=tuple(parents),
+                config=config,
+                code_version=code_version,
+                flow_run_id=flow_run_id,
+                created_at=datetime.now(UTC).isoformat(),
+                stats=stats or {},
+            )
+            with self.fs.open(posixpath.join(tmp, MANIFEST), "w") as f:
+                f.write(json.dumps(ref.to_dict(), indent=1, default=str))
+            self._commit(tmp, final)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
+        return self.ref(stage, dataset_id)
+
+    def _commit(self, tmp: str, final: str) -> None:
+        if self.fs.exists(final):
+            if self.fs.exists(posixpath.join(final, MANIFEST)):
+                return  # someone else committed the same fingerprint first
+            self.fs.rm(final, recursive=True)  # leftover of a crashed non-atomic filesystem
+        if self.is_local:
+            try:
+                os.rename(tmp, final)  # atomic on POSIX; fails if a concurrent writer won
+            except OSError:
+                if not os.path.exists(os.path.join(final, MANIFEST)):
+                    raise
+        else:
+            self.fs.mv(tmp, final, recursive=True)
+
+    # -- read --------------------------------------------------------------------------------
+
+    def ref(self, stage: str, dataset_id: str) -> DatasetRef:
+        p = posixpath.join(self.dataset_dir(stage, dataset_id), MANIFEST)
+        try:
+            with self.fs.open(p, "r") as f:
+                return DatasetRef.from_dict(json.load(f))
+        except FileNotFoundError:
+            raise DatasetNotFound(f"{stage}/{dataset_id}") from None
+
+    def find(self, dataset_id: str) -> DatasetRef:
+        """The dataset with this id in any stage."""
+        for stage in self.stages():
+            if self.exists(stage, dataset_id):
+                return self.ref(stage, dataset_id)
+        raise DatasetNotFound(dataset_id)
+
+    def stages(self) -> list[str]:
+        base = self._join("datasets")
+        if not self.fs.exists(base):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False) if self.fs.isdir(p))
+
+    def list(self, stage: str | None = None) -> list[DatasetRef]:
+        """Committed datasets (those with a manifest), oldest first."""
+        refs = []
+        for s in [stage] if stage else self.stages():
+            base = self._join("datasets", s)
+            if not self.fs.exists(base):
+                continue
+            for p in self.fs.ls(base, detail=False):
+                name = posixpath.basename(p.rstrip("/"))
+                if name.startswith(".") or not self.fs.exists(posixpath.join(p, MANIFEST)):
+                    continue
+                refs.append(self.ref(s, name))
+        return sorted(refs, key=lambda r: r.created_at)
+
+    def files(self, ref: DatasetRef) -> list[str]:
+        d = self.dataset_dir(ref.stage, ref.dataset_id)
+        return sorted(p for p in self.fs.ls(d, detail=False) if posixpath.basename(p).startswith("part-"))
+
+    def rejects_file(self, ref: DatasetRef) -> str | None:
+        p = posixpath.join(self.dataset_dir(ref.stage, ref.dataset_id), "rejects.parquet")
+        return p if self.fs.exists(p) else None
+
+    def read(self, ref: DatasetRef | str, stage: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        if isinstance(ref, str):
+            ref = self.ref(stage, ref) if stage else self.find(ref)
+        tables = []
+        for p in self.files(ref):
+            with self.fs.open(p, "rb") as f:
+                tables.append(pq.read_table(f, columns=columns))
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def read_rejects(self, ref: DatasetRef) -> pa.Table:
+        p = self.rejects_file(ref)
+        if p is None:
+            return REJECTS.empty_table()
+        with self.fs.open(p, "rb") as f:
+            return pq.read_table(f)
+
+    # -- shards (resumable LLM stages) -------------------------------------------------------
+
+    def shard_dir(self, stage: str, dataset_id: str) -> str:
+        return self._join("shards", stage, dataset_id)
+
+    def write_shard(self, stage: str, dataset_id: str, key: str, table: pa.Table) -> str:
+        d = self.shard_dir(stage, dataset_id)
+        self.fs.makedirs(d, exist_ok=True)
+        final = posixpath.join(d, f"shard-{key}.parquet")
+        tmp = posixpath.join(d, f".tmp-{key}-{uuid.uuid4().hex[:8]}.parquet")
+        with self.fs.open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+        if self.is_local:
+            os.replace(tmp, final)
+        else:
+            self.fs.mv(tmp, final)
+        return final
+
+    def read_shards(self, stage: str, dataset_id: str) -> dict[str, pa.Table]:
+        d = self.shard_dir(stage, dataset_id)
+        if not self.fs.exists(d):
+            return {}
+        out = {}
+        for p in sorted(self.fs.ls(d, detail=False)):
+            name = posixpath.basename(p)
+            if name.startswith("shard-") and name.endswith(".parquet"):
+                with self.fs.open(p, "rb") as f:
+                    out[name[len("shard-"):-len(".parquet")]] = pq.read_table(f)
+        return out
+
+    def clear_shards(self, stage: str, dataset_id: str) -> None:
+        d = self.shard_dir(stage, dataset_id)
+        if self.fs.exists(d):
+            self.fs.rm(d, recursive=True)

@@ -1,0 +1,82 @@
+"""What every stage task shares: the dataset-fingerprint cache key, progress, and the funnel
+artifact. Tasks stay thin: the work is one call into ``progra_core``."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.context import FlowRunContext, TaskRunContext
+
+from storage import DatasetStore
+
+__all__ = ["dataset_cache_key", "Progress", "funnel_markdown", "publish_funnel", "flow_run_id"]
+
+
+def dataset_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
+    """Prefect cache key = the output dataset's fingerprint, but only while that dataset exists:
+    if someone deleted it, the task runs again instead of returning a dangling reference."""
+    root, stage, dataset_id = parameters.get("root"), parameters.get("output_stage"), parameters.get("dataset_id")
+    if not (root and stage and dataset_id):
+        return None
+    return f"progra-{stage}-{dataset_id}" if DatasetStore(root).exists(stage, dataset_id) else None
+
+
+def flow_run_id() -> str | None:
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+class Progress:
+    """A Prefect progress artifact plus log lines every ``every`` percent."""
+
+    def __init__(self, key: str, total: int = 0, every: int = 10):
+        self.total = max(total, 1)
+        self.every = every
+        self._last = -every
+        self.id = None
+        try:
+            self.id = create_progress_artifact(progress=0.0, key=key, description=f"{key}: 0/{total}")
+        except Exception:  # outside a run (plain function call): logging only
+            self.id = None
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if total:
+            self.total = max(total, 1)
+        pct = 100.0 * min(done, self.total) / self.total
+        if pct - self._last >= self.every or done >= self.total:
+            self._last = pct
+            if self.id is not None:
+                update_progress_artifact(self.id, progress=pct)
+            try:
+                get_run_logger().info("progress %.0f%% (%d/%d)", pct, done, self.total)
+            except Exception:
+                pass
+
+
+def funnel_markdown(title: str, rows: list[tuple[str, int, int, int]], rejects: dict[str, int] | None = None,
+                    usage: dict | None = None, links: dict[str, str] | None = None) -> str:
+    """A markdown funnel: (stage, rows in, rows out, rejects) per line, rejects by reason, LLM usage."""
+    md = [f"# {title}", "", "| stage | in | out | rejects |", "|---|---:|---:|---:|"]
+    md += [f"| {s} | {i} | {o} | {r} |" for s, i, o, r in rows]
+    if rejects:
+        md += ["", "## Rejects by reason", "", "| reason | count |", "|---|---:|"]
+        md += [f"| {k} | {v} |" for k, v in sorted(rejects.items(), key=lambda kv: -kv[1])]
+    if usage:
+        md += ["", "## LLM usage by role", "", "| role | calls | cached | errors | retries | prompt tok | completion tok | mean latency ms |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for role, u in usage.items():
+            md.append(f"| {role} | {u['calls']:.0f} | {u['cached']:.0f} | {u['errors']:.0f} | {u['retries']:.0f} | "
+                      f"{u['prompt_tokens']:.0f} | {u['completion_tokens']:.0f} | {u['mean_latency_ms']:.0f} |")
+    if links:
+        md += ["", "## Datasets", ""] + [f"- **{k}**: `{v}`" for k, v in links.items()]
+    return "\n".join(md)
+
+
+def publish_funnel(key: str, markdown: str) -> None:
+    try:
+        create_markdown_artifact(markdown=markdown, key=key, description="progra stage funnel")
+    except Exception as e:  # artifacts are a courtesy; never fail a stage for one
+        try:
+            get_run_logger().warning("could not publish artifact %s: %s", key, e)
+        except Exception:
+            pass

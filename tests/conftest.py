@@ -1,0 +1,121 @@
+"""Shared fixtures: environment hygiene, the embedded model, real llm-katan servers on loopback,
+and a real (ephemeral) Prefect server for flow tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_TMP_HOME = tempfile.mkdtemp(prefix="progra-test-prefect-")
+os.environ["PREFECT_HOME"] = _TMP_HOME  # nothing written to ~ or to the user's storage root
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(_TMP_HOME, "storage"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("PREFECT_API_URL", None)
+
+#: Shared with `make run` (idempotent, file-locked): converted once per checkout.
+MODELS_ROOT = Path(os.environ.get("PROGRA_TEST_MODELS", REPO / ".progra" / "models"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    from progra_core.llm.embedded import ensure_embedded_model
+
+    return ensure_embedded_model(MODELS_ROOT)
+
+
+class Server:
+    def __init__(self, args: list[str], port: int, name: str, log: Path):
+        self.port = port
+        self.name = name
+        self.api_base = f"http://127.0.0.1:{port}/v1"
+        self.log = log
+        self._f = open(log, "wb")
+        katan = Path(sys.executable).parent / "llm-katan"
+        # setsid: its own process group, stopped by PID below (never by name)
+        self.proc = subprocess.Popen([str(katan), *args, "--host", "127.0.0.1", "--port", str(port), "--name", name,
+                                      "--stats-file", str(log.with_suffix(".stats.json"))],
+                                     stdout=self._f, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def wait(self, timeout: float = 180) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llm-katan exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"llm-katan did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._f.close()
+
+
+@pytest.fixture(scope="session")
+def katan_transformers(embedded_model, tmp_path_factory):
+    """llm-katan serving the embedded SmolLM2 HF folder with real generations."""
+    log = tmp_path_factory.mktemp("katan") / "transformers.log"
+    srv = Server(["--backend", "transformers", "--model", str(embedded_model), "--device", "cpu", "--no-quantize",
+                  "--max-concurrent", "2"], free_port(), "smollm2", log)
+    try:
+        srv.wait()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def katan_echo(tmp_path):
+    """Factory: an llm-katan echo server with fault-injection flags."""
+    servers = []
+
+    def start(*flags: str) -> Server:
+        srv = Server(["--backend", "echo", "--model", "echo", *flags], free_port(), "echo", tmp_path / f"echo{len(servers)}.log")
+        servers.append(srv)
+        srv.wait(60)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real, temporary Prefect server (Prefect's own test harness)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -1,0 +1,37 @@
+import pytest
+from pydantic import ValidationError
+
+from progra_core.config import PipelineConfig, load_config, profile_names
+
+
+def test_profiles_load():
+    assert {"embedded", "paper"} <= set(profile_names())
+    emb = load_config("embedded")
+    assert emb.models.generator == "local/smollm2" and emb.storage.root == "./.progra"
+    paper = load_config("paper")
+    assert paper.grpo.beta == 0.001 and paper.grpo.num_generations == 8 and paper.grpo.batch_size == 8
+    assert paper.grpo.max_actions == 10 and paper.grpo.max_seq_len == 16384 and paper.grpo.max_steps == 200
+    assert paper.synthesize.max_iterations == 4 and paper.synthesize.reviewers == 5
+    assert paper.evaluate.trials == 3 and paper.models.generator == "openai/gpt-4o"
+    assert 8 <= paper.sft.lora_r <= 16 and 8 <= paper.sft.lora_alpha <= 64 and 1e-7 <= paper.sft.learning_rate <= 1e-6
+
+
+def test_overrides_and_validation(tmp_path):
+    cfg = load_config("embedded", overrides=["ingest.limit=7", "ingest.bfcl_categories=[base, miss_func]", "llm.timeout_s=3.5"])
+    assert cfg.ingest.limit == 7 and cfg.ingest.bfcl_categories == ["base", "miss_func"] and cfg.llm.timeout_s == 3.5
+    with pytest.raises(ValidationError):
+        load_config("embedded", overrides=["ingest.bfcl_categories=[nope]"])
+    with pytest.raises(ValidationError):
+        load_config("embedded", overrides=["ingest.no_such_field=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config("embedded", overrides=["ingest.limit"])
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_config("nope")
+    p = tmp_path / "c.yaml"
+    p.write_text("ingest:\n  limit: 3\n")
+    assert load_config(path=p).ingest.limit == 3
+
+
+def test_section_is_plain_json():
+    cfg = PipelineConfig()
+    assert cfg.section("ingest")["bfcl_categories"] == ["base"]

@@ -1,0 +1,103 @@
+import json
+import os
+
+import pyarrow as pa
+import pytest
+
+from progra_core.schemas import TRAJECTORIES, reject
+from storage import Catalog, DatasetNotFound, DatasetStore, fingerprint
+
+
+def table(n, offset=0):
+    return pa.table({"id": [f"r{i + offset}" for i in range(n)], "x": list(range(offset, offset + n)),
+                     "tags": [["a", "b"]] * n})
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    a = fingerprint("s", {"k": 1, "j": [1, 2]}, ["p1"], "v1")
+    assert a == fingerprint("s", {"j": [1, 2], "k": 1}, ["p1"], "v1")  # key order free
+    assert len({a, fingerprint("s", {"k": 2, "j": [1, 2]}, ["p1"], "v1"), fingerprint("s", {"k": 1, "j": [1, 2]}, ["p2"], "v1"),
+                fingerprint("s", {"k": 1, "j": [1, 2]}, ["p1"], "v2"), fingerprint("t", {"k": 1, "j": [1, 2]}, ["p1"], "v1")}) == 5
+
+
+def test_write_read_manifest_and_idempotence(tmp_path):
+    store = DatasetStore(tmp_path)
+    ref = store.write("things", table(10), config={"a": 1}, parents=["p0"], code_version="1",
+                      rejects=[reject("things", "r99", "bad", "because")], stats={"k": 2})
+    d = tmp_path / "datasets" / "things" / ref.dataset_id
+    assert sorted(os.listdir(d)) == ["_manifest.json", "part-00000.parquet", "rejects.parquet"]
+    man = json.loads((d / "_manifest.json").read_text())
+    assert man["rows"] == 10 and man["rejects"] == 1 and man["parents"] == ["p0"] and man["stats"] == {"k": 2}
+    assert store.read(ref).equals(table(10))
+    assert store.read(ref.dataset_id).num_rows == 10
+    assert store.read_rejects(ref).column("reason").to_pylist() == ["bad"]
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(d / "part-00000.parquet").metadata
+    assert md.row_group(0).column(1).compression == "ZSTD" and md.row_group(0).column(1).statistics.has_min_max
+    again = store.write("things", table(3), config={"a": 1}, parents=["p0"], code_version="1")
+    assert again.dataset_id == ref.dataset_id and again.rows == 10  # same fingerprint: kept, not rewritten
+    assert [r.dataset_id for r in store.list("things")] == [ref.dataset_id]
+    with pytest.raises(DatasetNotFound):
+        store.ref("things", "nope")
+
+
+def test_partial_write_is_invisible(tmp_path):
+    store = DatasetStore(tmp_path)
+
+    with pytest.raises(AttributeError):  # fails mid-write, after the temp folder exists
+        store.write("things", "not a table", dataset_id="abc")  # type: ignore[arg-type]
+    assert store.list("things") == []
+    assert not (tmp_path / "datasets" / "things" / "abc").exists()
+    leftovers = os.listdir(tmp_path / "datasets" / "things")
+    assert leftovers == []  # temp folder cleaned
+
+
+def test_multi_file_and_shards(tmp_path):
+    store = DatasetStore(tmp_path)
+    ref = store.write("big", table(25), rows_per_file=10)
+    assert len(store.files(ref)) == 3 and store.read(ref).num_rows == 25
+    store.write_shard("aw", "fp1", "0001", table(2))
+    store.write_shard("aw", "fp1", "0000", table(3, 2))
+    shards = store.read_shards("aw", "fp1")
+    assert list(shards) == ["0000", "0001"] and shards["0000"].num_rows == 3
+    store.clear_shards("aw", "fp1")
+    assert store.read_shards("aw", "fp1") == {}
+
+
+def test_catalog_views_latest_lineage_rejects(tmp_path):
+    store = DatasetStore(tmp_path)
+    r1 = store.write("things", table(4), config={"v": 1}, rejects=[reject("things", "a", "too_big")])
+    r2 = store.write("things", table(2, 100), config={"v": 2}, parents=[r1.dataset_id])
+    cat = Catalog(tmp_path)
+    assert cat.sql("select count(*) as n from things").column("n")[0].as_py() == 6
+    assert cat.sql("select count(*) as n from things_latest").column("n")[0].as_py() == 2
+    per = dict(zip(*cat.sql("select dataset_id, count(*) c from things group by 1").to_pydict().values(), strict=True))
+    assert per == {r1.dataset_id: 4, r2.dataset_id: 2}
+    lin = cat.sql("select stage, rows, parents from datasets where dataset_id = ?", [r2.dataset_id]).to_pylist()
+    assert lin == [{"stage": "things", "rows": 2, "parents": [r1.dataset_id]}]
+    rj = cat.sql("select stage, input_id, reason, dataset_id from rejects").to_pylist()
+    assert rj == [{"stage": "things", "input_id": "a", "reason": "too_big", "dataset_id": r1.dataset_id}]
+    assert cat.sql("select sum(len(tags)) s from things").column("s")[0].as_py() == 12  # nested stays nested
+    # known stages exist (empty) before any run
+    assert cat.sql("select count(*) n from trajectories").column("n")[0].as_py() == 0
+    assert "turns" in cat.sql("select * from trajectories").column_names
+    path = cat.refresh()
+    import duckdb
+
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("select count(*) from things").fetchone()[0] == 6
+    con.close()
+
+
+def test_fsspec_memory_root():
+    store = DatasetStore("memory://progra-test-root")
+    assert not store.is_local
+    rows = [{"trajectory_id": "t1", "source": "x", "turns": [], "n_turns": 0, "n_calls": 0}]
+    ref = store.write("trajectories", pa.Table.from_pylist(rows, schema=TRAJECTORIES))
+    assert ref.path.startswith("memory://")
+    assert store.read(ref).column("trajectory_id").to_pylist() == ["t1"]
+    cat = Catalog("memory://progra-test-root")
+    assert cat.db_path is None
+    assert cat.sql("select trajectory_id from trajectories").column(0).to_pylist() == ["t1"]
+    assert cat.refresh() is None
