@@ -67,21 +67,72 @@ def _print_table(tbl, title: str | None = None, max_rows: int = 50) -> None:
         console.print(f"[dim]({tbl.num_rows} rows, first {max_rows} shown; use --max-rows or --format)[/dim]")
 
 
-@app.command()
-def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Run the pipeline on a profile (today: ingest -> trajectories)."""
-    cfg = _config(profile, config, set_)
+def _flow_env(cfg) -> None:
     from flows.env import prepare
 
     prepare(cfg.storage.root)
-    from flows.ingest import ingest_flow
 
+
+def _print_refs(refs: dict) -> None:
+    t = Table(title="datasets of this run")
+    for c in ("stage", "dataset_id", "rows", "rejects"):
+        t.add_column(c, justify="right" if c in ("rows", "rejects") else "left")
+    for r in refs.values():
+        t.add_row(r.stage, r.dataset_id, str(r.rows), str(r.rejects))
+    console.print(t)
+
+
+@app.command()
+def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
+        through: Annotated[str, typer.Option(help="ingest (default) | data: also segment -> awareness -> verify -> augment -> sft_data (in progress)")] = "ingest") -> None:
+    """Run the pipeline on a profile."""
+    cfg = _config(profile, config, set_)
+    _flow_env(cfg)
     t0 = time.perf_counter()
-    ref = ingest_flow(cfg)
-    console.print(f"[green]trajectories[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
-                  f"({time.perf_counter() - t0:.1f}s) -> {ref.path}")
-    console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
+    if through == "ingest":
+        from flows.ingest import ingest_flow
+
+        ref = ingest_flow(cfg)
+        console.print(f"[green]trajectories[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
+                      f"({time.perf_counter() - t0:.1f}s) -> {ref.path}")
+        console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
+                      + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
+        return
+    if through != "data":
+        err.print(f"[red]--through must be ingest or data, not {through!r}[/red]")
+        raise typer.Exit(2)
+    from flows.data import data_flow
+
+    refs = data_flow(cfg)
+    _print_refs(refs)
+    v = refs["verified"]
+    console.print(f"verified: {v.stats.get('equal', 0)} of {v.rows} awareness rows rebuilt a_fc (D_ver); "
+                  f"{time.perf_counter() - t0:.1f}s")
+    console.print('Query: progra sql "select * from funnel_latest order by position"'
                   + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help="segment | awareness | verify | augment | sft_data")],
+          input: Annotated[str, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`).")],
+          profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Rerun one stage from a cached input dataset with the current config (+ --set overrides)."""
+    cfg = _config(profile, config, set_)
+    _flow_env(cfg)
+    from flows.stages import STAGES, stage_flow
+    from storage import DatasetNotFound
+
+    if name not in STAGES:
+        err.print(f"[red]unknown stage {name!r}[/red]; choose from {', '.join(STAGES)}")
+        raise typer.Exit(2)
+    t0 = time.perf_counter()
+    try:
+        ref = stage_flow(name, input, cfg)
+    except (DatasetNotFound, ValueError) as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]{ref.stage}[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
+                  f"({time.perf_counter() - t0:.1f}s)")
 
 
 @app.command()

@@ -102,14 +102,19 @@ class AwarenessConfig(Section):
     prompt_version: str = "v1"
     max_attempts: int = Field(3, ge=1, description="Retries on unparsable output or literal calls (reason fed back).")
     temperature: float = 0.3
-    max_tokens: int = 384
+    max_tokens: int = Field(384, ge=16, description="Token budget of one answer (split across sections when guided).")
     shard_size: int = Field(64, ge=1, description="Segments per shard (resume granularity).")
     limit: int | None = Field(None, ge=0, description="Max segments to annotate.")
+    select: Literal["first", "shortest"] = Field(
+        "first", description="Which segments a limit keeps: first by id, or those with the least context (cheap runs).")
+    guided: bool = Field(True, description="local/ models: generate section by section with the tags prefilled.")
+    repetition_penalty: float = Field(1.0, ge=1.0, description="local/ models only (HF semantics: also penalises prompt tokens, so keep near 1).")
 
 
 class VerifyConfig(Section):
     temperature: float = 0.0
     max_tokens: int = 128
+    shard_size: int = Field(64, ge=1, description="Awareness rows per shard (resume granularity).")
 
 
 class AugmentConfig(Section):
@@ -117,10 +122,12 @@ class AugmentConfig(Section):
     mask_fraction: float = Field(0.15, ge=0, le=1)
     keep_original: bool = True
     seed: int = 0
+    shard_size: int = Field(64, ge=1, description="Verified rows per shard (resume granularity).")
 
 
 class SFTDataConfig(Section):
     cold_start_ratio: float = Field(0.5, ge=0, description="Cold-start examples per awareness example.")
+    cold_start_min: int = Field(16, ge=0, description="At least this many cold-start examples (keeps D_sft non-empty).")
     validation_percent: int = Field(10, ge=0, le=100)
     seed: int = 0
 

@@ -56,8 +56,21 @@ REJECTS = pa.schema(
     ]
 )
 
-#: Known stage schemas: the catalog creates an (empty) view for each even before a run.
-STAGE_SCHEMAS: dict[str, pa.Schema] = {"trajectories": TRAJECTORIES}
+FUNNEL = pa.schema([
+    ("pipeline_id", pa.string()), ("position", pa.int32()), ("stage", pa.string()), ("stage_dataset_id", pa.string()),
+    ("rows_in", pa.int64()), ("rows_out", pa.int64()), ("rejects", pa.int64()), ("rejects_by_reason", pa.string()),
+    ("llm_calls", pa.int64()), ("cached_calls", pa.int64()), ("retries", pa.int64()), ("llm_errors", pa.int64()),
+    ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("mean_latency_ms", pa.float64()),
+])
+
+
+def stage_schemas() -> dict[str, pa.Schema]:
+    """Known stage schemas: the catalog creates an (empty) view for each even before a run."""
+    from progra_core import augment, awareness, segment, sft_data, verify
+
+    return {"trajectories": TRAJECTORIES, "segments": segment.SEGMENTS, "awareness": awareness.AWARENESS,
+            "verified": verify.VERIFIED, "augmented": augment.AUGMENTED, "sft_examples": sft_data.SFT_EXAMPLES,
+            "funnel": FUNNEL}
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:

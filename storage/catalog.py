@@ -16,7 +16,7 @@ import re
 import duckdb
 import pyarrow as pa
 
-from progra_core.schemas import REJECTS, STAGE_SCHEMAS
+from progra_core.schemas import REJECTS, stage_schemas
 from storage.store import DatasetRef, DatasetStore
 
 __all__ = ["Catalog", "DATASETS_SCHEMA"]
@@ -92,13 +92,14 @@ class Catalog:
         _drop(con, "datasets")
         con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
         con.unregister("_progra_datasets")
-        for stage in sorted(set(by_stage) | set(STAGE_SCHEMAS)):
+        known = stage_schemas()
+        for stage in sorted(set(by_stage) | set(known)):
             if not _IDENT.match(stage):
                 continue
             stage_refs = by_stage.get(stage, [])
             files = [f for r in stage_refs for f in store.files(r)]
             if not files:
-                schema = STAGE_SCHEMAS.get(stage)
+                schema = known.get(stage)
                 if schema is None:
                     continue
                 empty = schema.append(pa.field("dataset_id", pa.string())).empty_table()

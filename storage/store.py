@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from progra_core.schemas import REJECTS
 
-__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound"]
+__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "ShardIO"]
 
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
@@ -276,3 +276,19 @@ class DatasetStore:
         d = self.shard_dir(stage, dataset_id)
         if self.fs.exists(d):
             self.fs.rm(d, recursive=True)
+
+
+class ShardIO:
+    """``progra_core.sharding.ShardIO`` over a store: finished shards of one dataset in progress."""
+
+    def __init__(self, store: DatasetStore, stage: str, dataset_id: str):
+        self.store, self.stage, self.dataset_id = store, stage, dataset_id
+
+    def done(self) -> dict[str, pa.Table]:
+        return self.store.read_shards(self.stage, self.dataset_id)
+
+    def write(self, key: str, table: pa.Table) -> None:
+        self.store.write_shard(self.stage, self.dataset_id, key, table)
+
+    def clear(self) -> None:
+        self.store.clear_shards(self.stage, self.dataset_id)

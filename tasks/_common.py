@@ -80,3 +80,37 @@ def publish_funnel(key: str, markdown: str) -> None:
             get_run_logger().warning("could not publish artifact %s: %s", key, e)
         except Exception:
             pass
+
+
+# -- stage plumbing shared by every dataset-producing task -----------------------------------
+
+def role_payload(cfg, role: str) -> dict:
+    """What of the model config a role-driven stage depends on (never the key itself)."""
+    return {"model": getattr(cfg.models, role), "api_base": cfg.models.api_base.get(role)}
+
+
+def role_kwargs(cfg, role: str) -> dict:
+    return {"api_base": cfg.models.api_base.get(role), "api_key_env": cfg.models.api_key_env.get(role)}
+
+
+def ancestor(store: DatasetStore, ref, stage: str):
+    """Walk first parents from ``ref`` up to the dataset of ``stage`` (lineage, not in-memory objects)."""
+    cur = ref
+    while cur.stage != stage:
+        if not cur.parents:
+            raise LookupError(f"{ref.stage} {ref.dataset_id} has no {stage} ancestor")
+        cur = store.find(cur.parents[0])
+    return cur
+
+
+def commit(store: DatasetStore, stage: str, table, *, dataset_id: str, config: dict, parents: list[str], code_version: str,
+           rejects: list[dict], stats: dict, title: str, rows_in: int, usage: dict | None = None):
+    """Write the dataset, log it, and publish the stage's funnel artifact."""
+    if usage:
+        stats = {**stats, "usage": usage}
+    ref = store.write(stage, table, dataset_id=dataset_id, config=config, parents=parents, code_version=code_version,
+                      rejects=rejects, flow_run_id=flow_run_id(), stats=stats)
+    get_run_logger().info("%s %s: %d in -> %d rows, %d rejects", stage, ref.dataset_id, rows_in, ref.rows, ref.rejects)
+    publish_funnel(f"{stage.replace('_', '-')}-funnel", funnel_markdown(
+        title, [(stage, rows_in, ref.rows, ref.rejects)], stats.get("rejects_by_reason"), usage, {stage: ref.path}))
+    return ref

@@ -54,6 +54,9 @@ class ChatRequest:
     api_key_env: str | None = None
     id: str | None = None
     extra: dict = field(default_factory=dict)
+    #: Assistant-turn prefill (e.g. "<summary>") for ``local/`` models: generation continues from
+    #: it and the returned text starts with it. Remote endpoints ignore it.
+    prefix: str | None = None
 
     def cache_key(self) -> str:
         payload = {
@@ -66,6 +69,7 @@ class ChatRequest:
             "sample": self.sample,
             "api_base": self.api_base,
             "extra": self.extra,
+            "prefix": self.prefix if self.model.startswith(LOCAL_PREFIX) else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -156,6 +160,7 @@ class Gateway:
 
         root = root or cfg.storage.root
         local_root = Path(root) if "://" not in str(root) else Path(".progra-local")
+        models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
         llm = cfg.llm
         return cls(
             local_root / "llm_cache" if llm.cache else None,
@@ -166,7 +171,7 @@ class Gateway:
             backoff_max_s=llm.backoff_max_s,
             local_batch_size=llm.local_batch_size,
             local_dtype=llm.local_dtype,
-            models_root=local_root / "models",
+            models_root=models_root,
         )
 
     # -- accounting ------------------------------------------------------------------------

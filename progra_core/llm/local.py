@@ -39,14 +39,14 @@ class LocalBackend:
     def generate(self, reqs: Sequence[ChatRequest], batch_size: int = 8) -> list[ChatResult]:
         import torch
 
-        prompts = [self._prompt(r.messages) for r in reqs]
+        prompts = [self._prompt(r.messages) + (r.prefix or "") for r in reqs]
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(reqs):
-            groups[(round(r.temperature, 4),)].append(i)
+            groups[(round(r.temperature, 4), float(r.extra.get("repetition_penalty", 1.0)))].append(i)
         out: list[ChatResult | None] = [None] * len(reqs)
         with self._lock, torch.no_grad():
-            for (temp,), idx in groups.items():
+            for (temp, rep), idx in groups.items():
                 idx.sort(key=lambda i: lengths[i])
                 for s in range(0, len(idx), batch_size):
                     chunk = idx[s:s + batch_size]
@@ -57,6 +57,11 @@ class LocalBackend:
                     seed = reqs[chunk[0]].seed
                     torch.manual_seed(seed if seed is not None else 0)
                     gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+                    if rep != 1.0:
+                        gen_kwargs["repetition_penalty"] = rep
+                    stops = {tuple(reqs[i].stop or ()) for i in chunk}
+                    if len(stops) == 1 and next(iter(stops)):
+                        gen_kwargs.update(stop_strings=list(next(iter(stops))), tokenizer=self.tokenizer)
                     if temp > 0:
                         gen_kwargs.update(do_sample=True, temperature=temp, top_p=1.0, top_k=0)
                     else:
@@ -73,10 +78,11 @@ class LocalBackend:
                             toks = toks[: toks.index(eos)]
                             finish = "stop"
                         toks = [t for t in toks if t != self.tokenizer.pad_token_id]
-                        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                        text = (r.prefix or "") + self.tokenizer.decode(toks, skip_special_tokens=True)
                         for stop in r.stop or []:
-                            if stop in text:
-                                text, finish = text[: text.index(stop)], "stop"
+                            at = text.find(stop, len(r.prefix or ""))
+                            if at >= 0:
+                                text, finish = text[:at], "stop"
                         out[i] = ChatResult(text=text, model=r.model, role=r.role, id=r.id, finish_reason=finish,
                                             prompt_tokens=lengths[i], completion_tokens=len(toks), latency_ms=dt, attempts=1)
         return out  # type: ignore[return-value]

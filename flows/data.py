@@ -1,0 +1,35 @@
+"""Flow ``data`` (Fig. 2): D -> segment -> awareness -> verify -> augment -> sft_data.
+
+Every task is cached by its output's fingerprint, so changing one stage's config recomputes that
+stage and the ones after it, nothing before.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from progra_core.config import PipelineConfig, load_config
+from storage import Catalog, DatasetRef
+from tasks.augment import augment, augment_fingerprint
+from tasks.awareness import awareness, awareness_fingerprint
+from tasks.funnel import funnel
+from tasks.ingest import ingest, ingest_fingerprint
+from tasks.segment import segment, segment_fingerprint
+from tasks.sft_data import sft_data, sft_data_fingerprint
+from tasks.verify import verify, verify_fingerprint
+
+
+@flow(name="data", log_prints=True)
+def data_flow(config: PipelineConfig | None = None, profile: str = "embedded") -> dict[str, DatasetRef]:
+    cfg = config or load_config(profile)
+    root = cfg.storage.root
+    D = ingest(cfg.ingest, root=root, dataset_id=ingest_fingerprint(cfg.ingest))
+    segments = segment(cfg, root, D, dataset_id=segment_fingerprint(cfg, D))
+    raw = awareness(cfg, root, segments, dataset_id=awareness_fingerprint(cfg, segments))  # D^raw
+    ver = verify(cfg, root, raw, dataset_id=verify_fingerprint(cfg, raw))  # D^ver = rows with equal
+    aug = augment(cfg, root, ver, dataset_id=augment_fingerprint(cfg, ver))  # D^aug
+    sft = sft_data(cfg, root, aug, dataset_id=sft_data_fingerprint(cfg, aug))  # D^sft = D^aug ∪ D^cs
+    refs = {"trajectories": D, "segments": segments, "awareness": raw, "verified": ver, "augmented": aug, "sft_examples": sft}
+    refs["funnel"] = funnel(root, list(refs.values()))
+    Catalog(root, cfg.storage.catalog_path).refresh()
+    return refs

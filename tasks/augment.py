@@ -1,0 +1,51 @@
+"""Prefect task ``augment``: verified (equal) -> augmented (none + one sampled op each)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from progra_core import augment as core
+from progra_core.config import PipelineConfig
+from progra_core.llm import Gateway
+from progra_core.sharding import run_sharded
+from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
+from tasks._common import Progress, ancestor, commit, dataset_cache_key, role_kwargs, role_payload
+
+
+def augment_config(cfg: PipelineConfig) -> dict:
+    return {"section": cfg.section("augment"), "augmenter": role_payload(cfg, "augmenter")}
+
+
+def augment_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
+    return fingerprint(core.STAGE, augment_config(cfg), [parent.dataset_id], core.CODE_VERSION)
+
+
+@task(name="augment", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+def augment(cfg: PipelineConfig, root: str, verified: DatasetRef, output_stage: str = core.STAGE,
+            dataset_id: str | None = None) -> DatasetRef:
+    store = DatasetStore(root)
+    dataset_id = dataset_id or augment_fingerprint(cfg, verified)
+    if store.exists(output_stage, dataset_id):
+        return store.ref(output_stage, dataset_id)
+    aw_ref = ancestor(store, verified, "awareness")
+    keep = {r["awareness_id"] for r in store.read(verified).to_pylist() if r["equal"]}
+    segs = {r["segment_id"]: r for r in store.read(ancestor(store, aw_ref, "segments"),
+                                                   columns=["segment_id", "tools", "target_calls"]).to_pylist()}
+    items = [{**a, "tools": segs[a["segment_id"]]["tools"], "target_calls": segs[a["segment_id"]]["target_calls"]}
+             for a in store.read(aw_ref).to_pylist() if a["awareness_id"] in keep]
+    gateway = Gateway.from_config(cfg, root)
+    shards = ShardIO(store, output_stage, dataset_id)
+    try:
+        table, shard_stats = run_sharded(
+            items, "awareness_id", cfg.augment.shard_size,
+            lambda part: core.augment_shard(part, gateway, cfg.models.augmenter, cfg.augment, **role_kwargs(cfg, "augmenter")),
+            shards, Progress("augment-progress", len(items)))
+        out, rejects, stats = core.split_outcomes(table)
+        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=augment_config(cfg),
+                     parents=[verified.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
+                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Augmentation", rows_in=len(items),
+                     usage=gateway.usage_summary())
+    finally:
+        gateway.close()
+    shards.clear()
+    return ref

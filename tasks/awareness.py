@@ -1,0 +1,46 @@
+"""Prefect task ``awareness``: segments -> awareness (LLM_gen), shard by shard, resumable."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from progra_core import awareness as core
+from progra_core.config import PipelineConfig
+from progra_core.llm import Gateway
+from progra_core.sharding import run_sharded
+from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
+from tasks._common import Progress, commit, dataset_cache_key, role_kwargs, role_payload
+
+
+def awareness_config(cfg: PipelineConfig) -> dict:
+    return {"section": cfg.section("awareness"), "generator": role_payload(cfg, "generator")}
+
+
+def awareness_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
+    return fingerprint(core.STAGE, awareness_config(cfg), [parent.dataset_id], core.CODE_VERSION)
+
+
+@task(name="awareness", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+def awareness(cfg: PipelineConfig, root: str, segments: DatasetRef, output_stage: str = core.STAGE,
+              dataset_id: str | None = None) -> DatasetRef:
+    store = DatasetStore(root)
+    dataset_id = dataset_id or awareness_fingerprint(cfg, segments)
+    if store.exists(output_stage, dataset_id):
+        return store.ref(output_stage, dataset_id)
+    items = core.select_segments(store.read(segments).to_pylist(), cfg.awareness.limit, cfg.awareness.select)
+    gateway = Gateway.from_config(cfg, root)
+    shards = ShardIO(store, output_stage, dataset_id)
+    try:
+        table, shard_stats = run_sharded(
+            items, "segment_id", cfg.awareness.shard_size,
+            lambda part: core.annotate(part, gateway, cfg.models.generator, cfg.awareness, **role_kwargs(cfg, "generator")),
+            shards, Progress("awareness-progress", len(items)))
+        out, rejects, stats = core.split_outcomes(table)
+        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=awareness_config(cfg),
+                     parents=[segments.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
+                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Awareness", rows_in=len(items),
+                     usage=gateway.usage_summary())
+    finally:
+        gateway.close()
+    shards.clear()
+    return ref

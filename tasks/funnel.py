@@ -1,0 +1,46 @@
+"""Prefect task ``funnel``: the run's stage funnel as a dataset (``funnel`` view) and an artifact."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+from prefect import task
+
+from progra_core.schemas import FUNNEL
+from storage import DatasetRef, DatasetStore, fingerprint
+from tasks._common import funnel_markdown, publish_funnel
+
+
+@task(name="funnel", persist_result=False)
+def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel") -> DatasetRef:
+    store = DatasetStore(root)
+    pid = fingerprint("funnel", {}, [r.dataset_id for r in refs], "1")
+    rows, md_rows, reasons, usage = [], [], {}, {}
+    for i, r in enumerate(refs):
+        st = r.stats or {}
+        u = st.get("usage") or {}
+        rows_in = int(st.get("rows_in", r.rows + r.rejects))
+        rows.append({
+            "pipeline_id": pid, "position": i, "stage": r.stage, "stage_dataset_id": r.dataset_id, "rows_in": rows_in,
+            "rows_out": r.rows, "rejects": r.rejects, "rejects_by_reason": json.dumps(st.get("rejects_by_reason") or {}),
+            "llm_calls": int(sum(v["calls"] for v in u.values())), "cached_calls": int(sum(v["cached"] for v in u.values())),
+            "retries": int(sum(v["retries"] for v in u.values())), "llm_errors": int(sum(v["errors"] for v in u.values())),
+            "prompt_tokens": int(sum(v["prompt_tokens"] for v in u.values())),
+            "completion_tokens": int(sum(v["completion_tokens"] for v in u.values())),
+            "mean_latency_ms": max([v["mean_latency_ms"] for v in u.values()], default=0.0),
+        })
+        md_rows.append((r.stage, rows_in, r.rows, r.rejects))
+        for k, v in (st.get("rejects_by_reason") or {}).items():
+            reasons[f"{r.stage}: {k}"] = v
+        usage.update({f"{role} ({r.stage})": v for role, v in u.items()})
+    extra = {r.stage: r.path for r in refs}
+    verified = next((r for r in refs if r.stage == "verified"), None)
+    if verified is not None:
+        eq = (verified.stats or {}).get("equal", 0)
+        md_rows.append(("verified (equal = D_ver)", verified.rows, eq, verified.rows - eq))
+    publish_funnel("data-funnel", funnel_markdown(title, md_rows, reasons, usage, extra))
+    if store.exists("funnel", pid):
+        return store.ref("funnel", pid)
+    return store.write("funnel", pa.Table.from_pylist(rows, schema=FUNNEL), dataset_id=pid,
+                       parents=[r.dataset_id for r in refs], code_version="1")

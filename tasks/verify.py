@@ -1,0 +1,50 @@
+"""Prefect task ``verify``: awareness -> verified (LLM_ver rebuilds a_fc from S^a + info_meta)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from progra_core import verify as core
+from progra_core.config import PipelineConfig
+from progra_core.llm import Gateway
+from progra_core.sharding import run_sharded
+from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
+from tasks._common import Progress, ancestor, commit, dataset_cache_key, role_kwargs, role_payload
+
+
+def verify_config(cfg: PipelineConfig) -> dict:
+    return {"section": cfg.section("verify"), "verifier": role_payload(cfg, "verifier")}
+
+
+def verify_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
+    return fingerprint(core.STAGE, verify_config(cfg), [parent.dataset_id], core.CODE_VERSION)
+
+
+@task(name="verify", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+def verify(cfg: PipelineConfig, root: str, awareness: DatasetRef, output_stage: str = core.STAGE,
+           dataset_id: str | None = None) -> DatasetRef:
+    store = DatasetStore(root)
+    dataset_id = dataset_id or verify_fingerprint(cfg, awareness)
+    if store.exists(output_stage, dataset_id):
+        return store.ref(output_stage, dataset_id)
+    segs = {r["segment_id"]: r for r in store.read(ancestor(store, awareness, "segments"),
+                                                   columns=["segment_id", "tools", "scenario", "target_calls", "env",
+                                                            "involved_classes"]).to_pylist()}
+    items = [{**a, **{k: v for k, v in segs[a["segment_id"]].items() if k != "segment_id"}}
+             for a in store.read(awareness).to_pylist()]
+    gateway = Gateway.from_config(cfg, root)
+    shards = ShardIO(store, output_stage, dataset_id)
+    try:
+        table, shard_stats = run_sharded(
+            items, "awareness_id", cfg.verify.shard_size,
+            lambda part: core.verify_shard(part, gateway, cfg.models.verifier, cfg.verify, **role_kwargs(cfg, "verifier")),
+            shards, Progress("verify-progress", len(items)))
+        out, rejects, stats = core.split_outcomes(table)
+        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=verify_config(cfg),
+                     parents=[awareness.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
+                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Model-aware verification",
+                     rows_in=len(items), usage=gateway.usage_summary())
+    finally:
+        gateway.close()
+    shards.clear()
+    return ref

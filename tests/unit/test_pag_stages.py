@@ -1,0 +1,149 @@
+"""Pure logic of the PAG stages (segment, awareness parsing, verification, augmentation, SFT data,
+resumable shards). The Prefect-level tests of the data flow land with the rest of that issue."""
+
+import json
+import random
+
+import pyarrow as pa
+import pytest
+
+from progra_core import segment as seg
+from progra_core.augment import choose_op, map_back, schema_perturb, word_mask
+from progra_core.awareness import AwarenessParseError, parse_awareness, select_segments
+from progra_core.calls import Call, calls_to_records, parse_calls
+from progra_core.config import AugmentConfig, SegmentConfig, SFTDataConfig
+from progra_core.datasets.bfcl import entry_to_trajectory, load_entries
+from progra_core.envs.bfcl import BFCLEnv
+from progra_core.sft_data import sft_data
+from progra_core.sharding import MemoryShards, run_sharded
+from progra_core.verify import judge
+
+
+def _traj():
+    def act(text, obs):
+        return {"calls": calls_to_records(parse_calls(text)), "observations": obs}
+    return {"trajectory_id": "t", "source": "x", "split": "train", "env": "bfcl", "involved_classes": ["GorillaFileSystem"],
+            "tools": json.dumps([{"name": "ls"}, {"name": "cd"}, {"name": "sort"}]), "scenario": "fs",
+            "turns": [
+                {"query": "q0", "actions": [act("[cd(folder='a')]", ["ok"]), act("[ls()]", ["x"])], "reply": "done", "tools_added": []},
+                {"query": "q1", "actions": [], "reply": "need more info", "tools_added": []},
+                {"query": "q2", "actions": [act("[sort(file_name='x')]", ["s"])], "reply": None, "tools_added": ["sort"]},
+            ]}
+
+
+def test_segmentation_counts_and_boundaries():
+    rows = seg.segment_trajectory(_traj(), SegmentConfig())
+    assert [r["segment_id"] for r in rows] == ["t#t0s0", "t#t0s1", "t#t2s0"]  # message-only turn skipped
+    s0, s1, s2 = rows
+    assert s0["history"] == [] and s0["prior_steps"] == [] and s0["query"] == "q0"
+    assert s1["prior_steps"] == [{"role": "assistant", "content": "[cd(folder='a')]"}, {"role": "tool", "content": "ok"}]
+    assert s1["future"][0] == {"role": "tool", "content": "x"} and {"role": "user", "content": "q2"} in s1["future"]
+    assert s2["history"][-2:] == [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "need more info"}]
+    assert s2["future"] == [{"role": "tool", "content": "s"}]
+    assert "sort" not in [d["name"] for d in json.loads(s0["tools"])]  # withheld until turn 2 (miss_func)
+    assert "sort" in [d["name"] for d in json.loads(s2["tools"])]
+    table, rejects, stats = seg.segment(pa.Table.from_pylist([_traj()]), SegmentConfig())
+    assert table.num_rows == 3 and rejects == [] and table.schema == seg.SEGMENTS
+
+
+def test_segments_of_a_real_bfcl_entry():
+    row = entry_to_trajectory(load_entries("base", ids=["multi_turn_base_0"])[0])
+    rows = seg.segment_trajectory(row, SegmentConfig())
+    assert len(rows) == row["n_calls"]
+
+
+def test_awareness_parsing():
+    assert parse_awareness("<summary>s</summary><plan>p</plan><rationale>r</rationale>") == ("s", "p", "r")
+    assert parse_awareness("Summary: s\nPlan: p") == ("s", "p", "")
+    for text, reason in [("", "empty"), ("just text", "no_sections"), ("<summary>s</summary>", "no_sections"),
+                         ("<summary>s</summary><plan>run ls(a=True)</plan>", "contains_function_call"),
+                         ("<summary>s</summary><plan>[x(a=1)]</plan>", "contains_function_call")]:
+        with pytest.raises(AwarenessParseError) as e:
+            parse_awareness(text, ["ls"])
+        assert e.value.reason == reason
+
+
+def test_select_segments_shortest():
+    rows = seg.segment_trajectory(_traj(), SegmentConfig())
+    assert [r["segment_id"] for r in select_segments(rows, 1, "shortest")] == ["t#t0s0"]
+    assert len(select_segments(rows, None)) == 3
+
+
+def test_verification_decisions():
+    env = BFCLEnv({}, ["GorillaFileSystem"])
+    target = [Call("sort", {"file_name": "a.txt"})]
+    assert judge("[sort(file_name='a.txt')]", target, env.resolve)[1:] == (True, "ok")
+    assert judge("<answer>[sort('a.txt')]</answer>", target, env.resolve)[1:] == (True, "ok")
+    assert judge("[sort(file_name='b.txt')]", target, env.resolve)[1:] == (False, "mismatch")
+    assert judge("[sort(file_name=", target)[1:] == (False, "parse_error")
+    assert judge("  ", target)[1:] == (False, "empty")
+    assert judge("[]", target)[1:] == (False, "empty")
+
+
+def test_op_choice_is_seeded_per_id():
+    cfg = AugmentConfig(weights={"paraphrase": 1, "schema_perturb": 1, "word_mask": 1})
+    ops = [choose_op(f"id{i}", cfg) for i in range(60)]
+    assert ops == [choose_op(f"id{i}", cfg) for i in range(60)] and set(ops) == {"paraphrase", "schema_perturb", "word_mask"}
+    assert choose_op("x", AugmentConfig(weights={"paraphrase": 0, "schema_perturb": 0, "word_mask": 1})) == "word_mask"
+
+
+def test_schema_perturb_is_consistent_and_maps_back_to_executable_calls():
+    env = BFCLEnv({"GorillaFileSystem": {"root": {"w": {"type": "directory", "contents": {
+        "report.txt": {"type": "file", "content": "b\na"}}}}}}, ["GorillaFileSystem"])
+    tools = json.dumps(env.tools())
+    target = [Call("sort", {"file_name": "report.txt"})]
+    text = "<summary>The user wants report.txt sorted.</summary><plan>Call sort on report.txt.</plan><rationale>r</rationale>"
+    out = schema_perturb(text, tools, target, random.Random(0))
+    assert out is not None
+    new_text, new_tools, calls, mapping = out
+    assert mapping["functions"] == {"sort_lines": "sort"}
+    assert "sort_lines" in new_text and "sort_lines" in [d["name"] for d in json.loads(new_tools)]
+    assert calls[0].name == "sort_lines" and "sort" not in [d["name"] for d in json.loads(new_tools)]
+    for v in mapping["values"]:
+        assert str(v["new"]) in new_text and str(v["old"]) not in new_text and calls[0].args[v["param"]] == v["new"]
+    obs = env.execute(map_back(calls, mapping))
+    assert "is not defined" not in obs[0] and "unexpected keyword" not in obs[0]
+
+
+def test_word_mask():
+    tools = json.dumps([{"name": "sort", "parameters": {"properties": {"file_name": {}}}}])
+    text = "sort the file_name report, then sort again; sort"
+    out, k = word_mask(text, tools, 0.5, random.Random(1))
+    assert k == 2 and out.count("[MASK]") == 2
+    assert word_mask("nothing related", tools, 0.5, random.Random(1)) is None
+
+
+def test_sft_data_awareness_and_cold_start():
+    segs = {r["segment_id"]: r for r in seg.segment_trajectory(_traj(), SegmentConfig())}
+    aug = [{"aug_id": "a1", "segment_id": "t#t0s1", "op": "none", "text": "x", "summary": "S", "plan": "P", "rationale": "R",
+            "tools": segs["t#t0s1"]["tools"], "target_calls": segs["t#t0s1"]["target_calls"], "mapping": None}]
+    table, rejects, stats = sft_data(aug, segs, SFTDataConfig(cold_start_ratio=1.0, cold_start_min=2, validation_percent=0))
+    rows = table.to_pylist()
+    assert stats["awareness"] == 1 and stats["cold_start"] == 2 and rejects == []
+    aw = rows[0]
+    assert aw["completion"][0]["content"] == "<summary>S\nPlan: P</summary>\n<think>R</think>\n<answer>[ls()]</answer>"
+    assert [m["role"] for m in aw["prompt"]] == ["system", "user", "assistant", "tool"]
+    assert aw["messages"] == aw["prompt"] + aw["completion"]
+    cs = [r for r in rows if r["kind"] == "cold_start"]
+    assert all(r["completion"][0]["content"].startswith("<answer>[") for r in cs)
+    assert {r["split"] for r in rows} == {"train"}
+
+
+def test_sharded_work_resumes_without_redoing_finished_shards():
+    items = [{"id": f"i{n:02d}"} for n in range(10)]
+    seen = []
+
+    def process(part, fail_after=None):
+        seen.extend(p["id"] for p in part)
+        if fail_after is not None and len(seen) > fail_after:
+            raise RuntimeError("killed")
+        return pa.table({"id": [p["id"] for p in part]})
+
+    io = MemoryShards()
+    with pytest.raises(RuntimeError):
+        run_sharded(items, "id", 3, lambda p: process(p, fail_after=6), io)
+    assert len(io.done()) == 2
+    seen.clear()
+    table, stats = run_sharded(items, "id", 3, process, io)
+    assert sorted(table.column("id").to_pylist()) == [i["id"] for i in items]
+    assert stats == {"shards": 4, "shards_reused": 2, "shards_computed": 2, "items_computed": 4} and len(seen) == 4
