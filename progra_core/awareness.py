@@ -53,6 +53,10 @@ _HEADER = re.compile(r"^\s*(?:#+\s*|\*\*)?\s*(summary|plan|future plan|rationale
 _CALL_LIST = re.compile(r"\[\s*[A-Za-z_]\w*\s*\(.*?\)\s*(?:,\s*[A-Za-z_]\w*\s*\(.*?\)\s*)*\]", re.S)
 
 
+#: A section with fewer words than this is not a description (e.g. an echo of the format line).
+_MIN_WORDS = {"summary": 4, "plan": 3}
+
+
 class AwarenessParseError(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -92,6 +96,9 @@ def parse_awareness(text: str | None, names: list[str] | tuple[str, ...] = ()) -
     if not found.get("summary") or not found.get("plan"):
         missing = [s for s in ("summary", "plan") if not found.get(s)]
         raise AwarenessParseError("no_sections", f"missing {' and '.join(missing)} section")
+    thin = [s for s in ("summary", "plan") if len(re.findall(r"[A-Za-z]{2,}", found[s])) < _MIN_WORDS[s]]
+    if thin:
+        raise AwarenessParseError("empty_sections", f"{' and '.join(thin)} has almost no content")
     body = " ".join(found.values())
     if names:
         pat = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) + r")\s*\(")

@@ -53,11 +53,13 @@ def test_segments_of_a_real_bfcl_entry():
 
 
 def test_awareness_parsing():
-    assert parse_awareness("<summary>s</summary><plan>p</plan><rationale>r</rationale>") == ("s", "p", "r")
-    assert parse_awareness("Summary: s\nPlan: p") == ("s", "p", "")
+    S, P = "The user wants a file sorted", "Sort the report next"
+    assert parse_awareness(f"<summary>{S}</summary><plan>{P}</plan><rationale>r</rationale>") == (S, P, "r")
+    assert parse_awareness(f"Summary: {S}\nPlan: {P}") == (S, P, "")
     for text, reason in [("", "empty"), ("just text", "no_sections"), ("<summary>s</summary>", "no_sections"),
-                         ("<summary>s</summary><plan>run ls(a=True)</plan>", "contains_function_call"),
-                         ("<summary>s</summary><plan>[x(a=1)]</plan>", "contains_function_call")]:
+                         ("<summary>the user wants files listed</summary><plan>run ls(a=True) now</plan>", "contains_function_call"),
+                         ("<summary>the user wants files listed</summary><plan>do [x(a=1)] and then finish</plan>", "contains_function_call"),
+                         ("Answer with the sections <summary>, <plan> and <rationale>, in plain words.", "empty_sections")]:
         with pytest.raises(AwarenessParseError) as e:
             parse_awareness(text, ["ls"])
         assert e.value.reason == reason
