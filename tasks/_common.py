@@ -114,3 +114,28 @@ def commit(store: DatasetStore, stage: str, table, *, dataset_id: str, config: d
     publish_funnel(f"{stage.replace('_', '-')}-funnel", funnel_markdown(
         title, [(stage, rows_in, ref.rows, ref.rejects)], stats.get("rejects_by_reason"), usage, {stage: ref.path}))
     return ref
+
+
+def run_llm_stage(cfg, root: str, store: DatasetStore, output_stage: str, dataset_id: str, items: list[dict], id_key: str,
+                  shard_size: int, process, split, *, config: dict, parent, code_version: str, title: str):
+    """The body every paid (LLM) stage shares: shard-by-shard work with one gateway, then the
+    rows/rejects split, the commit, and removal of the finished shards.
+
+    ``process(part, gateway) -> Table`` handles one shard; ``split(table) -> (rows, rejects, stats)``."""
+    from progra_core.llm import Gateway
+    from progra_core.sharding import run_sharded
+    from storage import ShardIO
+
+    gateway = Gateway.from_config(cfg, root)
+    shards = ShardIO(store, output_stage, dataset_id)
+    try:
+        table, shard_stats = run_sharded(items, id_key, shard_size, lambda part: process(part, gateway), shards,
+                                         Progress(f"{output_stage}-progress", len(items)))
+        out, rejects, stats = split(table)
+        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=config, parents=[parent.dataset_id],
+                     code_version=code_version, rejects=rejects, stats={**stats, **shard_stats, "rows_in": len(items)},
+                     title=title, rows_in=len(items), usage=gateway.usage_summary())
+    finally:
+        gateway.close()
+    shards.clear()
+    return ref

@@ -6,10 +6,8 @@ from prefect import task
 
 from progra_core import augment as core
 from progra_core.config import PipelineConfig
-from progra_core.llm import Gateway
-from progra_core.sharding import run_sharded
-from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
-from tasks._common import Progress, ancestor, commit, dataset_cache_key, role_kwargs, role_payload
+from storage import DatasetRef, DatasetStore, fingerprint
+from tasks._common import ancestor, dataset_cache_key, role_kwargs, role_payload, run_llm_stage
 
 
 def augment_config(cfg: PipelineConfig) -> dict:
@@ -33,19 +31,7 @@ def augment(cfg: PipelineConfig, root: str, verified: DatasetRef, output_stage: 
                                                    columns=["segment_id", "tools", "target_calls"]).to_pylist()}
     items = [{**a, "tools": segs[a["segment_id"]]["tools"], "target_calls": segs[a["segment_id"]]["target_calls"]}
              for a in store.read(aw_ref).to_pylist() if a["awareness_id"] in keep]
-    gateway = Gateway.from_config(cfg, root)
-    shards = ShardIO(store, output_stage, dataset_id)
-    try:
-        table, shard_stats = run_sharded(
-            items, "awareness_id", cfg.augment.shard_size,
-            lambda part: core.augment_shard(part, gateway, cfg.models.augmenter, cfg.augment, **role_kwargs(cfg, "augmenter")),
-            shards, Progress("augment-progress", len(items)))
-        out, rejects, stats = core.split_outcomes(table)
-        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=augment_config(cfg),
-                     parents=[verified.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
-                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Augmentation", rows_in=len(items),
-                     usage=gateway.usage_summary())
-    finally:
-        gateway.close()
-    shards.clear()
-    return ref
+    return run_llm_stage(cfg, root, store, output_stage, dataset_id, items, "awareness_id", cfg.augment.shard_size,
+                         lambda part, gw: core.augment_shard(part, gw, cfg.models.augmenter, cfg.augment, **role_kwargs(cfg, "augmenter")),
+                         core.split_outcomes, config=augment_config(cfg), parent=verified, code_version=core.CODE_VERSION,
+                         title="Augmentation")

@@ -6,10 +6,8 @@ from prefect import task
 
 from progra_core import awareness as core
 from progra_core.config import PipelineConfig
-from progra_core.llm import Gateway
-from progra_core.sharding import run_sharded
-from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
-from tasks._common import Progress, commit, dataset_cache_key, role_kwargs, role_payload
+from storage import DatasetRef, DatasetStore, fingerprint
+from tasks._common import dataset_cache_key, role_kwargs, role_payload, run_llm_stage
 
 
 def awareness_config(cfg: PipelineConfig) -> dict:
@@ -28,19 +26,7 @@ def awareness(cfg: PipelineConfig, root: str, segments: DatasetRef, output_stage
     if store.exists(output_stage, dataset_id):
         return store.ref(output_stage, dataset_id)
     items = core.select_segments(store.read(segments).to_pylist(), cfg.awareness.limit, cfg.awareness.select)
-    gateway = Gateway.from_config(cfg, root)
-    shards = ShardIO(store, output_stage, dataset_id)
-    try:
-        table, shard_stats = run_sharded(
-            items, "segment_id", cfg.awareness.shard_size,
-            lambda part: core.annotate(part, gateway, cfg.models.generator, cfg.awareness, **role_kwargs(cfg, "generator")),
-            shards, Progress("awareness-progress", len(items)))
-        out, rejects, stats = core.split_outcomes(table)
-        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=awareness_config(cfg),
-                     parents=[segments.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
-                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Awareness", rows_in=len(items),
-                     usage=gateway.usage_summary())
-    finally:
-        gateway.close()
-    shards.clear()
-    return ref
+    return run_llm_stage(cfg, root, store, output_stage, dataset_id, items, "segment_id", cfg.awareness.shard_size,
+                         lambda part, gw: core.annotate(part, gw, cfg.models.generator, cfg.awareness, **role_kwargs(cfg, "generator")),
+                         core.split_outcomes, config=awareness_config(cfg), parent=segments, code_version=core.CODE_VERSION,
+                         title="Awareness")

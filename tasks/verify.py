@@ -6,10 +6,8 @@ from prefect import task
 
 from progra_core import verify as core
 from progra_core.config import PipelineConfig
-from progra_core.llm import Gateway
-from progra_core.sharding import run_sharded
-from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
-from tasks._common import Progress, ancestor, commit, dataset_cache_key, role_kwargs, role_payload
+from storage import DatasetRef, DatasetStore, fingerprint
+from tasks._common import ancestor, dataset_cache_key, role_kwargs, role_payload, run_llm_stage
 
 
 def verify_config(cfg: PipelineConfig) -> dict:
@@ -32,19 +30,7 @@ def verify(cfg: PipelineConfig, root: str, awareness: DatasetRef, output_stage: 
                                                             "involved_classes"]).to_pylist()}
     items = [{**a, **{k: v for k, v in segs[a["segment_id"]].items() if k != "segment_id"}}
              for a in store.read(awareness).to_pylist()]
-    gateway = Gateway.from_config(cfg, root)
-    shards = ShardIO(store, output_stage, dataset_id)
-    try:
-        table, shard_stats = run_sharded(
-            items, "awareness_id", cfg.verify.shard_size,
-            lambda part: core.verify_shard(part, gateway, cfg.models.verifier, cfg.verify, **role_kwargs(cfg, "verifier")),
-            shards, Progress("verify-progress", len(items)))
-        out, rejects, stats = core.split_outcomes(table)
-        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=verify_config(cfg),
-                     parents=[awareness.dataset_id], code_version=core.CODE_VERSION, rejects=rejects,
-                     stats={**stats, **shard_stats, "rows_in": len(items)}, title="Model-aware verification",
-                     rows_in=len(items), usage=gateway.usage_summary())
-    finally:
-        gateway.close()
-    shards.clear()
-    return ref
+    return run_llm_stage(cfg, root, store, output_stage, dataset_id, items, "awareness_id", cfg.verify.shard_size,
+                         lambda part, gw: core.verify_shard(part, gw, cfg.models.verifier, cfg.verify, **role_kwargs(cfg, "verifier")),
+                         core.split_outcomes, config=verify_config(cfg), parent=awareness, code_version=core.CODE_VERSION,
+                         title="Model-aware verification")
