@@ -84,7 +84,8 @@ def _print_refs(refs: dict) -> None:
 
 @app.command()
 def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
-        through: Annotated[str, typer.Option(help="ingest (default) | data: also segment -> awareness -> verify -> augment -> sft_data (in progress)")] = "ingest") -> None:
+        through: Annotated[str, typer.Option(help="data (default): ingest -> segment -> awareness -> verify -> augment -> sft_data; "
+                                                  "ingest: stop after ingest")] = "data") -> None:
     """Run the pipeline on a profile."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)

@@ -57,6 +57,15 @@ _CALL_LIST = re.compile(r"\[\s*[A-Za-z_]\w*\s*\(.*?\)\s*(?:,\s*[A-Za-z_]\w*\s*\(
 _MIN_WORDS = {"summary": 4, "plan": 3}
 
 
+def _echoes(section: str, placeholder: str) -> bool:
+    """The section opens with the format placeholder, or most of its words come from it."""
+    words = re.findall(r"[a-z]{2,}", section.lower())
+    ph = re.findall(r"[a-z]{2,}", placeholder.lower())
+    if words[:4] == ph[:4]:  # opens with the placeholder (then rambles on)
+        return True
+    return bool(words) and sum(w in set(ph) for w in words) >= 0.8 * len(words)
+
+
 class AwarenessParseError(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -96,6 +105,9 @@ def parse_awareness(text: str | None, names: list[str] | tuple[str, ...] = ()) -
     if not found.get("summary") or not found.get("plan"):
         missing = [s for s in ("summary", "plan") if not found.get(s)]
         raise AwarenessParseError("no_sections", f"missing {' and '.join(missing)} section")
+    echo = [s for s in ("summary", "plan") if _echoes(found[s], prompts.AWARENESS_PLACEHOLDERS[s])]
+    if echo:
+        raise AwarenessParseError("template_echo", f"{' and '.join(echo)} repeats the format instructions instead of content")
     thin = [s for s in ("summary", "plan") if len(re.findall(r"[A-Za-z]{2,}", found[s])) < _MIN_WORDS[s]]
     if thin:
         raise AwarenessParseError("empty_sections", f"{' and '.join(thin)} has almost no content")
@@ -108,11 +120,27 @@ def parse_awareness(text: str | None, names: list[str] | tuple[str, ...] = ()) -
     m = _CALL_LIST.search(body)
     if m:
         raise AwarenessParseError("contains_function_call", "it contains a literal call list")
-    return found["summary"], found["plan"], found.get("rationale", "")
+    rationale = found.get("rationale", "")
+    if rationale and _echoes(rationale, prompts.AWARENESS_PLACEHOLDERS["rationale"]):
+        rationale = ""  # optional section: an echo of its placeholder is dropped, not fatal
+    return found["summary"], found["plan"], rationale
 
 
 def awareness_id(segment_id: str, generator: str, prompt_version: str) -> str:
     return hashlib.sha256(f"{segment_id}|{generator}|{prompt_version}".encode()).hexdigest()[:16]
+
+
+def _tools(seg: dict, mode: str) -> str | None:
+    """The segment's tool docs, or (``used``) only those its conversation, a_fc or c_fut call."""
+    import json
+
+    if mode == "all" or not seg.get("tools"):
+        return seg.get("tools")
+    text = " ".join((m.get("content") or "") for k in ("history", "prior_steps", "future") for m in (seg.get(k) or []))
+    called = {c["name"] for c in seg.get("target_calls") or []}
+    docs = [d for d in json.loads(seg["tools"]) if (n := d.get("function", d).get("name")) in called
+            or re.search(rf"(?<![\w.]){re.escape(n)}\s*\(", text)]
+    return json.dumps(docs)
 
 
 def _accumulate(acc: dict, ans) -> None:
@@ -139,7 +167,7 @@ def _generate(gateway: Gateway, convs: list[list[dict]], ids: list[str], generat
     answers = [None] * len(convs)
     live = list(range(len(convs)))
     for k, section in enumerate(_SECTIONS):
-        opener = (f"</{_SECTIONS[k - 1]}>\n" if k else "") + f"<{section}>"
+        opener = (f"</{_SECTIONS[k - 1]}>\n" if k else "") + f"<{section}>" + prompts.AWARENESS_OPENERS[section]
         reqs = [ChatRequest(convs[i], generator, id=ids[i], max_tokens=budgets[section], prefix=texts[i] + opener,
                             stop=[f"</{section}>"], extra={"repetition_penalty": cfg.repetition_penalty}, **base) for i in live]
         still = []
@@ -161,7 +189,7 @@ def annotate(segments: list[dict], gateway: Gateway, generator: str, cfg: Awaren
     """One shard: rounds of batch requests; failed parses are asked again with the reason fed back."""
     acc = [{"attempts": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for _ in segments]
     names = [tool_names(s.get("tools")) for s in segments]
-    convs = [prompts.awareness_messages(s, prompts.render_tools(s.get("tools"))) for s in segments]
+    convs = [prompts.awareness_messages(s, prompts.render_tools(_tools(s, cfg.tools)), cfg.future_chars) for s in segments]
     result: dict[int, dict] = {}
     pending = list(range(len(segments)))
     for _ in range(cfg.max_attempts):

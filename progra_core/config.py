@@ -99,7 +99,7 @@ class SegmentConfig(Section):
 
 
 class AwarenessConfig(Section):
-    prompt_version: str = "v1"
+    prompt_version: str = "v2"
     max_attempts: int = Field(3, ge=1, description="Retries on unparsable output or literal calls (reason fed back).")
     temperature: float = 0.3
     max_tokens: int = Field(384, ge=16, description="Token budget of one answer (split across sections when guided).")
@@ -108,12 +108,18 @@ class AwarenessConfig(Section):
     select: Literal["first", "shortest"] = Field(
         "first", description="Which segments a limit keeps: first by id, or those with the least context (cheap runs).")
     guided: bool = Field(True, description="local/ models: generate section by section with the tags prefilled.")
+    tools: Literal["all", "used"] = Field(
+        "all", description="Tool docs in the prompt: all of info_meta, or only the functions this trajectory calls (short prompts).")
+    future_chars: int = Field(2000, ge=0, description="c_fut shown to the generator, clipped to this many characters.")
     repetition_penalty: float = Field(1.0, ge=1.0, description="local/ models only (HF semantics: also penalises prompt tokens, so keep near 1).")
 
 
 class VerifyConfig(Section):
     temperature: float = 0.0
     max_tokens: int = 128
+    guided: bool = Field(True, description="local/ models: grammar-guided call decoding (function and argument names "
+                                           "picked from the tool schema by likelihood, values generated).")
+    max_calls: int = Field(3, ge=1, description="Most calls a guided answer may list.")
     shard_size: int = Field(64, ge=1, description="Awareness rows per shard (resume granularity).")
 
 

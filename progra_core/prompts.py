@@ -10,20 +10,24 @@ __all__ = [
     "PROMPT_VERSION",
     "render_tools",
     "render_messages",
+    "describe_calls",
     "awareness_messages",
     "AWARENESS_RETRY",
+    "AWARENESS_PLACEHOLDERS",
+    "AWARENESS_OPENERS",
     "verify_messages",
     "paraphrase_messages",
     "policy_system",
     "format_policy_target",
 ]
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 
 
 def render_tools(tools_json: str | list | None, full: bool = False) -> str:
-    """Tool docs as compact signatures (``name(arg: type, opt?: type) - description``), or as the
-    raw JSON with ``full=True``. Compact text keeps small models' prompts short."""
+    """Tool docs as compact lines (``- name: description. Parameters: arg (type), opt (type, optional)``),
+    or as the raw JSON with ``full=True``. Compact text keeps small models' prompts short, and it is
+    deliberately not call-shaped: small models copy ``name(arg: type)`` signatures as if they were calls."""
     docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
     if full:
         return json.dumps(docs, ensure_ascii=False)
@@ -32,9 +36,9 @@ def render_tools(tools_json: str | list | None, full: bool = False) -> str:
         fn = d.get("function", d)
         params = (fn.get("parameters") or {}).get("properties") or {}
         required = set((fn.get("parameters") or {}).get("required") or [])
-        args = ", ".join(f"{p}{'' if p in required else '?'}: {(s or {}).get('type', 'any')}" for p, s in params.items())
-        desc = (fn.get("description") or "").split("Tool description:")[-1].strip().split(". ")[0].strip()
-        lines.append(f"- {fn.get('name')}({args}){' - ' + desc if desc else ''}")
+        args = ", ".join(f"{p} ({(s or {}).get('type', 'any')}{'' if p in required else ', optional'})" for p, s in params.items())
+        desc = (fn.get("description") or "").split("Tool description:")[-1].strip().split(". ")[0].strip().rstrip(".")
+        lines.append(f"- {fn.get('name')}: {desc or 'no description'}. Parameters: {args or 'none'}")
     return "\n".join(lines)
 
 
@@ -46,40 +50,73 @@ def render_messages(messages: list[dict] | None) -> str:
 
 
 _AWARENESS_SYSTEM = """You keep track of progress in a conversation between a user and a function-calling assistant.
-Read the conversation so far and the user's current request, then write a progress note that a
-colleague could act on without seeing the conversation. Never write a function call yourself:
-describe in words what has happened and what should happen next.
+You see the conversation so far, the user's current request, the action the assistant actually
+takes next, and what happens after it. Write a progress note for a colleague who will see only
+the note and the function list: it must let them choose that same next action, with the same
+values, without seeing the conversation. Never write code or a function call with parentheses:
+name functions and their argument values in words.
 
-Cover, briefly and only from what the conversation actually shows:
+Cover, briefly and only with facts the conversation shows:
 1. The user's goal: what they want overall and in the current request.
 2. Confirmed parameters: every value the user or an earlier result has fixed (names, ids, paths,
-   amounts). Say which needed values are still unknown instead of guessing them.
+   amounts), and which needed values are still unknown.
 3. Calls so far: which functions were called, with what outcome, and which failed and why.
-4. Environment state: what the state must be now given the calls that succeeded (a failed call
-   changed nothing).
-5. Plan: the next action(s) that follow from the facts, in order, with the values they need.
+4. Environment state: what the state is now, given the calls that succeeded.
+5. Plan: the next action (function name and argument values) and the steps expected after it.
 6. Any other detail that makes the next action right (preferences, hints, constraints).
 
 Answer in exactly this form:
-<summary>goal, confirmed parameters, calls so far and the current state</summary>
-<plan>the next steps, in order, with their values</plan>
-<rationale>one or two sentences linking the summary to the plan</rationale>"""
+<summary>{summary}</summary>
+<plan>{plan}</plan>
+<rationale>{rationale}</rationale>"""
+
+#: The format line's placeholders: an answer that repeats them says nothing (``template_echo``).
+AWARENESS_PLACEHOLDERS = {
+    "summary": "goal, confirmed parameters, calls so far and the current state",
+    "plan": "the next steps, in order, with their values",
+    "rationale": "one or two sentences linking the summary to the plan",
+}
+_AWARENESS_SYSTEM = _AWARENESS_SYSTEM.format(**AWARENESS_PLACEHOLDERS)
 
 #: Prefill and stop for the awareness answer: the tags anchor small models to the format.
 AWARENESS_PREFIX = "<summary>"
+#: Section-guided generation (local models) also prefills the first words of each section, so a
+#: small model starts writing content instead of copying the format line.
+AWARENESS_OPENERS = {"summary": "The user", "plan": "Next, call", "rationale": "This"}
 AWARENESS_STOP = ["</rationale>"]
 
 AWARENESS_RETRY = ("Your previous answer cannot be used: {reason}. Answer again with the three sections "
                    "<summary>, <plan> and <rationale>, in plain words, without any function call.")
 
 
-def awareness_messages(seg: dict, tools_text: str) -> list[dict]:
+def describe_calls(calls: list[dict] | None) -> str:
+    """Calls in words (``cd with folder = 'workspace'``): the generator sees a_fc without a call
+    syntax it could copy into the note."""
+    out = []
+    for c in calls or []:
+        args = json.loads(c["arguments"]) if c.get("arguments") else {}
+        pos = json.loads(c["positional"]) if c.get("positional") else []
+        vals = [repr(v) for v in pos] + [f"{k} = {v!r}" for k, v in args.items()]
+        out.append(f"{c['name']} with " + ", ".join(vals) if vals else f"{c['name']} with no arguments")
+    return "; then ".join(out) or "(none)"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit("\n", 1)[0] + "\n(...)"
+
+
+def awareness_messages(seg: dict, tools_text: str, future_chars: int = 2000) -> list[dict]:
+    """The whole segment τ' of Eq. 7 (info_meta, c_his, q, a_fc, c_fut), with a_fc in words and
+    c_fut clipped to ``future_chars``."""
     steps = render_messages(seg.get("prior_steps")) if seg.get("prior_steps") else "(none yet)"
+    future = _clip(render_messages(seg.get("future")), future_chars) if seg.get("future") else "(the conversation ends here)"
     user = (
         f"Scenario:\n{seg.get('scenario') or '(none)'}\n\nAvailable functions:\n{tools_text}\n\n"
         f"Conversation so far:\n{render_messages(seg.get('history'))}\n\n"
         f"Current user request:\n{seg.get('query')}\n\n"
         f"Steps already taken for this request:\n{steps}\n\n"
+        f"Next action taken:\n{describe_calls(seg.get('target_calls'))}\n\n"
+        f"Afterwards:\n{future}\n\n"
         "Write the progress note."
     )
     return [{"role": "system", "content": _AWARENESS_SYSTEM}, {"role": "user", "content": user}]

@@ -25,12 +25,13 @@ from progra_core.calls import (
 )
 from progra_core.config import VerifyConfig
 from progra_core.llm import ChatRequest, Gateway
+from progra_core.llm.guided import guided_calls
 from progra_core.schemas import CALL, reject
 
 __all__ = ["STAGE", "CODE_VERSION", "VERIFIED", "extract_call_text", "judge", "verify_shard", "split_outcomes", "resolver"]
 
 STAGE = "verified"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts)
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, sys.modules["progra_core.llm.guided"])
 
 VERIFIED = pa.schema(
     [
@@ -111,15 +112,22 @@ def judge(text: str | None, target: list[Call], resolve=None) -> tuple[list[Call
     return pred, eq, "ok" if eq else "mismatch"
 
 
+def _requests(items: list[dict], verifier: str, cfg: VerifyConfig, api_base, api_key_env) -> list[ChatRequest]:
+    return [ChatRequest(prompts.verify_messages(prompts.render_tools(it["tools"]), it.get("scenario") or "", it["text"]),
+                        verifier, role="verifier", temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                        api_base=api_base, api_key_env=api_key_env, id=it["awareness_id"], seed=0,
+                        prefix=prompts.VERIFY_PREFIX, stop=["\n\n"]) for it in items]
+
+
 def verify_shard(items: list[dict], gateway: Gateway, verifier: str, cfg: VerifyConfig,
                  api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
     """``items``: awareness rows joined with their segment (tools, scenario, target_calls, env,
     involved_classes). Batched: local models answer many per forward pass."""
-    reqs = [ChatRequest(prompts.verify_messages(prompts.render_tools(it["tools"]), it.get("scenario") or "", it["text"]),
-                        verifier, role="verifier", temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                        api_base=api_base, api_key_env=api_key_env, id=it["awareness_id"], seed=0,
-                        prefix=prompts.VERIFY_PREFIX, stop=["\n\n"]) for it in items]
-    answers = gateway.batch(reqs)
+    reqs = _requests(items, verifier, cfg, api_base, api_key_env)
+    if cfg.guided and verifier.startswith("local/"):
+        answers = guided_calls(gateway, reqs, [it["tools"] for it in items], max_calls=cfg.max_calls)
+    else:
+        answers = gateway.batch(reqs)
     rows = []
     for it, ans in zip(items, answers, strict=True):
         base = {"awareness_id": it["awareness_id"], "segment_id": it["segment_id"], "verifier": verifier,

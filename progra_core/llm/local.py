@@ -7,6 +7,7 @@ concurrent stage threads share the weights instead of loading copies.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import defaultdict
@@ -36,9 +37,51 @@ class LocalBackend:
     def _prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def choose(self, reqs: Sequence[ChatRequest], batch_size: int = 8) -> list[ChatResult]:
+        """Constrained decoding over a closed set: each request's ``extra["choices"]`` are scored by
+        their summed token log-probability after the prompt (+ prefix); the answer is prefix + best.
+        The prompt is encoded once and its KV cache shared by all choices (right-padded, so no
+        choice attends to another's padding under the causal mask)."""
+        import torch
+
+        out = []
+        pad = self.tokenizer.pad_token_id
+        with self._lock, torch.no_grad():
+            for r in reqs:
+                t0 = time.perf_counter()
+                ids = self.tokenizer(self._prompt(r.messages) + (r.prefix or ""), add_special_tokens=False)["input_ids"]
+                first = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                last_logp = torch.log_softmax(first.logits[0, -1].float(), -1)
+                choices = list(r.extra["choices"])
+                toks = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+                scores = []
+                for s in range(0, len(choices), batch_size):
+                    chunk = toks[s:s + batch_size]
+                    width = max(len(t) for t in chunk)
+                    batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
+                    cache = copy.deepcopy(first.past_key_values)
+                    cache.batch_repeat_interleave(len(chunk))
+                    logp = torch.log_softmax(self.model(input_ids=batch, past_key_values=cache, use_cache=True).logits.float(), -1)
+                    for k, t in enumerate(chunk):  # token 0 from the prompt's last position, token n from choice position n-1
+                        scores.append(float(last_logp[t[0]]) + sum(float(logp[k, n - 1, t[n]]) for n in range(1, len(t))))
+                best = max(range(len(choices)), key=lambda k: scores[k])
+                out.append(ChatResult(text=(r.prefix or "") + choices[best], model=r.model, role=r.role, id=r.id,
+                                      finish_reason="stop", prompt_tokens=len(ids), completion_tokens=len(toks[best]),
+                                      latency_ms=(time.perf_counter() - t0) * 1000, attempts=1))
+        return out
+
     def generate(self, reqs: Sequence[ChatRequest], batch_size: int = 8) -> list[ChatResult]:
         import torch
 
+        if any(r.extra.get("choices") for r in reqs):
+            pick = [i for i, r in enumerate(reqs) if r.extra.get("choices")]
+            free = [i for i, r in enumerate(reqs) if not r.extra.get("choices")]
+            out = [None] * len(reqs)
+            for idx, res in ((pick, self.choose([reqs[i] for i in pick], batch_size)),
+                             (free, self.generate([reqs[i] for i in free], batch_size) if free else [])):
+                for i, r in zip(idx, res, strict=True):
+                    out[i] = r
+            return out  # type: ignore[return-value]
         prompts = [self._prompt(r.messages) + (r.prefix or "") for r in reqs]
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         groups: dict[tuple, list[int]] = defaultdict(list)

@@ -64,7 +64,7 @@ def test_cli_run_datasets_and_sql(tmp_path):
 
     root = str(tmp_path / "cli")
     runner = CliRunner()
-    r = runner.invoke(app, ["run", "--set", "ingest.limit=4", "--set", f"storage.root={root}"])
+    r = runner.invoke(app, ["run", "--through", "ingest", "--set", "ingest.limit=4", "--set", f"storage.root={root}"])
     assert r.exit_code == 0, r.output
     assert "4 rows" in r.output
     r = runner.invoke(app, ["sql", "select count(*) as n from trajectories", "--root", root, "--format", "json"])

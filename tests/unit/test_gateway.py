@@ -1,6 +1,8 @@
 """Gateway behaviour without a network: LiteLLM's mock_response, and the local backend on a tiny
 random-initialised llama (built from a config, SmolLM2 tokenizer)."""
 
+import json
+
 import pytest
 
 from progra_core.llm import ChatRequest, Gateway
@@ -84,3 +86,50 @@ def test_unknown_local_model_reports_error(tmp_path):
     g = Gateway(None, models_root=tmp_path)
     (r,) = g.batch([ChatRequest([{"role": "user", "content": "hi"}], "local/does-not-exist")])
     assert r.error and "unknown local model" in r.error
+
+
+def test_choice_scores_match_a_full_forward_pass(tiny_llama):
+    """The KV-cached scorer picks what summed log-probabilities over full sequences pick."""
+    import torch
+
+    from progra_core.llm.local import get_backend
+
+    b = get_backend(str(tiny_llama))
+    choices = ["cd(", "ls(", "mkdir(", "sort_lines(", "]"]
+    for content in ("go to the folder", "list the files please", "x"):
+        req = ChatRequest([{"role": "user", "content": content}], "local/tiny", prefix="[", extra={"choices": choices})
+        (got,) = b.choose([req])
+        prompt = b.tokenizer(b._prompt(req.messages) + "[", add_special_tokens=False)["input_ids"]
+        scores = []
+        for c in choices:
+            ids = b.tokenizer(c, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(b.model(input_ids=torch.tensor([prompt + ids])).logits[0].float(), -1)
+            scores.append(sum(float(logp[len(prompt) + k - 1, t]) for k, t in enumerate(ids)))
+        assert got.text == "[" + choices[max(range(len(choices)), key=scores.__getitem__)]
+
+
+def test_guided_calls_always_parse_and_follow_the_schema(tiny_llama):
+    """Even a random model answers with a parsable list of known functions and parameter names."""
+    from progra_core.calls import parse_calls
+    from progra_core.llm.guided import guided_calls, leading_literal
+
+    assert leading_literal("'a, b', x=1)") == "'a, b'" and leading_literal("12)") == "12" and leading_literal("oops") is None
+    assert leading_literal("[1, 2], y") == "[1, 2]"
+    tools = [{"name": "cd", "parameters": {"properties": {"folder": {"type": "string"}}}},
+             {"name": "sort", "parameters": {"properties": {"file_name": {"type": "string"}, "reverse": {"type": "boolean"}}}},
+             {"name": "wait", "parameters": {"properties": {"seconds": {"type": "integer"}}}}]
+    g = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    reqs = [ChatRequest([{"role": "user", "content": f"task {i}"}], "local/tiny", prefix="[", max_tokens=8, id=str(i)) for i in range(6)]
+    out = guided_calls(g, reqs, [json.dumps(tools)] * 6, max_calls=2, value_tokens=6)
+    params = {t["name"]: set(t["parameters"]["properties"]) for t in tools}
+    for r in out:
+        assert r.ok and r.text.startswith("[")
+        if r.text.endswith("]"):
+            calls = parse_calls(r.text)
+            assert 1 <= len(calls) <= 2
+            assert all(c.name in params and set(c.args) <= params[c.name] for c in calls)
+            assert all(isinstance(c.args.get("reverse", True), bool) for c in calls)
+    assert any(r.text.endswith("]") for r in out)
+    (empty,) = guided_calls(g, reqs[:1], [None])
+    assert empty.ok and empty.text == ""

@@ -1,5 +1,5 @@
 """Pure logic of the PAG stages (segment, awareness parsing, verification, augmentation, SFT data,
-resumable shards). The Prefect-level tests of the data flow land with the rest of that issue."""
+resumable shards). The flow-level tests are in tests/integration/test_data_flow.py."""
 
 import json
 import random
@@ -56,13 +56,57 @@ def test_awareness_parsing():
     S, P = "The user wants a file sorted", "Sort the report next"
     assert parse_awareness(f"<summary>{S}</summary><plan>{P}</plan><rationale>r</rationale>") == (S, P, "r")
     assert parse_awareness(f"Summary: {S}\nPlan: {P}") == (S, P, "")
+    echo = "<rationale>one or two sentences linking the summary to the plan</rationale>"
+    assert parse_awareness(f"<summary>{S}</summary><plan>{P}</plan>{echo}") == (S, P, "")  # optional echo dropped
     for text, reason in [("", "empty"), ("just text", "no_sections"), ("<summary>s</summary>", "no_sections"),
                          ("<summary>the user wants files listed</summary><plan>run ls(a=True) now</plan>", "contains_function_call"),
                          ("<summary>the user wants files listed</summary><plan>do [x(a=1)] and then finish</plan>", "contains_function_call"),
-                         ("Answer with the sections <summary>, <plan> and <rationale>, in plain words.", "empty_sections")]:
+                         ("Answer with the sections <summary>, <plan> and <rationale>, in plain words.", "empty_sections"),
+                         ("<summary>goal, confirmed parameters, calls so far and the current state</summary>"
+                          "<plan>Sort the report next</plan>", "template_echo"),
+                         ("<summary>The user wants a file sorted</summary><plan>The next steps, in order:</plan>", "template_echo"),
+                         ("<summary>goal, confirmed parameters, calls so far, cwd, cwd, cwd, cwd</summary>"
+                          "<plan>Sort the report next</plan>", "template_echo")]:
         with pytest.raises(AwarenessParseError) as e:
             parse_awareness(text, ["ls"])
         assert e.value.reason == reason
+
+
+class ScriptedGateway:
+    """Answers each awareness request from a script per segment id; records what it was asked."""
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.asked: list = []
+
+    def batch(self, reqs):
+        from progra_core.llm import ChatResult
+
+        self.asked.extend(reqs)
+        return [ChatResult(self.script[r.id].pop(0), r.model, r.role, r.id, prompt_tokens=10, completion_tokens=5) for r in reqs]
+
+
+def test_awareness_retries_bad_output_with_the_reason_then_rejects():
+    from progra_core.awareness import annotate
+    from progra_core.config import AwarenessConfig
+
+    rows = seg.segment_trajectory(_traj(), SegmentConfig())
+    good = "<summary>The user wants to enter folder a and list it</summary><plan>Change into a, then list files</plan>"
+    gw = ScriptedGateway({rows[0]["segment_id"]: ["no sections here", good],
+                          rows[1]["segment_id"]: ["<summary>the user wants the files listed</summary><plan>call ls() now please</plan>"] * 2,
+                          rows[2]["segment_id"]: [good]})
+    out = annotate(rows, gw, "openai/x", AwarenessConfig(max_attempts=2, guided=False)).to_pylist()
+    by = {r["segment_id"]: r for r in out}
+    first, second, third = (by[r["segment_id"]] for r in rows)
+    assert first["reject_reason"] is None and first["attempts"] == 2 and first["summary"].startswith("The user wants")
+    assert second["reject_reason"] == "contains_function_call" and second["attempts"] == 2
+    assert third["reject_reason"] is None and third["attempts"] == 1
+    assert len(gw.asked) == 5
+    retry = [r for r in gw.asked if r.id == rows[0]["segment_id"]][1]
+    assert retry.messages[-2] == {"role": "assistant", "content": "no sections here"}
+    assert "missing summary and plan" in retry.messages[-1]["content"]  # the reason is fed back
+    prompt = gw.asked[0].messages[-1]["content"]
+    assert "cd with folder = 'a'" in prompt and "cd(" not in prompt.split("Next action taken:")[1]  # a_fc in words
 
 
 def test_select_segments_shortest():

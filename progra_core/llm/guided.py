@@ -1,0 +1,161 @@
+"""Grammar-guided call decoding for ``local/`` models.
+
+A 135M model knows roughly which tool and which values a note asks for, but rarely writes a call
+list Python's ``ast`` accepts. Here the call syntax comes from the grammar and only the decisions
+come from the model: the function name and each argument name are picked from the tool schema by
+likelihood (``extra["choices"]``), and each value is generated freely and kept only as far as it
+is a Python literal. The output is always a parsable list (or the cut-off text when a value is
+not a literal, which the caller then reports as a parse error). This is how a frozen small policy
+can answer in the verifier's and the evaluator's format at all; larger or remote models answer
+unguided.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field, replace
+
+from progra_core.llm.gateway import ChatRequest, ChatResult, Gateway
+
+__all__ = ["guided_calls", "leading_literal"]
+
+
+def leading_literal(text: str) -> str | None:
+    """The shortest non-empty prefix of ``text`` that is a Python literal and is followed by ``,``
+    or ``)`` or the end (``'a, b', x=`` -> ``'a, b'``)."""
+    for k in [i for i, ch in enumerate(text) if ch in ",)"] + [len(text)]:
+        cand = text[:k].strip()
+        if not cand:
+            continue
+        try:
+            ast.literal_eval(cand)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        return cand
+    return None
+
+
+def _schema(tools_json: str | list | None) -> dict[str, dict[str, str]]:
+    """function -> {parameter: JSON-schema type}."""
+    docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
+    out = {}
+    for d in docs:
+        fn = d.get("function", d)
+        if fn.get("name"):
+            props = (fn.get("parameters") or {}).get("properties") or {}
+            out[fn["name"]] = {p: str((s or {}).get("type", "any")) for p, s in props.items()}
+    return out
+
+
+@dataclass
+class _State:
+    text: str
+    phase: str = "name"  # name | arg | value | after | done | failed
+    fn: str | None = None
+    used: list[str] = field(default_factory=list)
+    kind: str = "any"  # type of the value being written
+    calls: int = 0
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+def _options(st: _State, schema: dict[str, list[str]], max_calls: int) -> list[str]:
+    if st.phase == "name":
+        return [f"{n}(" for n in schema]
+    if st.phase == "bool":
+        return ["True", "False"]
+    if st.phase == "arg":
+        sep = ", " if st.used else ""
+        return [f"{sep}{p}=" for p in schema.get(st.fn, []) if p not in st.used] + [")"]
+    # after a call: close the list or start another
+    return ["]"] + ([f", {n}(" for n in schema] if st.calls < max_calls else [])
+
+
+def guided_calls(gateway: Gateway, reqs: list[ChatRequest], tools: list[str | list | None], *, max_calls: int = 3,
+                 value_tokens: int = 24) -> list[ChatResult]:
+    """One call list per request (each request's messages ask for calls; its ``prefix`` should
+    open the list, e.g. ``"["``). Steps of all requests are batched together."""
+    schemas = [_schema(t) for t in tools]
+    states = [_State(text=r.prefix or "[") for r in reqs]
+    for st, sc in zip(states, schemas, strict=True):
+        if not sc:
+            st.text, st.phase = "", "failed"  # nothing to call: an empty answer
+    while True:
+        pick = [i for i, s in enumerate(states) if s.phase in ("name", "arg", "after", "bool")]
+        gen = [i for i, s in enumerate(states) if s.phase == "value"]
+        if not pick and not gen:
+            break
+        if pick:
+            opts = {i: _options(states[i], schemas[i], max_calls) for i in pick}
+            for i in [i for i in pick if len(opts[i]) == 1]:  # forced move: no need to ask
+                _take(states[i], ChatResult(states[i].text + opts[i][0], reqs[i].model), schemas[i])
+            pick = [i for i in pick if len(opts[i]) > 1]
+            asks = [replace(reqs[i], prefix=states[i].text, max_tokens=1, stop=None,
+                            extra={**reqs[i].extra, "choices": opts[i]}) for i in pick]
+            for i, ans in zip(pick, gateway.batch(asks) if asks else [], strict=True):
+                _take(states[i], ans, schemas[i])
+        if gen:
+            asks = [replace(reqs[i], prefix=states[i].text, max_tokens=value_tokens,
+                            stop=["'", "\n"] if states[i].kind == "string" else [")", "\n"]) for i in gen]
+            for i, ans in zip(gen, gateway.batch(asks), strict=True):
+                st = states[i]
+                _usage(st, ans)
+                if not ans.ok:
+                    st.phase, st.error = "failed", ans.error
+                    continue
+                if st.kind == "string":  # the opening quote was prefilled: the value runs to the next quote
+                    body = ans.text[len(st.text):].split("'")[0].split("\n")[0]
+                    st.text += body.replace("\\", "\\\\") + "'"
+                    st.phase = "arg"
+                    continue
+                value = leading_literal(ans.text[len(st.text):])
+                if value is None:
+                    st.text, st.phase = ans.text, "failed"  # not a literal: the caller sees a parse error
+                else:
+                    st.text += value
+                    st.phase = "arg"
+    out = []
+    for r, st in zip(reqs, states, strict=True):
+        out.append(ChatResult(text=st.text if st.error is None else None, model=r.model, role=r.role, id=r.id,
+                              error=st.error, finish_reason="stop", prompt_tokens=st.prompt_tokens,
+                              completion_tokens=st.completion_tokens, latency_ms=st.latency_ms, attempts=1))
+    return out
+
+
+def _usage(st: _State, ans: ChatResult) -> None:
+    st.latency_ms += ans.latency_ms
+    st.prompt_tokens = max(st.prompt_tokens, ans.prompt_tokens)
+    st.completion_tokens += ans.completion_tokens
+
+
+def _take(st: _State, ans: ChatResult, schema: dict[str, list[str]]) -> None:
+    _usage(st, ans)
+    if not ans.ok:
+        st.phase, st.error = "failed", ans.error
+        return
+    choice = ans.text[len(st.text):]
+    st.text = ans.text
+    if st.phase in ("name", "after"):
+        if choice == "]":
+            st.phase = "done"
+            return
+        st.fn = choice.lstrip(", ").rstrip("(")
+        st.used, st.phase = [], "arg"
+        st.calls += 1
+    elif st.phase == "bool":
+        st.phase = "arg"
+    elif choice == ")":
+        st.phase = "after"
+    else:
+        name = choice.lstrip(", ").rstrip("=")
+        st.used.append(name)
+        st.kind = schema.get(st.fn, {}).get(name, "any")
+        if st.kind == "boolean":
+            st.phase = "bool"
+        else:
+            if st.kind == "string":
+                st.text += "'"
+            st.phase = "value"

@@ -1,0 +1,235 @@
+"""The data flow (ingest -> segment -> awareness -> verify -> augment -> sft_data) end to end over
+real HTTP: rerun-only-downstream, kill -9 + resume without paying twice, and one run against
+llm-katan serving the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from progra_core.config import load_config
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+ROLES = ("generator", "verifier", "augmenter")
+
+
+def _overrides(root, api_base: str, model: str, *extra: str) -> list[str]:
+    sets = [f"storage.root={root}", "ingest.limit=3", "awareness.limit=null", "awareness.shard_size=4",
+            "verify.shard_size=4"]
+    sets += [f"models.{r}={model}" for r in ROLES]
+    sets.append("models.api_base=" + json.dumps({r: api_base for r in ROLES}))
+    return sets + list(extra)
+
+
+def _requests(srv) -> int:
+    """Requests the server answered (llm-katan's persistent stats file)."""
+    stats = srv.log.with_suffix(".stats.json")
+    return json.loads(stats.read_text())["total"] if stats.exists() else 0
+
+
+@pytest.fixture()
+def written(monkeypatch):
+    """Stages that wrote a new dataset (= tasks that did work rather than hit the cache)."""
+    from storage import store
+
+    seen: list[str] = []
+    real = store.DatasetStore.write
+
+    def spy(self, stage, *a, **k):
+        seen.append(stage)
+        return real(self, stage, *a, **k)
+
+    monkeypatch.setattr(store.DatasetStore, "write", spy)
+    return seen
+
+
+def test_changing_verify_recomputes_only_downstream(tmp_path, katan_echo, written):
+    from flows.data import data_flow
+    from storage import Catalog
+
+    srv = katan_echo()
+    root = tmp_path / "root"
+    first = data_flow(load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo")))
+    assert set(written) >= {"trajectories", "segments", "awareness", "verified", "augmented", "sft_examples"}
+    assert first["segments"].rows > 10 and first["awareness"].rows + first["awareness"].rejects == first["segments"].rows
+    paid = _requests(srv)
+    assert paid > 0
+
+    written.clear()
+    same = data_flow(load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo")))
+    assert written == [] and _requests(srv) == paid  # unchanged config: nothing runs, nothing is asked
+    assert {k: r.dataset_id for k, r in same.items()} == {k: r.dataset_id for k, r in first.items()}
+
+    state = data_flow(load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", "verify.max_tokens=40")),
+                      return_state=True)
+    second = state.result()
+    assert sorted(written) == ["augmented", "funnel", "sft_examples", "verified"]
+    for k in ("trajectories", "segments", "awareness"):
+        assert second[k].dataset_id == first[k].dataset_id
+    for k in ("verified", "augmented", "sft_examples"):
+        assert second[k].dataset_id != first[k].dataset_id
+    asked = _requests(srv) - paid
+    assert asked == first["awareness"].rows  # only the verifier was asked again, once per awareness row
+    cat = Catalog(str(root))
+    run_id = str(state.state_details.flow_run_id)
+    made = cat.sql(f"select stage from datasets where flow_run_id = '{run_id}' order by stage").column(0).to_pylist()
+    assert made == ["augmented", "sft_examples", "verified"]  # lineage: what this run produced
+    assert cat.sql("select count(*) from funnel_latest").column(0)[0].as_py() == 6
+
+
+def _cli(args: list[str], root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_HOME": str(root / "prefect-cli")}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_awareness_resumes_after_kill_9_without_paying_twice(tmp_path, katan_echo):
+    """A real process is killed with SIGKILL mid-stage; the rerun reuses the stored shards and the
+    response cache, the result has one row per segment, and a further rerun asks nothing."""
+    from flows.ingest import ingest_flow
+    from flows.stages import stage_flow
+    from storage import Catalog, DatasetStore
+
+    reference, slow = katan_echo(), katan_echo("--latency-ms", "400")
+    ref_root, root = tmp_path / "ref", tmp_path / "killed"
+    segs = {}
+    for r, srv in ((ref_root, reference), (root, slow)):
+        cfg = load_config("embedded", overrides=_overrides(r, srv.api_base, "openai/echo", "llm.concurrency=2"))
+        segs[r] = stage_flow("segment", ingest_flow(cfg).dataset_id, cfg)
+    cfg_ref = load_config("embedded", overrides=_overrides(ref_root, reference.api_base, "openai/echo", "llm.concurrency=2"))
+    clean = stage_flow("awareness", segs[ref_root].dataset_id, cfg_ref)
+    cost = _requests(reference)  # what one uninterrupted run pays
+    n = segs[root].rows
+    assert clean.rows + clean.rejects == n and cost >= n
+
+    conf = tmp_path / "killed.yaml"
+    data = load_config("embedded", overrides=_overrides(root, slow.api_base, "openai/echo", "llm.concurrency=2")).model_dump(mode="json")
+    conf.write_text(yaml.safe_dump(data))
+    args = ["stage", "awareness", "--input", segs[root].dataset_id, "--config", str(conf)]
+    store = DatasetStore(str(root))
+    proc = _cli(args, root)
+    shard_dir = root / "shards" / "awareness"
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(shard_dir.rglob("shard-*.parquet"))) < 2:
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    done_before = len(list(shard_dir.rglob("shard-*.parquet")))
+    assert 2 <= done_before < (n + 3) // 4, "the kill must land mid-stage"
+    assert store.list("awareness") == []  # nothing half-written is published
+    paid_before = _requests(slow)
+
+    proc = _cli(args, root)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out[-3000:]
+    ref = store.list("awareness")[0]
+    assert ref.stats["shards_reused"] >= done_before
+    total = _requests(slow)
+    # Only requests in flight at the kill (at most `concurrency` of them) may be paid again.
+    assert cost <= total <= cost + 2, (paid_before, total, cost)
+    rows = Catalog(str(root)).sql("select segment_id from awareness union all "
+                                  "select input_id from rejects where stage = 'awareness'").column(0).to_pylist()
+    assert len(rows) == n and max(Counter(rows).values()) == 1  # every segment exactly once
+
+    again = stage_flow("awareness", segs[root].dataset_id,
+                       load_config("embedded", overrides=_overrides(root, slow.api_base, "openai/echo", "llm.concurrency=2")))
+    assert again.dataset_id == ref.dataset_id and _requests(slow) == total
+
+
+def test_data_flow_against_llm_katan_serving_the_embedded_model(tmp_path, katan_transformers):
+    """Every role over HTTP to the real model; the funnel tells what happened to each row."""
+    from flows.data import data_flow
+    from storage import Catalog
+
+    root = tmp_path / "katan"
+    refs = data_flow(load_config("embedded", overrides=_overrides(
+        root, katan_transformers.api_base, f"openai/{katan_transformers.name}",
+        "ingest.limit=2", "awareness.limit=2", "awareness.select=shortest", "awareness.max_attempts=1",
+        "awareness.max_tokens=96", "verify.max_tokens=32")))
+    assert refs["segments"].rows > 2
+    assert refs["awareness"].rows + refs["awareness"].rejects == 2
+    assert refs["verified"].rows == refs["awareness"].rows
+    assert refs["sft_examples"].rows > 0  # the cold-start part keeps D_sft non-empty
+    cat = Catalog(str(root))
+    funnel = cat.sql("select stage, rows_in, rows_out, rejects, llm_calls from funnel_latest order by position").to_pylist()
+    assert [f["stage"] for f in funnel] == ["trajectories", "segments", "awareness", "verified", "augmented", "sft_examples"]
+    aw = funnel[2]
+    assert aw["rows_in"] == 2 and aw["rows_out"] + aw["rejects"] == 2 and aw["llm_calls"] >= 2
+    reasons = cat.sql("select reason from verified").column(0).to_pylist()
+    assert set(reasons) <= {"ok", "mismatch", "parse_error", "empty"}
+    assert len(katan_transformers.log.read_text()) > 0
+
+
+def test_augment_and_sft_data_stages_on_verified_rows(tmp_path, katan_echo):
+    """The embedded 135M model verifies (almost) nothing, so here D_ver is written as a strong
+    generator and verifier would leave it (awareness that names the call, equal = true), and the
+    real augment and sft_data stages run on it, the paraphrase over HTTP."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from flows.ingest import ingest_flow
+    from flows.stages import stage_flow
+    from progra_core import awareness as aw
+    from progra_core import prompts
+    from progra_core import verify as ver
+    from progra_core.augment import MASK
+    from storage import Catalog, DatasetStore
+
+    srv = katan_echo()
+    root = tmp_path / "aug"
+    cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", "augment.seed=3"))
+    segs = stage_flow("segment", ingest_flow(cfg).dataset_id, cfg)
+    store = DatasetStore(str(root))
+    rows = store.read(segs).to_pylist()[:12]
+    now = datetime.now(UTC)
+    awareness = []
+    for i, r in enumerate(rows):
+        s, p = f"The user asked: {r['query']}", f"Next, call {prompts.describe_calls(r['target_calls'])}."
+        awareness.append({"awareness_id": f"a{i:02d}", "segment_id": r["segment_id"], "generator": "hand", "prompt_version": "hand",
+                          "text": f"<summary>{s}</summary>\n<plan>{p}</plan>\n<rationale>It is the next step.</rationale>",
+                          "summary": s, "plan": p, "rationale": "It is the next step.", "attempts": 1, "latency_ms": 0.0,
+                          "prompt_tokens": 0, "completion_tokens": 0, "created_at": now})
+    aw_ref = store.write("awareness", pa.Table.from_pylist(awareness, schema=aw.AWARENESS), parents=[segs.dataset_id], code_version="hand")
+    verified = [{"awareness_id": a["awareness_id"], "segment_id": a["segment_id"], "verifier": "hand",
+                 "predicted_calls": r["target_calls"], "predicted_text": None, "equal": i % 4 != 3, "reason": "ok" if i % 4 != 3 else "mismatch",
+                 "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for i, (a, r) in enumerate(zip(awareness, rows, strict=True))]
+    ver_ref = store.write("verified", pa.Table.from_pylist(verified, schema=ver.VERIFIED), parents=[aw_ref.dataset_id], code_version="hand")
+
+    aug = stage_flow("augment", ver_ref.dataset_id, cfg)
+    cat = Catalog(str(root))
+    out = cat.sql(f"select * from augmented where dataset_id = '{aug.dataset_id}'").to_pylist()
+    ops = Counter(r["op"] for r in out)
+    equal = 9  # rows 3, 7 and 11 were not verified: never augmented
+    assert ops["none"] == equal and {r["awareness_id"] for r in out} <= {a["awareness_id"] for i, a in enumerate(awareness) if i % 4 != 3}
+    assert sum(ops.values()) - equal + aug.rejects == equal  # one op per verified row: a row or a reject
+    rejected = Counter(cat.sql(f"select reason from rejects where dataset_id = '{aug.dataset_id}'").column(0).to_pylist())
+    assert all(k.startswith("paraphrase_") or k in ("no_perturbation", "nothing_to_mask") for k in rejected)
+    for r in out:
+        names = [d.get("function", d)["name"] for d in json.loads(r["tools"])]
+        assert all(c["name"] in names for c in r["target_calls"])  # tools and a_fc stay coherent
+        if r["op"] == "schema_perturb":
+            assert r["mapping"] and any(n in r["text"] for n in json.loads(r["mapping"])["functions"]) or json.loads(r["mapping"])["values"]
+        if r["op"] == "word_mask":
+            assert MASK in r["text"]
+    assert ops["schema_perturb"] + ops["word_mask"] > 0
+    assert cat.sql("select op, count(*) from augmented group by op").num_rows == len(ops)
+
+    sft = stage_flow("sft_data", aug.dataset_id, cfg)
+    ex = cat.sql(f"select kind, split, completion[1].content c from sft_examples where dataset_id = '{sft.dataset_id}'").to_pylist()
+    kinds = Counter(e["kind"] for e in ex)
+    assert kinds["awareness"] == len(out) and kinds["cold_start"] > 0
+    assert all(e["c"].startswith("<summary>") and "<answer>[" in e["c"] for e in ex if e["kind"] == "awareness")
+    assert all(e["c"].startswith("<answer>[") for e in ex if e["kind"] == "cold_start")
