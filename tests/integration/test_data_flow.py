@@ -137,6 +137,8 @@ def test_awareness_resumes_after_kill_9_without_paying_twice(tmp_path, katan_ech
     ref = store.list("awareness")[0]
     assert ref.stats["shards_reused"] >= done_before
     total = _requests(slow)
+    print(f"kill-resume: {n} segments, {done_before} shards stored before the kill, uninterrupted run {cost} requests, "
+          f"killed {paid_before} + resumed {total - paid_before} = {total}")
     # Only requests in flight at the kill (at most `concurrency` of them) may be paid again.
     assert cost <= total <= cost + 2, (paid_before, total, cost)
     rows = Catalog(str(root)).sql("select segment_id from awareness union all "
