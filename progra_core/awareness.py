@@ -19,6 +19,7 @@ import pyarrow as pa
 from progra_core import prompts, versioning
 from progra_core.config import AwarenessConfig
 from progra_core.llm import ChatRequest, Gateway
+from progra_core.schemas import tool_functions
 
 __all__ = ["STAGE", "CODE_VERSION", "AWARENESS", "AwarenessParseError", "parse_awareness", "annotate", "awareness_id",
            "tool_names", "select_segments", "split_outcomes"]
@@ -74,10 +75,7 @@ class AwarenessParseError(ValueError):
 
 
 def tool_names(tools_json: str | None) -> list[str]:
-    import json
-
-    docs = json.loads(tools_json) if tools_json else []
-    return [(d.get("function", d)).get("name") for d in docs if (d.get("function", d)).get("name")]
+    return [fn["name"] for fn in tool_functions(tools_json) if fn.get("name")]
 
 
 def _by_headers(text: str) -> dict[str, str]:

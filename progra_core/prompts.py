@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from progra_core.schemas import tool_functions
+
 __all__ = [
     "PROMPT_VERSION",
     "render_tools",
@@ -28,12 +30,11 @@ def render_tools(tools_json: str | list | None, full: bool = False) -> str:
     """Tool docs as compact lines (``- name: description. Parameters: arg (type), opt (type, optional)``),
     or as the raw JSON with ``full=True``. Compact text keeps small models' prompts short, and it is
     deliberately not call-shaped: small models copy ``name(arg: type)`` signatures as if they were calls."""
-    docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
     if full:
+        docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
         return json.dumps(docs, ensure_ascii=False)
     lines = []
-    for d in docs:
-        fn = d.get("function", d)
+    for fn in tool_functions(tools_json):
         params = (fn.get("parameters") or {}).get("properties") or {}
         required = set((fn.get("parameters") or {}).get("required") or [])
         args = ", ".join(f"{p} ({(s or {}).get('type', 'any')}{'' if p in required else ', optional'})" for p, s in params.items())

@@ -83,3 +83,12 @@ def reject(stage: str, input_id: str | None, reason: str, detail: str = "", payl
     if payload is not None and len(payload) > 4096:
         payload = payload[:4096] + f"...[{len(payload) - 4096} more chars]"
     return {"stage": stage, "input_id": input_id, "reason": reason, "detail": detail[:2000], "payload": payload}
+
+
+def tool_functions(tools_json: str | list | None) -> list[dict]:
+    """The function objects of tool docs, whether OpenAI-wrapped (``{"type": "function",
+    "function": {...}}``) or bare (BFCL's ``{"name": ..., "parameters": ...}``)."""
+    import json
+
+    docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
+    return [d.get("function", d) for d in docs]

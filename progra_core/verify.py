@@ -24,14 +24,13 @@ from progra_core.calls import (
     schema_equal,
 )
 from progra_core.config import VerifyConfig
-from progra_core.llm import ChatRequest, Gateway
-from progra_core.llm.guided import guided_calls
+from progra_core.llm import ChatRequest, Gateway, guided
 from progra_core.schemas import CALL, reject
 
 __all__ = ["STAGE", "CODE_VERSION", "VERIFIED", "extract_call_text", "judge", "verify_shard", "split_outcomes", "resolver"]
 
 STAGE = "verified"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, sys.modules["progra_core.llm.guided"])
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, guided)
 
 VERIFIED = pa.schema(
     [
@@ -112,20 +111,16 @@ def judge(text: str | None, target: list[Call], resolve=None) -> tuple[list[Call
     return pred, eq, "ok" if eq else "mismatch"
 
 
-def _requests(items: list[dict], verifier: str, cfg: VerifyConfig, api_base, api_key_env) -> list[ChatRequest]:
-    return [ChatRequest(prompts.verify_messages(prompts.render_tools(it["tools"]), it.get("scenario") or "", it["text"]),
-                        verifier, role="verifier", temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                        api_base=api_base, api_key_env=api_key_env, id=it["awareness_id"], seed=0,
-                        prefix=prompts.VERIFY_PREFIX, stop=["\n\n"]) for it in items]
-
-
 def verify_shard(items: list[dict], gateway: Gateway, verifier: str, cfg: VerifyConfig,
                  api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
     """``items``: awareness rows joined with their segment (tools, scenario, target_calls, env,
     involved_classes). Batched: local models answer many per forward pass."""
-    reqs = _requests(items, verifier, cfg, api_base, api_key_env)
+    reqs = [ChatRequest(prompts.verify_messages(prompts.render_tools(it["tools"]), it.get("scenario") or "", it["text"]),
+                        verifier, role="verifier", temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                        api_base=api_base, api_key_env=api_key_env, id=it["awareness_id"], seed=0,
+                        prefix=prompts.VERIFY_PREFIX, stop=["\n\n"]) for it in items]
     if cfg.guided and verifier.startswith("local/"):
-        answers = guided_calls(gateway, reqs, [it["tools"] for it in items], max_calls=cfg.max_calls)
+        answers = guided.guided_calls(gateway, reqs, [it["tools"] for it in items], max_calls=cfg.max_calls)
     else:
         answers = gateway.batch(reqs)
     rows = []

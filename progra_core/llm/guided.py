@@ -13,10 +13,10 @@ unguided.
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass, field, replace
 
 from progra_core.llm.gateway import ChatRequest, ChatResult, Gateway
+from progra_core.schemas import tool_functions
 
 __all__ = ["guided_calls", "leading_literal"]
 
@@ -38,10 +38,8 @@ def leading_literal(text: str) -> str | None:
 
 def _schema(tools_json: str | list | None) -> dict[str, dict[str, str]]:
     """function -> {parameter: JSON-schema type}."""
-    docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
     out = {}
-    for d in docs:
-        fn = d.get("function", d)
+    for fn in tool_functions(tools_json):
         if fn.get("name"):
             props = (fn.get("parameters") or {}).get("properties") or {}
             out[fn["name"]] = {p: str((s or {}).get("type", "any")) for p, s in props.items()}
