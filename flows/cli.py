@@ -84,7 +84,7 @@ def _print_refs(refs: dict) -> None:
 
 @app.command()
 def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
-        through: Annotated[str, typer.Option(help="data (default): ingest -> segment -> awareness -> verify -> augment -> sft_data; "
+        through: Annotated[str, typer.Option(help="data (default): ingest [+ synthesize] -> segment -> awareness -> verify -> augment -> sft_data; "
                                                   "ingest: stop after ingest")] = "data") -> None:
     """Run the pipeline on a profile."""
     cfg = _config(profile, config, set_)
@@ -106,6 +106,11 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
 
     refs = data_flow(cfg)
     _print_refs(refs)
+    if "synthesized" in refs:
+        st = refs["synthesized"].stats or {}
+        console.print(f"synthesis: {st.get('accepted', 0)} of {st.get('attempts', 0)} attempts accepted; stop reasons "
+                      f"{st.get('stop_reasons', {})} (progra sql \"select stop_reason, count(*) from synthesis_attempts "
+                      f"group by stop_reason\")")
     v = refs["verified"]
     console.print(f"verified: {v.stats.get('equal', 0)} of {v.rows} awareness rows rebuilt a_fc (D_ver); "
                   f"{time.perf_counter() - t0:.1f}s")
@@ -114,8 +119,9 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help="segment | awareness | verify | augment | sft_data")],
-          input: Annotated[str, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`).")],
+def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data")],
+          input: Annotated[str | None, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`); "
+                                                     "synthesize takes none.")] = None,
           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Rerun one stage from a cached input dataset with the current config (+ --set overrides)."""
     cfg = _config(profile, config, set_)

@@ -1,4 +1,4 @@
-"""Flow ``data`` (Fig. 2): D -> segment -> awareness -> verify -> augment -> sft_data.
+"""Flow ``data`` (Fig. 2): [synthesize ->] D -> segment -> awareness -> verify -> augment -> sft_data.
 
 Every task is cached by its output's fingerprint, so changing one stage's config recomputes that
 stage and the ones after it, nothing before.
@@ -14,8 +14,10 @@ from tasks.augment import augment, augment_fingerprint
 from tasks.awareness import awareness, awareness_fingerprint
 from tasks.funnel import funnel
 from tasks.ingest import ingest, ingest_fingerprint
+from tasks.mix import mix, mix_fingerprint
 from tasks.segment import segment, segment_fingerprint
 from tasks.sft_data import sft_data, sft_data_fingerprint
+from tasks.synthesize import synthesize, synthesize_fingerprint
 from tasks.verify import verify, verify_fingerprint
 
 
@@ -24,12 +26,17 @@ def data_flow(config: PipelineConfig | None = None, profile: str = "embedded") -
     cfg = config or load_config(profile)
     root = cfg.storage.root
     D = ingest(cfg.ingest, root=root, dataset_id=ingest_fingerprint(cfg.ingest))
+    synth = None
+    if cfg.synthesize.enabled:  # Appendix B: verified trajectories from the executable envs
+        synth = synthesize(cfg, root, dataset_id=synthesize_fingerprint(cfg))
+        D = mix(cfg, root, D, synth, dataset_id=mix_fingerprint(cfg, D, synth))
     segments = segment(cfg, root, D, dataset_id=segment_fingerprint(cfg, D))
     raw = awareness(cfg, root, segments, dataset_id=awareness_fingerprint(cfg, segments))  # D^raw
     ver = verify(cfg, root, raw, dataset_id=verify_fingerprint(cfg, raw))  # D^ver = rows with equal
     aug = augment(cfg, root, ver, dataset_id=augment_fingerprint(cfg, ver))  # D^aug
     sft = sft_data(cfg, root, aug, dataset_id=sft_data_fingerprint(cfg, aug))  # D^sft = D^aug ∪ D^cs
-    refs = {"trajectories": D, "segments": segments, "awareness": raw, "verified": ver, "augmented": aug, "sft_examples": sft}
+    refs = {"synthesized": synth} if synth is not None else {}
+    refs |= {"trajectories": D, "segments": segments, "awareness": raw, "verified": ver, "augmented": aug, "sft_examples": sft}
     refs["funnel"] = funnel(root, list(refs.values()))
     Catalog(root, cfg.storage.catalog_path).refresh()
     return refs

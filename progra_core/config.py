@@ -80,18 +80,43 @@ class IngestConfig(Section):
 
 
 class SynthesizeConfig(Section):
-    enabled: bool = Field(False, description="Run APIGen-MT-style synthesis before segmentation.")
+    """Appendix B (after APIGen-MT). Roles: ``models.generator`` writes configs and queries,
+    ``models.action`` the K candidates, ``models.reviewer`` judges read-only turns."""
+
+    enabled: bool = Field(False, description="Run APIGen-MT-style synthesis and mix its trajectories into D.")
     attempts: int = Field(4, ge=0, description="Trajectory attempts per run.")
-    involved_classes: list[list[str]] = Field(default_factory=list, description="Class sets to synthesize for; empty = sample from BFCL entries.")
+    involved_classes: list[list[str]] = Field(default_factory=list, description="Class sets to synthesize for, used in turn; empty = sample the sets of BFCL train entries.")
     exemplars: int = Field(3, ge=1, description="k exemplar initial_configs shown to the generator.")
-    max_iterations: int = Field(4, ge=1, description="Config-generation retries with the error fed back (paper: 4).")
+    max_iterations: int = Field(4, ge=1, description="Config-generation tries, each failure's error fed back (paper: 4).")
     turns: int = Field(3, ge=1, description="Turns per trajectory attempt.")
     min_turns: int = Field(1, ge=1, description="Keep a verified prefix only if it has at least this many turns.")
     candidates: int = Field(5, ge=1, description="K parallel action candidates for the majority vote.")
-    vote_threshold: float = Field(0.5, gt=0, le=1, description="Majority share needed to accept an action.")
-    reviewers: int = Field(5, ge=1, description="R reviewers for read-only turns (paper: 5).")
-    seed: int = 0
-    mix: float = Field(1.0, ge=0, le=1, description="Share of synthesized trajectories kept next to ingested ones.")
+    vote_threshold: float = Field(0.5, gt=0, le=1, description="Share of the K candidates the (unique) largest group needs.")
+    reviewers: int = Field(5, ge=1, description="R reviewers for read-only turns (paper: 5); a strict majority of yes passes.")
+    temperature: float = Field(0.7, ge=0, description="Generator temperature (configs, queries).")
+    action_temperature: float = Field(0.7, ge=0, description="Action candidates: above 0 so the K votes are independent samples.")
+    reviewer_temperature: float = Field(0.7, ge=0, description="Reviewers: above 0 so the R verdicts are independent samples.")
+    config_max_tokens: int = Field(768, ge=16)
+    query_max_tokens: int = Field(128, ge=8)
+    action_max_tokens: int = Field(192, ge=8)
+    guided: bool = Field(True, description="local/ models: configs keep an exemplar's structure with the prose rewritten, "
+                                           "action candidates use grammar-guided call decoding (both always parse).")
+    max_calls: int = Field(4, ge=1, description="Most calls a guided candidate may list.")
+    concurrency: int = Field(16, ge=1, description="Attempts in flight (a wave; also the resume granularity).")
+    step_mode: Literal["per_call", "per_turn"] = Field("per_call", description="Accepted calls: one step each, or one parallel step per turn.")
+    seed: int = Field(0, description="Sampling seed: a new seed gives new attempts (nightly refresh).")
+    mix: float = Field(1.0, ge=0, le=1, description="Share of accepted synthesized trajectories put into D.")
+    keep_ingested: bool = Field(True, description="D = ingested + synthesized; false = synthesized only.")
+
+    @field_validator("involved_classes")
+    @classmethod
+    def _classes(cls, v: list[list[str]]) -> list[list[str]]:
+        from progra_core.envs.bfcl import BFCL_CLASSES
+
+        bad = sorted({c for s in v for c in s} - set(BFCL_CLASSES))
+        if bad or any(not s for s in v):
+            raise ValueError(f"unknown or empty BFCL class sets {bad or v}; known classes {sorted(BFCL_CLASSES)}")
+        return v
 
 
 class SegmentConfig(Section):

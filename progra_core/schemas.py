@@ -66,9 +66,9 @@ FUNNEL = pa.schema([
 
 def stage_schemas() -> dict[str, pa.Schema]:
     """Known stage schemas: the catalog creates an (empty) view for each even before a run."""
-    from progra_core import augment, awareness, segment, sft_data, verify
+    from progra_core import augment, awareness, segment, sft_data, synthesize, verify
 
-    return {"trajectories": TRAJECTORIES, "segments": segment.SEGMENTS, "awareness": awareness.AWARENESS,
+    return {"synthesis_attempts": synthesize.SYNTHESIS_ATTEMPTS, "synthesized": TRAJECTORIES, "trajectories": TRAJECTORIES, "segments": segment.SEGMENTS, "awareness": awareness.AWARENESS,
             "verified": verify.VERIFIED, "augmented": augment.AUGMENTED, "sft_examples": sft_data.SFT_EXAMPLES,
             "funnel": FUNNEL}
 

@@ -13,12 +13,13 @@ unguided.
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass, field, replace
 
 from progra_core.llm.gateway import ChatRequest, ChatResult, Gateway
 from progra_core.schemas import tool_functions
 
-__all__ = ["guided_calls", "leading_literal"]
+__all__ = ["guided_calls", "guided_json", "json_pieces", "leading_literal", "mask_free_text"]
 
 
 def leading_literal(text: str) -> str | None:
@@ -157,3 +158,79 @@ def _take(st: _State, ans: ChatResult, schema: dict[str, list[str]]) -> None:
             if st.kind == "string":
                 st.text += "'"
             st.phase = "value"
+
+
+# -- configs shaped like an exemplar ------------------------------------------------------------
+
+def _free_text(value: str) -> bool:
+    """Prose worth rewriting (file contents, messages, tweets); identifiers and enum-like values
+    (names, ``"directory"``, ``"USD"``) keep the exemplar's wording so the classes still load."""
+    return " " in value.strip()
+
+
+def mask_free_text(obj, placeholder: str = "..."):
+    """The object with every free-text value replaced: what a small model is shown of an exemplar
+    it must fill, so it writes new prose instead of copying the example's."""
+    if isinstance(obj, dict):
+        return {k: mask_free_text(v, placeholder) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [mask_free_text(v, placeholder) for v in obj]
+    return placeholder if isinstance(obj, str) and _free_text(obj) else obj
+
+
+def json_pieces(template) -> tuple[list[str], list[str]]:
+    """The template's JSON cut at every free-text string value: ``(literals, originals)`` with
+    ``text = literals[0] + v1 + literals[1] + ... + vn + literals[n]``; each literal before a hole
+    ends with the opening quote and the next starts with the closing one."""
+    literals, originals = [""], []
+
+    def walk(v) -> None:
+        if isinstance(v, dict):
+            literals[-1] += "{"
+            for i, (k, x) in enumerate(v.items()):
+                literals[-1] += (", " if i else "") + json.dumps(k, ensure_ascii=False) + ": "
+                walk(x)
+            literals[-1] += "}"
+        elif isinstance(v, list):
+            literals[-1] += "["
+            for i, x in enumerate(v):
+                literals[-1] += ", " if i else ""
+                walk(x)
+            literals[-1] += "]"
+        elif isinstance(v, str) and _free_text(v):
+            literals[-1] += '"'
+            originals.append(v)
+            literals.append('"')
+        else:
+            literals[-1] += json.dumps(v, ensure_ascii=False)
+
+    walk(template)
+    return literals, originals
+
+
+def guided_json(gateway: Gateway, reqs: list[ChatRequest], templates: list, *, value_tokens: int = 48) -> list[ChatResult]:
+    """One JSON object per request, shaped like its template: structure, keys, numbers and
+    identifier-like strings come from the template, every free-text value is written by the model
+    (prefilled up to its opening quote, cut at the closing one). The result always parses; whether
+    it is new enough is the caller's check. Holes of all requests advance together (batched)."""
+    plans = [json_pieces(t) for t in templates]
+    texts = [lit[0] for lit, _ in plans]
+    states = [_State(text=t) for t in texts]
+    hole = 0
+    while True:
+        todo = [i for i, (lit, _) in enumerate(plans) if hole < len(lit) - 1 and states[i].error is None]
+        if not todo:
+            break
+        asks = [replace(reqs[i], prefix=texts[i], stop=['"', "\n"],
+                        max_tokens=min(value_tokens, 8 + len(plans[i][1][hole]) // 3)) for i in todo]
+        for i, ans in zip(todo, gateway.batch(asks), strict=True):
+            _usage(states[i], ans)
+            if not ans.ok:
+                states[i].error = ans.error
+                continue
+            body = ans.text[len(texts[i]):].split('"')[0].split("\n")[0].strip() or plans[i][1][hole]
+            texts[i] += json.dumps(body, ensure_ascii=False)[1:-1] + plans[i][0][hole + 1]
+        hole += 1
+    return [ChatResult(text=texts[k] if st.error is None else None, model=r.model, role=r.role, id=r.id, error=st.error,
+                       finish_reason="stop", prompt_tokens=st.prompt_tokens, completion_tokens=st.completion_tokens,
+                       latency_ms=st.latency_ms, attempts=1) for k, (r, st) in enumerate(zip(reqs, states, strict=True))]

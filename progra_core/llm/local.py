@@ -64,7 +64,7 @@ class LocalBackend:
                     logp = torch.log_softmax(self.model(input_ids=batch, past_key_values=cache, use_cache=True).logits.float(), -1)
                     for k, t in enumerate(chunk):  # token 0 from the prompt's last position, token n from choice position n-1
                         scores.append(float(last_logp[t[0]]) + sum(float(logp[k, n - 1, t[n]]) for n in range(1, len(t))))
-                best = max(range(len(choices)), key=lambda k: scores[k])
+                best = _pick(scores, r)
                 out.append(ChatResult(text=(r.prefix or "") + choices[best], model=r.model, role=r.role, id=r.id,
                                       finish_reason="stop", prompt_tokens=len(ids), completion_tokens=len(toks[best]),
                                       latency_ms=(time.perf_counter() - t0) * 1000, attempts=1))
@@ -129,6 +129,23 @@ class LocalBackend:
                         out[i] = ChatResult(text=text, model=r.model, role=r.role, id=r.id, finish_reason=finish,
                                             prompt_tokens=lengths[i], completion_tokens=len(toks), latency_ms=dt, attempts=1)
         return out  # type: ignore[return-value]
+
+
+def _pick(scores: list[float], req: ChatRequest) -> int:
+    """The most likely choice at temperature 0; above it a draw from softmax(scores / T), seeded by
+    the request (seed, sample, prefix), so K voters or R reviewers sampling the same prompt can
+    disagree while a rerun draws the same."""
+    if req.temperature <= 0:
+        return max(range(len(scores)), key=lambda k: scores[k])
+    import hashlib
+    import math
+    import random
+
+    top = max(scores)
+    weights = [math.exp((s - top) / req.temperature) for s in scores]
+    key = f"{req.seed}:{req.sample}:{req.prefix or ''}:{len(scores)}".encode()
+    rng = random.Random(int(hashlib.sha256(key).hexdigest()[:16], 16))
+    return rng.choices(range(len(scores)), weights=weights)[0]
 
 
 @lru_cache(maxsize=4)

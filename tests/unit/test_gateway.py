@@ -2,6 +2,7 @@
 random-initialised llama (built from a config, SmolLM2 tokenizer)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -133,3 +134,35 @@ def test_guided_calls_always_parse_and_follow_the_schema(tiny_llama):
     assert any(r.text.endswith("]") for r in out)
     (empty,) = guided_calls(g, reqs[:1], [None])
     assert empty.ok and empty.text == ""
+
+
+def test_guided_json_keeps_the_exemplar_shape_and_rewrites_its_prose(tiny_llama):
+    """A random model still returns parsable JSON with the template's keys and identifiers."""
+    from progra_core.llm.guided import guided_json, json_pieces
+
+    template = {"GorillaFileSystem": {"root": {"alex": {"type": "directory", "contents": {
+        "a.txt": {"type": "file", "content": "Meeting notes from Monday."}, "n": [3, "two words", True]}}}}}
+    literals, originals = json_pieces(template)
+    assert originals == ["Meeting notes from Monday.", "two words"]
+    assert json.loads(literals[0] + originals[0] + literals[1] + originals[1] + literals[2]) == template
+    g = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    reqs = [ChatRequest([{"role": "user", "content": f"config {i}"}], "local/tiny", temperature=1.0, seed=i, id=str(i))
+            for i in range(3)]
+    for r in guided_json(g, reqs, [template] * 3, value_tokens=6):
+        got = json.loads(r.text)
+        node = got["GorillaFileSystem"]["root"]["alex"]
+        assert node["type"] == "directory" and node["contents"]["a.txt"]["type"] == "file"
+        assert node["contents"]["n"][0] == 3 and node["contents"]["n"][2] is True
+
+
+def test_choices_are_sampled_above_temperature_zero_and_reproducible(tiny_llama):
+    """K voters / R reviewers over a closed set must be able to disagree; a rerun draws the same."""
+    g = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    choices = ["yes", "no", "maybe", "never"]
+    reqs = [ChatRequest([{"role": "user", "content": "ok?"}], "local/tiny", temperature=5.0, seed=1, sample=k,
+                        extra={"choices": choices}) for k in range(12)]
+    first = [r.text for r in g.batch(reqs)]
+    assert len(set(first)) > 1 and set(first) <= set(choices)
+    assert [r.text for r in g.batch(reqs)] == first
+    greedy = {r.text for r in g.batch([replace(q, temperature=0.0) for q in reqs])}
+    assert len(greedy) == 1

@@ -1,0 +1,597 @@
+"""Stage ``synthesize`` (Appendix B, after APIGen-MT): verified multi-turn trajectories made from
+scratch in the BFCL environments.
+
+One attempt:
+
+1. **Initial config.** Pick the involved classes, show k exemplar ``initial_config`` s of BFCL train
+   entries with those classes, ask LLM_gen for one new config. It must parse, set a non-default
+   state for every stateful class, load in a fresh ``BFCLEnv`` and not copy an exemplar; otherwise
+   the error goes back to the generator (at most ``max_iterations`` tries).
+2. **Query.** LLM_gen writes the next user request from the config and the turns so far.
+3. **Action.** K candidate call lists from the action role; each is parsed with ``parse_calls``
+   (unparsable = no vote) and grouped with ``schema_equal``. The largest group wins if it is the
+   only largest one and holds at least ``vote_threshold`` of the K; else ``no_consensus``.
+4. **Verification.** The winner runs in the attempt's hermetic env. A call that errors fails the
+   turn; a changed state snapshot passes it; a read-only turn goes to R reviewers, and passes on a
+   strict majority of "yes".
+
+The first failed turn ends the attempt; its verified prefix is kept when it has ``min_turns`` turns.
+Attempts advance in lockstep, so each phase of a wave of attempts is one batched gateway call
+(local models answer the wave in one forward pass, remote endpoints see it concurrently).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from progra_core import prompts, versioning
+from progra_core.calls import Call, CallParseError, calls_to_records, format_calls, parse_calls, schema_equal
+from progra_core.config import SynthesizeConfig
+from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, EnvError, function_docs
+from progra_core.llm import ChatRequest, ChatResult, guided
+from progra_core.schemas import CALL, TRAJECTORIES, reject
+
+__all__ = [
+    "STAGE", "ATTEMPTS_STAGE", "CODE_VERSION", "SYNTHESIS_ATTEMPTS", "STOP_REASONS", "Vote", "vote", "state_changed",
+    "review_verdict", "review_majority", "extract_json", "validate_config", "plan_attempts", "synthesize_wave",
+    "split_outcomes", "is_error_observation",
+]
+
+STAGE = "synthesized"
+ATTEMPTS_STAGE = "synthesis_attempts"
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, guided)
+
+#: Why an attempt stopped. ``completed`` = every turn verified; the rest name the failed step.
+STOP_REASONS = ("completed", "no_exemplars", "config_invalid", "query_empty", "query_repeated", "no_consensus",
+                "execution_error", "review_rejected", "llm_error")
+
+TURN_LOG = pa.struct([
+    ("turn_index", pa.int32()),
+    ("query", pa.string()),
+    ("candidates", pa.int32()),  # K asked
+    ("parsed", pa.int32()),  # candidates that parsed to a non-empty call list
+    ("groups", pa.int32()),  # distinct call lists among them (schema_equal)
+    ("top_share", pa.float64()),  # largest group / K
+    ("calls", pa.list_(CALL)),  # the winning call list
+    ("state_changed", pa.bool_()),
+    ("review_yes", pa.int32()),
+    ("review_no", pa.int32()),
+    ("outcome", pa.string()),  # ok or a stop reason
+])
+SYNTHESIS_ATTEMPTS = pa.schema([
+    ("attempt_id", pa.string()),
+    ("seed", pa.int64()),
+    ("involved_classes", pa.list_(pa.string())),
+    ("exemplar_ids", pa.list_(pa.string())),
+    ("config_iterations", pa.int32()),
+    ("config_errors", pa.list_(pa.string())),
+    ("initial_config", pa.string()),
+    ("stop_reason", pa.string()),
+    ("stop_turn", pa.int32()),  # turn index that failed (null: config phase or completed)
+    ("turns_verified", pa.int32()),
+    ("accepted", pa.bool_()),
+    ("trajectory_id", pa.string()),
+    ("turns", pa.list_(TURN_LOG)),
+    ("llm_calls", pa.int64()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+#: What a shard stores: the attempt plus its trajectory row (null unless accepted).
+_SHARD = SYNTHESIS_ATTEMPTS.append(pa.field("trajectory", pa.struct(list(TRAJECTORIES))))
+
+# -- prompts (Fig. 6-8, in our words) --------------------------------------------------------
+
+_CONFIG_SYSTEM = """You design starting states for a simulated software environment. You get a few example
+initial configurations of the environment. Write ONE new configuration: invent your own content
+(names, files, values), but keep the structure and keys of the examples. Do not copy an example.
+Reply with the JSON object only: no explanation, no comments, no code fence."""
+
+_QUERY_SYSTEM = """You write the user's side of a conversation with a function-calling assistant. You get a
+description of an environment, its functions, its initial configuration and the conversation so
+far. Write the user's next request. Rules:
+1. Build on the earlier turns: the request should only make sense after them.
+2. Keep it small: two to four function calls should solve it.
+3. Be explicit and concrete (exact names, paths, values), so exactly one solution exists.
+4. Ask for a change to the environment (create, move, edit, send, book...), not only for information.
+Reply with the request only, as the user would type it."""
+
+_ACTION_SYSTEM = """You are a function-calling assistant. You get an environment, its functions, the
+conversation so far and the user's latest request. Reply with the function calls that fulfil the
+request, using only the listed functions, as one Python-style list:
+[func_name1(arg1=value1, arg2=value2), func_name2(arg1=value1)]
+Reply with the list only."""
+
+_REVIEW_SYSTEM = """You review one turn of a conversation with a function-calling assistant. You get the
+user's request, the calls the assistant made and what they returned. Decide whether the calls do
+exactly what the user asked, completely and correctly. Answer with one word: yes or no."""
+
+CONFIG_RETRY = "That configuration cannot be used: {error}. Write a corrected configuration: the JSON object only."
+ACTION_PREFIX = "["
+QUERY_PREFIX = "Please create a"  # local models only: a user asking for a state change, not a narrator
+REVIEW_PREFIX = "Answer: "
+
+
+def _history_text(turns: list[dict]) -> str:
+    if not turns:
+        return "(no turns yet: this is the first request)"
+    out = []
+    for i, t in enumerate(turns, 1):
+        calls = [c for a in t["actions"] for c in a["calls"]]
+        obs = [o for a in t["actions"] for o in a["observations"]]
+        out.append(f"Turn {i}\nUser: {t['query']}\nAssistant calls: {format_calls([Call(c['name'], json.loads(c['arguments'])) for c in calls])}"
+                   f"\nResults: {'; '.join(obs)}")
+    return "\n\n".join(out)
+
+
+def config_messages(classes: list[str], exemplars: list[dict]) -> list[dict]:
+    shown = "\n\n".join(f"Example {i}:\n{json.dumps(ex, ensure_ascii=False)}" for i, ex in enumerate(exemplars, 1))
+    user = (f"Environment classes: {', '.join(classes)}. The top-level keys are class names.\n\n{shown}\n\n"
+            "Your new configuration:")
+    return [{"role": "system", "content": _CONFIG_SYSTEM}, {"role": "user", "content": user}]
+
+
+def query_messages(scenario: str, tools_text: str, config: dict, turns: list[dict]) -> list[dict]:
+    user = (f"Environment:\n{scenario}\n\nFunctions:\n{tools_text}\n\nInitial configuration:\n"
+            f"{json.dumps(config, ensure_ascii=False)}\n\nConversation so far:\n{_history_text(turns)}\n\n"
+            "The user's next request:")
+    return [{"role": "system", "content": _QUERY_SYSTEM}, {"role": "user", "content": user}]
+
+
+def action_messages(scenario: str, tools_text: str, turns: list[dict], query: str) -> list[dict]:
+    user = (f"Environment:\n{scenario}\n\nFunctions:\n{tools_text}\n\nConversation so far:\n{_history_text(turns)}\n\n"
+            f"Latest request: {query}\n\nThe call list:")
+    return [{"role": "system", "content": _ACTION_SYSTEM}, {"role": "user", "content": user}]
+
+
+def review_messages(query: str, calls: list[Call], observations: list[str]) -> list[dict]:
+    user = (f"User request: {query}\n\nCalls made: {format_calls(calls)}\n\nResults:\n" + "\n".join(f"- {o}" for o in observations)
+            + "\n\nDo these calls do exactly what the user asked? Answer yes or no.")
+    return [{"role": "system", "content": _REVIEW_SYSTEM}, {"role": "user", "content": user}]
+
+
+# -- pure checks -----------------------------------------------------------------------------
+
+@dataclass
+class Vote:
+    """Outcome of the majority vote over K candidates."""
+
+    calls: list[Call] | None  # the accepted call list, None without consensus
+    parsed: int
+    groups: int
+    top_share: float
+
+
+def vote(candidates: list[str | None], k: int | None = None, threshold: float = 0.5, resolve=None) -> Vote:
+    """Group parsable, non-empty candidates by ``schema_equal``; accept the largest group when it is
+    the unique largest and holds at least ``threshold`` of all K candidates (unparsable ones count
+    in K but vote for nothing)."""
+    k = k or len(candidates)
+    groups: list[list[list[Call]]] = []
+    parsed = 0
+    for text in candidates:
+        if text is None:
+            continue
+        try:
+            calls = parse_calls(text)
+        except CallParseError:
+            continue
+        if not calls:
+            continue
+        if resolve is not None:
+            calls = [resolve(c) for c in calls]
+        parsed += 1
+        for g in groups:
+            if schema_equal(g[0], calls):
+                g.append(calls)
+                break
+        else:
+            groups.append([calls])
+    if not groups:
+        return Vote(None, 0, 0, 0.0)
+    sizes = sorted((len(g) for g in groups), reverse=True)
+    top = max(groups, key=len)
+    share = sizes[0] / max(k, 1)
+    unique = len(sizes) == 1 or sizes[0] > sizes[1]
+    return Vote(top[0] if unique and share >= threshold else None, parsed, len(groups), share)
+
+
+def state_changed(before: dict, after: dict) -> bool:
+    """Deterministic tier of verification: did the public state of any instance change?"""
+    return json.dumps(before, sort_keys=True, default=str) != json.dumps(after, sort_keys=True, default=str)
+
+
+def is_error_observation(obs: str) -> bool:
+    """BFCL reports failures either as our dispatcher's text or as ``{"error": ...}`` results."""
+    if obs.startswith(("Error during execution", "Error during parsing")):
+        return True
+    if obs.startswith("{"):
+        try:
+            value = json.loads(obs)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(value, dict) and "error" in value
+    return False
+
+
+_VERDICT = re.compile(r"\b(yes|no)\b", re.I)
+
+
+def review_verdict(text: str | None) -> bool | None:
+    """A reviewer's yes/no (the first one it says), None when it says neither."""
+    if not text:
+        return None
+    m = _VERDICT.search(text.removeprefix(REVIEW_PREFIX))
+    return None if m is None else m.group(1).lower() == "yes"
+
+
+def review_majority(answers: list[str | None]) -> tuple[int, int, bool]:
+    """(yes, no, passed): passed needs yes votes from more than half of all R reviewers, so
+    abstentions and failed calls count against."""
+    verdicts = [review_verdict(a) for a in answers]
+    yes, no = sum(v is True for v in verdicts), sum(v is False for v in verdicts)
+    return yes, no, yes * 2 > len(answers)
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in a generator answer: inside a code fence, else from the first ``{`` to the
+    matching ``}`` (strings respected), else the text."""
+    fence = re.search(r"```(?:json)?\s*\n?(.*?)```", text, re.S)
+    if fence:
+        text = fence.group(1)
+    start = text.find("{")
+    if start < 0:
+        return text.strip()
+    depth, quote, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quote = False
+        elif ch == '"':
+            quote = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i + 1]
+    return text[start:].strip()
+
+
+def _default_snapshot(cls: str) -> Any:
+    return BFCLEnv({cls: {}}, [cls]).snapshot().get(cls)
+
+
+def validate_config(text: str | None, classes: list[str], exemplars: list[dict] = ()) -> tuple[dict | None, str | None]:
+    """(config, None) or (None, error). The error names the problem in words the generator can act
+    on; its first word is a stable code."""
+    if not text or not text.strip():
+        return None, "empty: the answer was empty"
+    try:
+        config = json.loads(extract_json(text))
+    except json.JSONDecodeError as e:
+        return None, f"invalid_json: not valid JSON ({e.msg} at position {e.pos})"
+    if not isinstance(config, dict):
+        return None, f"not_object: the JSON must be an object keyed by class name, got {type(config).__name__}"
+    stateful = [c for c in classes if c not in STATELESS_CLASSES]
+    unknown = sorted(set(config) - set(classes))
+    if unknown:
+        return None, f"unknown_class: keys {unknown} are not among the classes {classes}"
+    missing = [c for c in stateful if not isinstance(config.get(c), dict) or not config.get(c)]
+    if missing:
+        return None, f"missing_class: give a non-empty object for {missing}"
+    try:
+        env = BFCLEnv(config, classes)
+    except EnvError as e:
+        return None, f"class_rejected: {e}"
+    snap = env.snapshot()
+    inert = [c for c in stateful if snap.get(c) == _default_snapshot(c)]
+    if inert:
+        return None, f"default_state: the configuration of {inert} sets nothing the class reads (check the key names)"
+    if any(config == ex for ex in exemplars):
+        return None, "copied_exemplar: the configuration is a copy of an example; invent new content"
+    return config, None
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+def _rng(*parts: Any) -> random.Random:
+    return random.Random(int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:16], 16))
+
+
+def plan_attempts(cfg: SynthesizeConfig, entries: list[dict]) -> list[dict]:
+    """One spec per attempt: id, seed, involved classes and exemplar configs. Deterministic in
+    ``cfg.seed``. ``entries`` are the seed pool (BFCL train entries: held-out scenarios never seed
+    synthesis). Exemplars come from entries with exactly these classes, else from entries that
+    include them (restricted to them)."""
+    class_sets = [list(c) for c in cfg.involved_classes] or sorted({tuple(e["involved_classes"]) for e in entries})
+    specs = []
+    for i in range(cfg.attempts):
+        rng = _rng(cfg.seed, i)
+        classes = list(class_sets[i % len(class_sets)] if cfg.involved_classes else rng.choice(class_sets))
+        pool = [e for e in entries if set(e["involved_classes"]) == set(classes)]
+        pool = pool or [e for e in entries if set(classes) <= set(e["involved_classes"])]
+        picked = rng.sample(pool, min(cfg.exemplars, len(pool)))
+        specs.append({
+            "attempt_id": f"synth-{cfg.seed}-{i:05d}",
+            "seed": int(hashlib.sha256(f"{cfg.seed}:{i}".encode()).hexdigest()[:8], 16),
+            "involved_classes": classes,
+            "exemplar_ids": [e["id"] for e in picked],
+            "exemplars": [{c: e["initial_config"][c] for c in classes if c in e["initial_config"]} for e in picked],
+        })
+    return specs
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+@dataclass
+class _Attempt:
+    spec: dict
+    tools: str = ""
+    tools_text: str = ""
+    scenario: str = ""
+    env: BFCLEnv | None = None
+    config: dict | None = None
+    config_messages: list[dict] = field(default_factory=list)
+    config_errors: list[str] = field(default_factory=list)
+    turns: list[dict] = field(default_factory=list)
+    log: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None
+    stop_turn: int | None = None
+    query: str | None = None
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.stop_reason is None
+
+    def account(self, res: ChatResult) -> None:
+        self.calls += 1
+        self.prompt_tokens += res.prompt_tokens
+        self.completion_tokens += res.completion_tokens
+
+    def stop(self, reason: str, turn: int | None = None, **log) -> None:
+        self.stop_reason, self.stop_turn = reason, turn
+        if turn is not None:
+            self.log.append(_turn_log(turn, self.query, **log, outcome=reason))
+
+
+def _turn_log(turn: int, query: str | None, outcome: str, candidates: int = 0, parsed: int = 0, groups: int = 0,
+              top_share: float = 0.0, calls: list[Call] | None = None, state_changed: bool | None = None,
+              review_yes: int = 0, review_no: int = 0) -> dict:
+    return {"turn_index": turn, "query": query, "candidates": candidates, "parsed": parsed, "groups": groups,
+            "top_share": top_share, "calls": calls_to_records(calls or []), "state_changed": state_changed,
+            "review_yes": review_yes, "review_no": review_no, "outcome": outcome}
+
+
+def _clean_query(text: str | None) -> str:
+    text = (text or "").strip()
+    text = re.sub(r"^(?:\*\*)?(?:user(?:'s next request)?|query|request)(?:\*\*)?\s*:\s*", "", text, flags=re.I)
+    text = text.split("\n\n")[0].strip().strip('"').strip()
+    return text[:1000]
+
+
+def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: dict[str, str],
+                    endpoints: dict[str, dict] | None = None, step_mode: str = "per_call") -> pa.Table:
+    """Run a wave of attempts in lockstep; one row per attempt (``_SHARD`` schema).
+
+    ``models``: generator, action and reviewer model strings; ``endpoints``: per role
+    ``{api_base, api_key_env}``."""
+    endpoints = endpoints or {}
+    attempts = [_Attempt(spec) for spec in specs]
+    local_configs = cfg.guided and models["generator"].startswith("local/")
+    for a in attempts:
+        docs = function_docs(a.spec["involved_classes"])
+        a.tools = json.dumps(docs)
+        a.tools_text = prompts.render_tools(docs)
+        if not a.spec["exemplars"]:
+            a.stop("no_exemplars")
+        else:  # a guided local generator sees the exemplars' structure only: it fills the prose itself
+            shown = [guided.mask_free_text(e) for e in a.spec["exemplars"]] if local_configs else a.spec["exemplars"]
+            a.config_messages = config_messages(a.spec["involved_classes"], shown)
+
+    def request(a: _Attempt, role: str, messages: list[dict], **kw) -> ChatRequest:
+        model = models[role]
+        kw.setdefault("seed", a.spec["seed"])
+        if not model.startswith("local/"):
+            kw.pop("prefix", None)
+        return ChatRequest(messages, model, role=role, id=a.spec["attempt_id"], **endpoints.get(role, {}), **kw)
+
+    # 1. initial config, with the validation error fed back
+    for it in range(cfg.max_iterations):
+        todo = [a for a in attempts if a.live and a.config is None]
+        if not todo:
+            break
+        reqs = []
+        for a in todo:
+            first = next((c for c in a.spec["involved_classes"] if c not in STATELESS_CLASSES), None)
+            reqs.append(request(a, "generator", a.config_messages, temperature=cfg.temperature, max_tokens=cfg.config_max_tokens,
+                                sample=it, prefix=f'{{"{first}": {{' if first else "{"))
+        if local_configs:  # a small model fills an exemplar's prose
+            answers = guided.guided_json(gateway, [replace(r, prefix=None) for r in reqs],
+                                         [a.spec["exemplars"][it % len(a.spec["exemplars"])] for a in todo])
+        else:
+            answers = gateway.batch(reqs)
+        for a, res in zip(todo, answers, strict=True):
+            a.account(res)
+            if not res.ok:
+                a.stop("llm_error")
+                a.config_errors.append(f"llm_error: {res.error}")
+                continue
+            config, err = validate_config(res.text, a.spec["involved_classes"], a.spec["exemplars"])
+            if err is None:
+                a.config, a.env = config, BFCLEnv(config, a.spec["involved_classes"])
+                a.scenario = a.env.scenario()
+                continue
+            a.config_errors.append(err)
+            a.config_messages = [*a.config_messages, {"role": "assistant", "content": res.text},
+                                 {"role": "user", "content": CONFIG_RETRY.format(error=err)}]
+    for a in attempts:
+        if a.live and a.config is None:
+            a.stop("config_invalid")
+
+    for turn in range(cfg.turns):
+        # 2. query
+        live = [a for a in attempts if a.live]
+        if not live:
+            break
+        reqs = [request(a, "generator", query_messages(a.scenario, a.tools_text, a.config, a.turns),
+                        temperature=cfg.temperature, max_tokens=cfg.query_max_tokens, sample=turn, prefix=QUERY_PREFIX)
+                for a in live]
+        for a, res in zip(live, gateway.batch(reqs), strict=True):
+            a.account(res)
+            a.query = _clean_query(res.text) if res.ok else None
+            if not res.ok:
+                a.stop("llm_error", turn)
+            elif not a.query:
+                a.stop("query_empty", turn)
+            elif any(a.query.lower() == t["query"].lower() for t in a.turns):
+                a.stop("query_repeated", turn)
+
+        # 3. action: K candidates, majority vote
+        live = [a for a in attempts if a.live]
+        reqs = [request(a, "action", action_messages(a.scenario, a.tools_text, a.turns, a.query),
+                        temperature=cfg.action_temperature, max_tokens=cfg.action_max_tokens, sample=k,
+                        seed=a.spec["seed"] + 1000 * turn + k, prefix=ACTION_PREFIX)
+                for a in live for k in range(cfg.candidates)]
+        if cfg.guided and models["action"].startswith("local/"):
+            answers = guided.guided_calls(gateway, reqs, [live[i // cfg.candidates].tools for i in range(len(reqs))],
+                                          max_calls=cfg.max_calls)
+        else:
+            answers = gateway.batch(reqs)
+        review: list[tuple[_Attempt, list[Call], list[str], Vote]] = []
+        for n, a in enumerate(live):
+            mine = answers[n * cfg.candidates:(n + 1) * cfg.candidates]
+            for res in mine:
+                a.account(res)
+            if all(not r.ok for r in mine):
+                a.stop("llm_error", turn, candidates=cfg.candidates)
+                continue
+            v = vote([r.text if r.ok else None for r in mine], cfg.candidates, cfg.vote_threshold, a.env.resolve)
+            info = dict(candidates=cfg.candidates, parsed=v.parsed, groups=v.groups, top_share=v.top_share)
+            if v.calls is None:
+                a.stop("no_consensus", turn, **info)
+                continue
+            # 4. verification, deterministic tier: errors fail, a state change passes
+            before = a.env.snapshot()
+            obs = a.env.execute(v.calls)
+            changed = state_changed(before, a.env.snapshot())
+            if any(is_error_observation(o) for o in obs):
+                a.stop("execution_error", turn, **info, calls=v.calls, state_changed=changed)
+                continue
+            if changed:
+                _accept_turn(a, turn, v, obs, True, 0, 0, step_mode, cfg.candidates)
+            else:
+                review.append((a, v.calls, obs, v))
+
+        # 4. verification, reviewer tier for read-only turns
+        if review:
+            reqs = [request(a, "reviewer", review_messages(a.query, calls, obs), temperature=cfg.reviewer_temperature,
+                            max_tokens=8, sample=r, seed=a.spec["seed"] + 1000 * turn + r, prefix=REVIEW_PREFIX,
+                            **({"extra": {"choices": ["yes", "no"]}} if models["reviewer"].startswith("local/") else {}))
+                    for a, calls, obs, _ in review for r in range(cfg.reviewers)]
+            answers = gateway.batch(reqs)
+            for n, (a, calls, obs, v) in enumerate(review):
+                mine = answers[n * cfg.reviewers:(n + 1) * cfg.reviewers]
+                for res in mine:
+                    a.account(res)
+                yes, no, passed = review_majority([r.text if r.ok else None for r in mine])
+                if passed:
+                    _accept_turn(a, turn, v, obs, False, yes, no, step_mode, cfg.candidates)
+                else:
+                    a.stop("review_rejected", turn, candidates=cfg.candidates, parsed=v.parsed, groups=v.groups,
+                           top_share=v.top_share, calls=calls, state_changed=False, review_yes=yes, review_no=no)
+
+    rows = []
+    now = datetime.now(UTC)
+    for a in attempts:
+        reason = a.stop_reason or "completed"
+        accepted = len(a.turns) >= cfg.min_turns and a.config is not None
+        traj = _trajectory(a, now) if accepted else None
+        rows.append({
+            "attempt_id": a.spec["attempt_id"], "seed": a.spec["seed"], "involved_classes": a.spec["involved_classes"],
+            "exemplar_ids": a.spec["exemplar_ids"], "config_iterations": len(a.config_errors) + (a.config is not None),
+            "config_errors": a.config_errors, "initial_config": json.dumps(a.config) if a.config is not None else None,
+            "stop_reason": reason, "stop_turn": a.stop_turn, "turns_verified": len(a.turns), "accepted": accepted,
+            "trajectory_id": traj["trajectory_id"] if traj else None, "turns": a.log, "llm_calls": a.calls,
+            "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "created_at": now, "trajectory": traj,
+        })
+    return pa.Table.from_pylist(rows, schema=_SHARD)
+
+
+def _accept_turn(a: _Attempt, turn: int, v: Vote, obs: list[str], changed: bool, yes: int, no: int, step_mode: str,
+                 k: int) -> None:
+    calls = v.calls or []
+    groups = [[c] for c in calls] if step_mode == "per_call" else [calls]
+    actions, k = [], 0
+    for g in groups:
+        actions.append({"calls": calls_to_records(g), "observations": obs[k:k + len(g)]})
+        k += len(g)
+    a.turns.append({"query": a.query, "actions": actions, "reply": None, "tools_added": []})
+    a.log.append(_turn_log(turn, a.query, "ok", k, v.parsed, v.groups, v.top_share, calls, changed, yes, no))
+
+
+def _trajectory(a: _Attempt, now: datetime) -> dict:
+    return {
+        "trajectory_id": f"synth:{a.spec['attempt_id']}", "source": "synth", "source_id": a.spec["attempt_id"],
+        "category": "base", "split": "train", "env": "bfcl", "involved_classes": a.spec["involved_classes"],
+        "initial_config": json.dumps(a.config), "tools": a.tools, "scenario": a.scenario, "long_context": False,
+        "turns": a.turns, "n_turns": len(a.turns), "n_calls": sum(len(x["calls"]) for t in a.turns for x in t["actions"]),
+        "created_at": now,
+    }
+
+
+def split_outcomes(table: pa.Table | None) -> tuple[pa.Table, pa.Table, list[dict], dict]:
+    """(synthesized trajectories, synthesis_attempts, rejects, stats). Every attempt that was not
+    accepted is also a reject with its stop reason, so in = out + rejects holds for the stage."""
+    if table is None or table.num_rows == 0:
+        return TRAJECTORIES.empty_table(), SYNTHESIS_ATTEMPTS.empty_table(), [], {"rows": 0, "attempts": 0}
+    rows = table.to_pylist()
+    trajs = [r["trajectory"] for r in rows if r["trajectory"] is not None]
+    attempts = pa.Table.from_pylist([{k: r[k] for k in SYNTHESIS_ATTEMPTS.names} for r in rows], schema=SYNTHESIS_ATTEMPTS)
+    rejects = [reject(STAGE, r["attempt_id"], r["stop_reason"],
+                      f"stopped at {'the config' if r['stop_turn'] is None else 'turn ' + str(r['stop_turn'])} with "
+                      f"{r['turns_verified']} verified turn(s)" + (f"; last config error: {r['config_errors'][-1]}" if r["config_errors"] and r["initial_config"] is None else ""),
+                      json.dumps({"involved_classes": r["involved_classes"], "initial_config": r["initial_config"]}))
+               for r in rows if not r["accepted"]]
+    stats = funnel_counts(rows)
+    stats.update(rows=len(trajs), rejects=len(rejects), rejects_by_reason=dict(Counter(r["reason"] for r in rejects)))
+    return pa.Table.from_pylist(trajs, schema=TRAJECTORIES), attempts, rejects, stats
+
+
+def funnel_counts(rows: list[dict]) -> dict:
+    """attempts -> config ok -> per turn (reached, query ok, consensus, verified) -> accepted."""
+    per_turn: dict[int, Counter] = {}
+    for r in rows:
+        for t in r["turns"]:
+            c = per_turn.setdefault(t["turn_index"], Counter())
+            c["reached"] += 1
+            c["query_ok"] += t["outcome"] not in ("query_empty", "query_repeated") and not (t["outcome"] == "llm_error" and not t["candidates"])
+            c["consensus"] += t["outcome"] in ("ok", "execution_error", "review_rejected")
+            c["verified"] += t["outcome"] == "ok"
+    return {
+        "attempts": len(rows),
+        "config_ok": sum(r["initial_config"] is not None for r in rows),
+        "turns": {str(k): {n: int(c[n]) for n in ("reached", "query_ok", "consensus", "verified")} for k, c in sorted(per_turn.items())},
+        "accepted": sum(bool(r["accepted"]) for r in rows),
+        "stop_reasons": dict(Counter(r["stop_reason"] for r in rows)),
+        "turns_verified": sum(r["turns_verified"] for r in rows),
+        "llm_calls": sum(r["llm_calls"] for r in rows),
+    }
