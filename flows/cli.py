@@ -132,6 +132,9 @@ def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | aware
     if name not in STAGES:
         err.print(f"[red]unknown stage {name!r}[/red]; choose from {', '.join(STAGES)}")
         raise typer.Exit(2)
+    if STAGES[name][2] is not None and not input:
+        err.print(f"[red]stage {name!r} needs --input[/red]: the id of a {STAGES[name][2]!r} dataset (progra datasets)")
+        raise typer.Exit(2)
     t0 = time.perf_counter()
     try:
         ref = stage_flow(name, input, cfg)
