@@ -25,6 +25,7 @@ __all__ = [
     "normalize_calls",
     "calls_to_records",
     "calls_from_records",
+    "balanced_span",
     "MAX_CALL_TEXT",
 ]
 
@@ -281,3 +282,30 @@ def schema_equal(a: Sequence[Call] | str, b: Sequence[Call] | str, *, ordered: b
     if len(a) != len(b):
         return False
     return normalize_calls(a, ordered=ordered) == normalize_calls(b, ordered=ordered)
+
+
+def balanced_span(text: str, opener: str, closer: str, quotes: str = "'\"") -> str | None:
+    """The first ``opener ... closer`` span of ``text`` with nesting balanced and quoted strings
+    (with backslash escapes) skipped; None when there is no opener or it never closes."""
+    start = text.find(opener)
+    if start < 0:
+        return None
+    depth, quote, escaped = 0, None, False
+    for k in range(start, len(text)):
+        ch = text[k]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in quotes:
+            quote = ch
+        elif ch == opener:
+            depth += 1
+        elif ch == closer:
+            depth -= 1
+            if depth == 0:
+                return text[start:k + 1]
+    return None

@@ -34,12 +34,22 @@ from typing import Any
 
 import pyarrow as pa
 
-from progra_core import prompts, versioning
-from progra_core.calls import Call, CallParseError, calls_to_records, format_calls, parse_calls, schema_equal
+from progra_core import prompts, synthesis_prompts, versioning
+from progra_core.calls import Call, CallParseError, balanced_span, calls_to_records, parse_calls, schema_equal
 from progra_core.config import SynthesizeConfig
 from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, EnvError, function_docs
 from progra_core.llm import ChatRequest, ChatResult, guided
 from progra_core.schemas import CALL, TRAJECTORIES, reject
+from progra_core.synthesis_prompts import (
+    ACTION_PREFIX,
+    CONFIG_RETRY,
+    QUERY_PREFIX,
+    REVIEW_PREFIX,
+    action_messages,
+    config_messages,
+    query_messages,
+    review_messages,
+)
 
 __all__ = [
     "STAGE", "ATTEMPTS_STAGE", "CODE_VERSION", "SYNTHESIS_ATTEMPTS", "STOP_REASONS", "Vote", "vote", "state_changed",
@@ -49,7 +59,7 @@ __all__ = [
 
 STAGE = "synthesized"
 ATTEMPTS_STAGE = "synthesis_attempts"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, guided)
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, synthesis_prompts, guided)
 
 #: Why an attempt stopped. ``completed`` = every turn verified; the rest name the failed step.
 STOP_REASONS = ("completed", "no_exemplars", "config_invalid", "query_empty", "query_repeated", "no_consensus",
@@ -89,76 +99,6 @@ SYNTHESIS_ATTEMPTS = pa.schema([
 ])
 #: What a shard stores: the attempt plus its trajectory row (null unless accepted).
 _SHARD = SYNTHESIS_ATTEMPTS.append(pa.field("trajectory", pa.struct(list(TRAJECTORIES))))
-
-# -- prompts (Fig. 6-8, in our words) --------------------------------------------------------
-
-_CONFIG_SYSTEM = """You design starting states for a simulated software environment. You get a few example
-initial configurations of the environment. Write ONE new configuration: invent your own content
-(names, files, values), but keep the structure and keys of the examples. Do not copy an example.
-Reply with the JSON object only: no explanation, no comments, no code fence."""
-
-_QUERY_SYSTEM = """You write the user's side of a conversation with a function-calling assistant. You get a
-description of an environment, its functions, its initial configuration and the conversation so
-far. Write the user's next request. Rules:
-1. Build on the earlier turns: the request should only make sense after them.
-2. Keep it small: two to four function calls should solve it.
-3. Be explicit and concrete (exact names, paths, values), so exactly one solution exists.
-4. Ask for a change to the environment (create, move, edit, send, book...), not only for information.
-Reply with the request only, as the user would type it."""
-
-_ACTION_SYSTEM = """You are a function-calling assistant. You get an environment, its functions, the
-conversation so far and the user's latest request. Reply with the function calls that fulfil the
-request, using only the listed functions, as one Python-style list:
-[func_name1(arg1=value1, arg2=value2), func_name2(arg1=value1)]
-Reply with the list only."""
-
-_REVIEW_SYSTEM = """You review one turn of a conversation with a function-calling assistant. You get the
-user's request, the calls the assistant made and what they returned. Decide whether the calls do
-exactly what the user asked, completely and correctly. Answer with one word: yes or no."""
-
-CONFIG_RETRY = "That configuration cannot be used: {error}. Write a corrected configuration: the JSON object only."
-ACTION_PREFIX = "["
-QUERY_PREFIX = "Please create a"  # local models only: a user asking for a state change, not a narrator
-REVIEW_PREFIX = "Answer: "
-
-
-def _history_text(turns: list[dict]) -> str:
-    if not turns:
-        return "(no turns yet: this is the first request)"
-    out = []
-    for i, t in enumerate(turns, 1):
-        calls = [c for a in t["actions"] for c in a["calls"]]
-        obs = [o for a in t["actions"] for o in a["observations"]]
-        out.append(f"Turn {i}\nUser: {t['query']}\nAssistant calls: {format_calls([Call(c['name'], json.loads(c['arguments'])) for c in calls])}"
-                   f"\nResults: {'; '.join(obs)}")
-    return "\n\n".join(out)
-
-
-def config_messages(classes: list[str], exemplars: list[dict]) -> list[dict]:
-    shown = "\n\n".join(f"Example {i}:\n{json.dumps(ex, ensure_ascii=False)}" for i, ex in enumerate(exemplars, 1))
-    user = (f"Environment classes: {', '.join(classes)}. The top-level keys are class names.\n\n{shown}\n\n"
-            "Your new configuration:")
-    return [{"role": "system", "content": _CONFIG_SYSTEM}, {"role": "user", "content": user}]
-
-
-def query_messages(scenario: str, tools_text: str, config: dict, turns: list[dict]) -> list[dict]:
-    user = (f"Environment:\n{scenario}\n\nFunctions:\n{tools_text}\n\nInitial configuration:\n"
-            f"{json.dumps(config, ensure_ascii=False)}\n\nConversation so far:\n{_history_text(turns)}\n\n"
-            "The user's next request:")
-    return [{"role": "system", "content": _QUERY_SYSTEM}, {"role": "user", "content": user}]
-
-
-def action_messages(scenario: str, tools_text: str, turns: list[dict], query: str) -> list[dict]:
-    user = (f"Environment:\n{scenario}\n\nFunctions:\n{tools_text}\n\nConversation so far:\n{_history_text(turns)}\n\n"
-            f"Latest request: {query}\n\nThe call list:")
-    return [{"role": "system", "content": _ACTION_SYSTEM}, {"role": "user", "content": user}]
-
-
-def review_messages(query: str, calls: list[Call], observations: list[str]) -> list[dict]:
-    user = (f"User request: {query}\n\nCalls made: {format_calls(calls)}\n\nResults:\n" + "\n".join(f"- {o}" for o in observations)
-            + "\n\nDo these calls do exactly what the user asked? Answer yes or no.")
-    return [{"role": "system", "content": _REVIEW_SYSTEM}, {"role": "user", "content": user}]
-
 
 # -- pure checks -----------------------------------------------------------------------------
 
@@ -249,28 +189,11 @@ def extract_json(text: str) -> str:
     fence = re.search(r"```(?:json)?\s*\n?(.*?)```", text, re.S)
     if fence:
         text = fence.group(1)
+    span = balanced_span(text, "{", "}", quotes='"')
+    if span is not None:
+        return span
     start = text.find("{")
-    if start < 0:
-        return text.strip()
-    depth, quote, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quote = False
-        elif ch == '"':
-            quote = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i + 1]
-    return text[start:].strip()
+    return text.strip() if start < 0 else text[start:].strip()
 
 
 def _default_snapshot(cls: str) -> Any:

@@ -18,6 +18,7 @@ from progra_core import prompts, versioning
 from progra_core.calls import (
     Call,
     CallParseError,
+    balanced_span,
     calls_from_records,
     calls_to_records,
     parse_calls,
@@ -59,27 +60,7 @@ def extract_call_text(text: str) -> str:
         return m.group(1).strip()
     if (m := _FENCE.search(text)) is not None:
         return m.group(1).strip()
-    start = text.find("[")
-    if start >= 0:
-        depth, quote, escaped = 0, None, False
-        for k in range(start, len(text)):
-            ch = text[k]
-            if quote:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == quote:
-                    quote = None
-            elif ch in "'\"":
-                quote = ch
-            elif ch == "[":
-                depth += 1
-            elif ch == "]":
-                depth -= 1
-                if depth == 0:
-                    return text[start:k + 1]
-    return text.strip()
+    return balanced_span(text, "[", "]") or text.strip()
 
 
 @lru_cache(maxsize=64)
