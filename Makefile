@@ -11,6 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export TRL_EXPERIMENTAL_SILENCE := 1
 
 .PHONY: setup run test lint clean bench
 

@@ -84,8 +84,9 @@ def _print_refs(refs: dict) -> None:
 
 @app.command()
 def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
-        through: Annotated[str, typer.Option(help="data (default): ingest [+ synthesize] -> segment -> awareness -> verify -> augment -> sft_data; "
-                                                  "ingest: stop after ingest")] = "data") -> None:
+        through: Annotated[str, typer.Option(help="train (default): the data flow, then the method's sft -> grpo; "
+                                                  "data: ingest [+ synthesize] -> segment -> awareness -> verify -> augment -> sft_data; "
+                                                  "ingest: stop after ingest")] = "train") -> None:
     """Run the pipeline on a profile."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
@@ -99,8 +100,8 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
         console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
                       + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
         return
-    if through != "data":
-        err.print(f"[red]--through must be ingest or data, not {through!r}[/red]")
+    if through not in ("data", "train"):
+        err.print(f"[red]--through must be ingest, data or train, not {through!r}[/red]")
         raise typer.Exit(2)
     from flows.data import data_flow
 
@@ -114,20 +115,66 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
     v = refs["verified"]
     console.print(f"verified: {v.stats.get('equal', 0)} of {v.rows} awareness rows rebuilt a_fc (D_ver); "
                   f"{time.perf_counter() - t0:.1f}s")
-    console.print('Query: progra sql "select * from funnel_latest order by position"'
-                  + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
+    root_opt = f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""
+    console.print(f'Query: progra sql "select * from funnel_latest order by position"{root_opt}')
+    if through == "train":
+        _train(cfg, refs["sft_examples"], t0, root_opt)
+
+
+def _train(cfg, examples, t0: float, root_opt: str) -> None:
+    from flows.train import train_flow
+
+    models = train_flow(examples.dataset_id, cfg)
+    if not models:
+        console.print(f"method {cfg.method!r} trains nothing (evaluation only)")
+        return
+    t = Table(title=f"models of this run (method {cfg.method})")
+    for c in ("stage", "model_id", "steps", "s/step", "metrics"):
+        t.add_column(c)
+    for stage, ref in models.items():
+        st = ref.stats or {}
+        keys = ("train_loss", "eval_loss_before", "eval_loss_after") if stage == "sft" else ("mean_reward_first", "mean_reward_last", "kl_reference")
+        t.add_row(stage, ref.dataset_id, str(st.get("steps")), str(st.get("seconds_per_step")),
+                  ", ".join(f"{k}={st.get(k)}" for k in keys))
+    console.print(t)
+    console.print(f"trained in {time.perf_counter() - t0:.1f}s total. Adapters: progra sql \"select model_id, stage, adapter_path "
+                  f"from models\"{root_opt}")
+    if "grpo" in models:
+        console.print(f'Reward curve: progra sql "select step, avg(total_reward) from rollouts group by step order by step"{root_opt}')
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data")],
+def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data | sft | grpo")],
           input: Annotated[str | None, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`); "
-                                                     "synthesize takes none.")] = None,
+                                                     "synthesize takes none, sft an sft_examples id, grpo a trajectories id.")] = None,
+          init: Annotated[str | None, typer.Option("--init", help="grpo: start from this registered adapter (a models id); "
+                                                    "default: the base policy.")] = None,
           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Rerun one stage from a cached input dataset with the current config (+ --set overrides)."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
     from flows.stages import STAGES, stage_flow
     from storage import DatasetNotFound
+
+    if name in ("sft", "grpo"):
+        if not input:
+            err.print(f"[red]stage {name!r} needs --input[/red]: the id of a "
+                      f"{'sft_examples' if name == 'sft' else 'trajectories'!r} dataset (progra datasets)")
+            raise typer.Exit(2)
+        from flows import train
+
+        t0 = time.perf_counter()
+        try:
+            ref = train.sft(input, cfg) if name == "sft" else train.grpo(input, init, cfg)
+        except (DatasetNotFound, ValueError) as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+        if ref is None:
+            console.print(f"method {cfg.method!r} has no {name} stage")
+            return
+        console.print(f"[green]{name}[/green] model {ref.dataset_id} ({time.perf_counter() - t0:.1f}s): "
+                      f"{ref.stats.get('steps')} steps, {ref.stats.get('seconds_per_step')} s/step")
+        return
 
     if name not in STAGES:
         err.print(f"[red]unknown stage {name!r}[/red]; choose from {', '.join(STAGES)}")

@@ -21,4 +21,5 @@ def prepare(root: str = "./.progra") -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is flagged experimental in TRL 1.16
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""Prompts, written for progra following the structure of the paper's Fig. 9 (awareness), Fig. 10
-(policy format) and the verifier/augmenter roles of §3.2. Bump ``PROMPT_VERSION`` when editing:
-it enters the awareness dataset's rows and fingerprint."""
+"""Prompts of the data roles, written for progra following the structure of the paper's Fig. 9
+(awareness) and the verifier/augmenter roles of §3.2. The policy's own prompts (Fig. 10) live in
+``policy_prompts``, so editing them never changes these stages' code version. Bump
+``PROMPT_VERSION`` when editing: it enters the awareness dataset's rows and fingerprint."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ __all__ = [
     "AWARENESS_OPENERS",
     "verify_messages",
     "paraphrase_messages",
-    "policy_system",
-    "format_policy_target",
 ]
 
 PROMPT_VERSION = "v2"
@@ -146,34 +145,3 @@ and <rationale> sections. Reply with the rewritten note only."""
 
 def paraphrase_messages(text: str) -> list[dict]:
     return [{"role": "system", "content": _PARAPHRASE_SYSTEM}, {"role": "user", "content": text}]
-
-
-_POLICY_SYSTEM = """You are an expert at calling functions. You get the functions you may use and a conversation
-with a user. For each step, first summarise the progress so far, then think, then act:
-<summary>what the user wants, the confirmed parameters, the calls made and their results, the
-current state of the environment, and the plan from here</summary>
-<think>why this next action, which function fits, how its arguments are filled</think>
-<answer>[func_name1(arg1=value1, arg2=value2), func_name2(arg=value)]</answer>
-Rules: output only these three sections. Call only the functions listed below, with their exact
-parameter names; the names in the example are placeholders. If a required value is missing, put
-"I need more information." in <answer> as plain text. If no listed function can do the task, put
-"There are no appropriate functions." in <answer>. Calls run in order; when one fails, the rest of
-that list does not run, so infer the current state from the results and do not repeat failed calls.
-
-Available functions:
-{tools}"""
-
-
-def policy_system(tools_json: str | None, scenario: str | None = None, full_docs: bool = False) -> str:
-    text = _POLICY_SYSTEM.format(tools=render_tools(tools_json, full=full_docs))
-    return text + (f"\n\nScenario:\n{scenario}" if scenario else "")
-
-
-def format_policy_target(calls_text: str, summary: str | None = None, plan: str | None = None,
-                         rationale: str | None = None) -> str:
-    """The Fig. 10 target: ``<summary>S^a</summary><think>rationale</think><answer>[calls]</answer>``;
-    without awareness (cold start) only the answer."""
-    if summary is None:
-        return f"<answer>{calls_text}</answer>"
-    s = summary.strip() + (f"\nPlan: {plan.strip()}" if plan else "")
-    return f"<summary>{s}</summary>\n<think>{(rationale or '').strip()}</think>\n<answer>{calls_text}</answer>"

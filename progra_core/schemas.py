@@ -64,13 +64,23 @@ FUNNEL = pa.schema([
 ])
 
 
+MODELS = pa.schema([
+    ("model_id", pa.string()), ("base", pa.string()), ("adapter_path", pa.string()), ("method", pa.string()),
+    ("stage", pa.string()), ("parents", pa.list_(pa.string())), ("metrics", pa.string()), ("config", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+#: TRL's log history, one row per (step, metric): training curves in SQL.
+TRAIN_LOG = pa.schema([("model_id", pa.string()), ("stage", pa.string()), ("step", pa.int32()), ("metric", pa.string()),
+                       ("value", pa.float64())])
+
+
 def stage_schemas() -> dict[str, pa.Schema]:
     """Known stage schemas: the catalog creates an (empty) view for each even before a run."""
-    from progra_core import augment, awareness, segment, sft_data, synthesize, verify
+    from progra_core import augment, awareness, grpo, segment, sft_data, synthesize, verify
 
     return {"synthesis_attempts": synthesize.SYNTHESIS_ATTEMPTS, "synthesized": TRAJECTORIES, "trajectories": TRAJECTORIES, "segments": segment.SEGMENTS, "awareness": awareness.AWARENESS,
             "verified": verify.VERIFIED, "augmented": augment.AUGMENTED, "sft_examples": sft_data.SFT_EXAMPLES,
-            "funnel": FUNNEL}
+            "funnel": FUNNEL, "models": MODELS, "rollouts": grpo.ROLLOUTS, "train_log": TRAIN_LOG}
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:

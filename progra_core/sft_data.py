@@ -23,14 +23,14 @@ from collections import Counter
 
 import pyarrow as pa
 
-from progra_core import prompts, versioning
+from progra_core import policy_prompts, versioning
 from progra_core.config import SFTDataConfig
 from progra_core.segment import MESSAGE
 
 __all__ = ["STAGE", "CODE_VERSION", "SFT_EXAMPLES", "build_prompt", "sft_data", "split_for"]
 
 STAGE = "sft_examples"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts)
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts)
 
 SFT_EXAMPLES = pa.schema(
     [
@@ -66,8 +66,11 @@ def _renamed(messages: list[dict], renames: dict[str, str]) -> list[dict]:
     return out
 
 
-def build_prompt(seg: dict, tools_json: str | None = None, renames: dict[str, str] | None = None) -> list[dict]:
-    system = prompts.policy_system(tools_json if tools_json is not None else seg["tools"], seg.get("scenario"))
+def build_prompt(seg: dict, tools_json: str | None = None, renames: dict[str, str] | None = None,
+                 awareness: bool = True) -> list[dict]:
+    """The raw-prefix prompt of a segment: info_meta, c_his, q and this turn's earlier steps."""
+    system = policy_prompts.policy_system(tools_json if tools_json is not None else seg["tools"], seg.get("scenario"),
+                                          awareness=awareness)
     msgs = [{"role": "system", "content": system}]
     msgs += _renamed(list(seg.get("history") or []), renames or {})
     msgs.append({"role": "user", "content": seg["query"]})
@@ -93,7 +96,7 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
             continue
         renames = (json.loads(a["mapping"]).get("functions") if a.get("mapping") else None) or {}
         prompt = build_prompt(seg, a["tools"], renames)
-        target = prompts.format_policy_target(_calls_text(a["target_calls"]), a["summary"] or a["text"], a["plan"], a["rationale"])
+        target = policy_prompts.format_policy_target(_calls_text(a["target_calls"]), a["summary"] or a["text"], a["plan"], a["rationale"])
         completion = [{"role": "assistant", "content": target}]
         rows.append({"example_id": f"aw:{a['aug_id']}", "kind": "awareness", "op": a["op"], "segment_id": seg["segment_id"],
                      "trajectory_id": seg["trajectory_id"], "messages": prompt + completion, "prompt": prompt,
@@ -104,7 +107,7 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
     n_cs = min(len(pool), max(round(cfg.cold_start_ratio * n_aw), cfg.cold_start_min))
     for seg in pool[:n_cs]:
         prompt = build_prompt(seg)
-        completion = [{"role": "assistant", "content": prompts.format_policy_target(_calls_text(seg["target_calls"]))}]
+        completion = [{"role": "assistant", "content": policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))}]
         rows.append({"example_id": f"cs:{seg['segment_id']}", "kind": "cold_start", "op": None, "segment_id": seg["segment_id"],
                      "trajectory_id": seg["trajectory_id"], "messages": prompt + completion, "prompt": prompt,
                      "completion": completion, "split": split_for(seg["trajectory_id"], cfg.validation_percent, cfg.seed)})

@@ -181,6 +181,33 @@ class DatasetStore:
         else:
             self.fs.mv(tmp, final, recursive=True)
 
+    # -- model folders (trained adapters) -----------------------------------------------------
+
+    def model_dir(self, stage: str, model_id: str) -> str:
+        return self._join("models", stage, model_id)
+
+    def put_model(self, local_dir: str | os.PathLike, stage: str, model_id: str) -> str:
+        """Move a finished local adapter folder to ``<root>/models/<stage>/<model_id>`` (a rename
+        on local roots, an upload elsewhere) and return its path; an existing one is kept."""
+        final = self.model_dir(stage, model_id)
+        if self.fs.exists(posixpath.join(final, "adapter_config.json")):
+            return self.url(final)
+        if self.is_local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+            import shutil
+
+            shutil.copytree(local_dir, tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not os.path.exists(os.path.join(final, "adapter_config.json")):
+                    raise
+        else:
+            self.fs.put(str(local_dir), final, recursive=True)
+        return self.url(final)
+
     # -- read --------------------------------------------------------------------------------
 
     def ref(self, stage: str, dataset_id: str) -> DatasetRef:

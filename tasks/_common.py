@@ -139,3 +139,62 @@ def run_llm_stage(cfg, root: str, store: DatasetStore, output_stage: str, datase
         gateway.close()
     shards.clear()
     return ref
+
+
+# -- training stages -------------------------------------------------------------------------
+
+def policy_path(cfg, root: str) -> str:
+    """The base policy as a local folder: ``local/<name>`` via the gateway's resolver (the
+    embedded model is converted on first use), anything else as given (an HF id or a path)."""
+    from progra_core.llm import Gateway
+
+    model = cfg.models.policy
+    if model.startswith("local/"):
+        return Gateway.from_config(cfg, root).local_path(model)
+    return model
+
+
+def publish_curves(key: str, png_path, title: str) -> None:
+    """The PNG as a Prefect image artifact (a data URL: the server needs no file access)."""
+    import base64
+
+    try:
+        from prefect.artifacts import create_image_artifact
+
+        data = base64.b64encode(open(png_path, "rb").read()).decode()
+        create_image_artifact(image_url=f"data:image/png;base64,{data}", key=key, description=title)
+    except Exception as e:  # a courtesy, never a failure
+        try:
+            get_run_logger().warning("could not publish image artifact %s: %s", key, e)
+        except Exception:
+            pass
+
+
+def register_model(store: DatasetStore, stage: str, model_id: str, out_dir, *, base: str, method: str, parents: list[str],
+                   config: dict, code_version: str, metrics: dict, rejects: list[dict] | None = None):
+    """Put the adapter under ``<root>/models/<stage>/<model_id>``, write its ``train_log`` rows
+    and its ``models`` row (dataset id = model id), publish the summary; returns the models ref."""
+    import json
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from progra_core.curves import log_rows
+    from progra_core.schemas import MODELS, TRAIN_LOG
+    from storage import fingerprint
+
+    history = metrics.pop("log_history", [])
+    adapter = store.put_model(out_dir, stage, model_id)
+    store.write("train_log", pa.Table.from_pylist(log_rows(model_id, stage, history), schema=TRAIN_LOG),
+                dataset_id=fingerprint("train_log", {}, [model_id]), parents=[model_id], flow_run_id=flow_run_id())
+    row = {"model_id": model_id, "base": base, "adapter_path": adapter, "method": method, "stage": stage,
+           "parents": parents, "metrics": json.dumps(metrics, default=str), "config": json.dumps(config, default=str),
+           "created_at": datetime.now(UTC)}
+    ref = store.write("models", pa.Table.from_pylist([row], schema=MODELS), dataset_id=model_id, config=config,
+                      parents=parents, code_version=code_version, rejects=rejects, flow_run_id=flow_run_id(), stats=metrics)
+    md = [f"# {stage}: {method}", "", f"adapter: `{adapter}`", "", "| metric | value |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    publish_funnel(f"{stage}-model", "\n".join(md))
+    get_run_logger().info("%s model %s -> %s (%s)", stage, model_id, adapter, {k: v for k, v in metrics.items()
+                                                                               if k in ("steps", "seconds_per_step")})
+    return ref

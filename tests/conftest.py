@@ -24,6 +24,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.pop("PREFECT_API_URL", None)
 
 #: Shared with `make run` (idempotent, file-locked): converted once per checkout.
@@ -41,6 +42,21 @@ def embedded_model() -> Path:
     from progra_core.llm.embedded import ensure_embedded_model
 
     return ensure_embedded_model(MODELS_ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, embedded_model) -> Path:
+    """A tiny random-initialised llama with the SmolLM2 tokenizer: real code paths in seconds."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(embedded_model)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=8192, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 class Server:

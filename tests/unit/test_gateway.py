@@ -4,8 +4,6 @@ random-initialised llama (built from a config, SmolLM2 tokenizer)."""
 import json
 from dataclasses import replace
 
-import pytest
-
 from progra_core.llm import ChatRequest, Gateway
 
 
@@ -54,19 +52,6 @@ def test_transient_errors_are_retried_then_reported(tmp_path):
     assert g.usage_summary()["generator"]["retries"] == 2
     # errors are never cached
     assert g._cached(rl) is None
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, embedded_model):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(embedded_model)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_local_backend_batches_and_caches(tmp_path, tiny_llama):

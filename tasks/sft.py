@@ -1,0 +1,49 @@
+"""Prefect task ``sft``: sft_examples (or, for the SFT baseline, their segments) -> a LoRA adapter
+registered in the ``models`` view."""
+
+from __future__ import annotations
+
+import tempfile
+
+from prefect import get_run_logger, task
+
+from progra_core import sft as core
+from progra_core.config import PipelineConfig
+from progra_core.methods import recipe
+from storage import DatasetRef, DatasetStore, fingerprint
+from tasks._common import ancestor, dataset_cache_key, policy_path, publish_curves, register_model
+
+
+def sft_fingerprint(cfg: PipelineConfig, examples: DatasetRef) -> str:
+    """Methods that share the SFT data share the adapter (progra, w/o PAG-RL, PAG+MT-GRPO)."""
+    payload = {"sft": cfg.section("sft"), "data": recipe(cfg.method).sft, "policy": cfg.models.policy,
+               "validation_percent": cfg.sft_data.validation_percent}
+    return fingerprint(core.STAGE, payload, [examples.dataset_id], core.CODE_VERSION)
+
+
+@task(name="sft", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
+def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str = "models",
+        dataset_id: str | None = None) -> DatasetRef:
+    from transformers import AutoTokenizer
+
+    store = DatasetStore(root)
+    dataset_id = dataset_id or sft_fingerprint(cfg, examples)
+    if store.exists(output_stage, dataset_id):
+        return store.ref(output_stage, dataset_id)
+    r = recipe(cfg.method)
+    segments = store.read(ancestor(store, examples, "segments")).to_pylist() if r.sft == "plain" else []
+    rows = core.sft_rows(r, store.read(examples).to_pylist(), segments, cfg.sft_data.validation_percent, cfg.sft_data.seed)
+    base = policy_path(cfg, root)
+    rows, rejects, fit = core.fit_length(rows, AutoTokenizer.from_pretrained(base), cfg.sft.max_length)
+    get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])
+    with tempfile.TemporaryDirectory(prefix="progra-sft-out-") as out:
+        metrics = core.train_sft(rows, base, cfg.sft, out, seed=cfg.sft_data.seed)
+        from progra_core.curves import plot_curves
+
+        png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
+        metrics |= fit
+        if png:
+            publish_curves("sft-curves", png, "SFT loss per step")
+        return register_model(store, core.STAGE, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
+                              parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
+                              code_version=core.CODE_VERSION, metrics=metrics, rejects=rejects)

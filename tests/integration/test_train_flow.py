@@ -1,0 +1,59 @@
+"""The train flow under a real Prefect server: sft -> grpo registered in ``models``, rollouts
+queryable, reruns served from the cache, a grpo config change retrains grpo only, and a
+from-base method (w/o PAG) skips SFT. The policy is a tiny random llama; data roles use echo."""
+
+from __future__ import annotations
+
+import pytest
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from progra_core.config import load_config
+from tests.integration.test_data_flow import _overrides
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+TRAIN = ["sft.max_steps=1", "sft.batch_size=2", "sft.max_length=4096", "grpo.batch_size=1", "grpo.num_generations=2",
+         "grpo.max_actions=2", "grpo.max_action_tokens=8", "grpo.max_turns=2", "grpo.episodes=2", "grpo.max_steps=2",
+         "grpo.select=shortest", "awareness.limit=2"]
+
+
+def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_llama, monkeypatch):
+    from flows.data import data_flow
+    from flows.train import train_flow
+    from storage import Catalog, store
+
+    srv = katan_echo()
+    root = tmp_path / "train"
+    cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", f"models.policy={tiny_llama}", *TRAIN))
+    data = data_flow(cfg)
+    models = train_flow(data["sft_examples"].dataset_id, cfg)
+    assert set(models) == {"sft", "grpo"}
+    cat = Catalog(str(root))
+    rows = {r["stage"]: r for r in cat.sql("select * from models").to_pylist()}
+    assert rows["sft"]["parents"] == [data["sft_examples"].dataset_id] and rows["sft"]["method"] == "pag_sft"
+    assert rows["grpo"]["parents"] == [data["trajectories"].dataset_id, rows["sft"]["model_id"]]
+    for r in rows.values():
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), r["adapter_path"])
+    assert '"kl_reference": "sft_adapter_copy"' in rows["grpo"]["metrics"]
+    curve = cat.sql("select step, avg(total_reward) r, count(*) n from rollouts group by step order by step").to_pylist()
+    assert [(c["step"], c["n"]) for c in curve] == [(1, 2), (2, 2)]
+    assert cat.sql("select count(*) c from train_log where metric = 'kl'").to_pylist()[0]["c"] == 2
+    assert cat.sql("select count(*) c from rollouts, unnest(actions) a").to_pylist()[0]["c"] >= 4
+
+    written: list[str] = []
+    real = store.DatasetStore.write
+    monkeypatch.setattr(store.DatasetStore, "write", lambda self, stage, *a, **k: written.append(stage) or real(self, stage, *a, **k))
+    again = train_flow(data["sft_examples"].dataset_id, cfg)
+    assert written == [] and {k: v.dataset_id for k, v in again.items()} == {k: v.dataset_id for k, v in models.items()}
+
+    cfg.grpo.max_actions = 3  # a GRPO knob: SFT stays cached, GRPO retrains
+    changed = train_flow(data["sft_examples"].dataset_id, cfg)
+    assert changed["sft"].dataset_id == models["sft"].dataset_id and changed["grpo"].dataset_id != models["grpo"].dataset_id
+    assert sorted(written) == ["models", "rollouts", "train_log"]
+
+    cfg.method = "wo_pag"  # PAG-RL from the base model: no SFT stage, reference = base
+    base_run = train_flow(data["sft_examples"].dataset_id, cfg)
+    assert set(base_run) == {"grpo"}
+    assert '"kl_reference": "base_model"' in cat.sql(
+        f"select metrics from models where model_id = '{base_run['grpo'].dataset_id}'").to_pylist()[0]["metrics"]

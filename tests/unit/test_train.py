@@ -1,0 +1,138 @@
+"""Training on CPU with a tiny random llama: recipes, length fitting, one SFT step and one GRPO step
+end to end (adapter saved and reloaded, frozen SFT reference, rollouts with advantages)."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from progra_core.config import GRPOConfig, SFTConfig
+from progra_core.methods import RECIPES, recipe
+from progra_core.sft import fit_length, sft_rows, train_sft
+from tests.unit.test_rollout import GOLD, Scripted, act
+
+SEG = {"segment_id": "t1#t0s0", "trajectory_id": "t1", "split": "train", "tools": "[]", "scenario": "",
+       "history": [{"role": "user", "content": "old request"}, {"role": "assistant", "content": "[ls()]"}],
+       "query": "go to docs", "prior_steps": [], "target_calls": [{"text": "cd(folder='docs')"}]}
+EXAMPLES = [{"example_id": f"e{i}", "kind": k, "prompt": [{"role": "system", "content": "Use tools."},
+                                                         {"role": "user", "content": f"request {i}"}],
+             "completion": [{"role": "assistant", "content": f"<answer>[cd(folder='d{i}')]</answer>"}],
+             "split": "validation" if i == 0 else "train"} for i, k in enumerate(["awareness", "cold_start"] * 3)]
+
+
+@pytest.mark.parametrize("method,sft,grpo,start,loss,scale", [
+    ("reasoning", None, None, "sft", "grpo", "group"),
+    ("sft", "plain", None, "sft", "grpo", "group"),
+    ("st_grpo", None, "single", "base", "grpo", "group"),
+    ("st_dr_grpo", None, "single", "base", "dr_grpo", "none"),
+    ("mt_grpo", None, "raw", "base", "grpo", "group"),
+    ("mt_dr_grpo", None, "raw", "base", "dr_grpo", "none"),
+    ("progra", "pag", "awareness", "sft", "grpo", "group"),
+    ("wo_pag", None, "awareness", "base", "grpo", "group"),
+    ("wo_pag_rl", "pag", None, "sft", "grpo", "group"),
+    ("pag_mt_grpo", "pag", "raw", "sft", "grpo", "group"),
+])
+def test_each_method_builds_its_trainer_inputs(method, sft, grpo, start, loss, scale):
+    r = recipe(method)
+    assert (r.sft, r.grpo, r.loss_type("grpo"), r.scale_rewards()) == (sft, grpo, loss, scale)
+    if grpo:
+        assert r.grpo_from == start
+    rows = sft_rows(r, EXAMPLES, [SEG, {**SEG, "segment_id": "h#t0s0", "split": "held_out"}])
+    if sft == "pag":
+        assert [x["id"] for x in rows] == [e["example_id"] for e in EXAMPLES]
+    elif sft == "plain":  # the SFT baseline: raw prefix, calls only, never held-out scenarios
+        assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "<answer>[cd(folder='docs')]</answer>"
+        assert "<summary>" not in rows[0]["prompt"][0]["content"] and rows[0]["prompt"][1]["content"] == "old request"
+    else:
+        assert rows == []
+    assert set(RECIPES) == set(__import__("progra_core.config", fromlist=["x"]).PipelineConfig.model_fields["method"].annotation.__args__)
+
+
+def test_fit_length_drops_oldest_history_then_rejects(embedded_model):
+    tok = AutoTokenizer.from_pretrained(embedded_model)
+    history = [m for i in range(30) for m in ({"role": "user", "content": f"old turn {i} " * 20},
+                                             {"role": "assistant", "content": "[ls()]"})]
+    row = {"id": "x", "split": "train", "prompt": [{"role": "system", "content": "S"}, *history, {"role": "user", "content": "now"}],
+           "completion": [{"role": "assistant", "content": "<answer>[ls()]</answer>"}]}
+    kept, rejects, st = fit_length([row], tok, 300)
+    assert st["trimmed"] == 1 and not rejects and kept[0]["tokens"] <= 300
+    p = kept[0]["prompt"]
+    assert p[0]["content"] == "S" and p[-1]["content"] == "now" and p[1]["role"] == "user" and "old turn 29" in p[-3]["content"]
+    kept, rejects, st = fit_length([{**row, "prompt": [row["prompt"][0], {"role": "user", "content": "x " * 500}]}], tok, 300)
+    assert not kept and rejects[0]["reason"] == "too_long"
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    cfg = SFTConfig(max_steps=1, batch_size=2, learning_rate=0.05, max_length=256)
+    metrics = train_sft(sft_rows(recipe("progra"), EXAMPLES, []), str(tiny_llama), cfg, out)
+    return out, metrics
+
+
+def test_one_sft_step_saves_a_reloadable_adapter(tiny_llama, sft_adapter):
+    from peft import PeftModel
+
+    out, m = sft_adapter
+    assert m["steps"] == 1 and m["train_examples"] == 5 and m["validation_examples"] == 1
+    assert m["eval_loss_before"] is not None and m["eval_loss_after"] is not None and m["train_loss"] > 0
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(out))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().max()) > 0 for p in lora_b)  # B starts at zero: the step moved it
+    assert any(e.get("loss") is not None for e in m["log_history"])
+
+
+def _episode():
+    import json
+
+    from progra_core.calls import Call
+    from progra_core.envs.bfcl import function_docs
+    from progra_core.rollout import Episode
+    from tests.unit.test_rollout import CONFIG, Q1, Q2
+
+    return Episode("ep1", ["GorillaFileSystem"], json.dumps(CONFIG), json.dumps(function_docs(["GorillaFileSystem"])), "",
+                   [{"query": Q1, "steps": [[Call("cd", {"folder": "workspace"})], [Call("ls", {})]]},
+                    {"query": Q2, "steps": [[Call("cat", {"file_name": "a.txt"})]]}])
+
+
+def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_llama, sft_adapter, tmp_path, monkeypatch):
+    """Generation 0 plays the gold script, generation 1 a wrong one: different returns, non-zero
+    advantages, so the policy adapter moves while TRL's frozen ``ref`` copy stays the SFT adapter."""
+    from peft import PeftModel
+
+    from progra_core import grpo as core
+    from progra_core import rollout
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    bad = [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4
+    gold, wrong = Scripted(tok, GOLD), Scripted(tok, bad)
+
+    def sampler(*a, **k):
+        def generate(contexts):
+            assert len(contexts) == 2  # lockstep: one batch per round with both rollouts of the group
+            return gold(contexts[:1]) + wrong(contexts[1:])
+        return generate
+
+    monkeypatch.setattr(rollout, "hf_sampler", sampler)
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=2, max_steps=1, learning_rate=0.05, beta=0.001,
+                     max_seq_len=4096)
+    metrics, table = core.train_grpo([_episode()], recipe("progra"), cfg, str(tiny_llama), str(sft_adapter[0]), tmp_path / "g")
+    assert metrics["steps"] == 1 and metrics["kl_reference"] == "sft_adapter_copy"
+    assert metrics["ref_equals_sft_adapter"] is True and metrics["policy_max_weight_change"] > 0
+    rows = table.to_pylist()
+    assert [r["generation"] for r in rows] == [0, 1] and {r["step"] for r in rows} == {1}
+    assert rows[0]["total_reward"] > rows[1]["total_reward"]
+    assert rows[0]["advantage"] > 0 > rows[1]["advantage"]  # group-normalised R(τ)
+    assert rows[0]["n_actions"] == 2 and rows[0]["actions"][0]["calls"] == ["cd(folder='workspace')"]
+    assert any("kl" in e for e in metrics["log_history"]) and any("rewards/reward_acc/mean" in e for e in metrics["log_history"])
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(tmp_path / "g"))  # reloadable
+
+
+def test_grpo_from_the_base_model_uses_dr_grpo_and_the_base_as_reference(tiny_llama, tmp_path):
+    from progra_core import grpo as core
+
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=1, max_action_tokens=8, max_steps=1, max_seq_len=4096)
+    metrics, table = core.train_grpo([_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g")
+    assert metrics["kl_reference"] == "base_model" and table.num_rows == 2
+    assert all(r["mode"] == "raw" and r["n_actions"] == 1 and r["tokens"] <= 8 for r in table.to_pylist())
+    assert (tmp_path / "g" / "adapter_config.json").exists()
+    assert torch.isfinite(torch.tensor(table.column("advantage").to_pylist())).all()
