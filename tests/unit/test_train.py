@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from progra_core.config import GRPOConfig, SFTConfig
+from progra_core.config import GRPOConfig, PipelineConfig, SFTConfig
 from progra_core.methods import RECIPES, recipe
 from progra_core.sft import fit_length, sft_rows, train_sft
 from tests.unit.test_rollout import GOLD, Scripted, act
@@ -44,7 +44,7 @@ def test_each_method_builds_its_trainer_inputs(method, sft, grpo, start, loss, s
         assert "<summary>" not in rows[0]["prompt"][0]["content"] and rows[0]["prompt"][1]["content"] == "old request"
     else:
         assert rows == []
-    assert set(RECIPES) == set(__import__("progra_core.config", fromlist=["x"]).PipelineConfig.model_fields["method"].annotation.__args__)
+    assert set(RECIPES) == set(PipelineConfig.model_fields["method"].annotation.__args__)
 
 
 def test_fit_length_drops_oldest_history_then_rejects(embedded_model):
