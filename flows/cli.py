@@ -1,4 +1,4 @@
-"""``progra``: run the pipeline, list datasets, query them with SQL."""
+"""``progra``: run the pipeline, rerun a stage, list datasets, query them with SQL, print Table 1."""
 
 from __future__ import annotations
 
@@ -84,9 +84,10 @@ def _print_refs(refs: dict) -> None:
 
 @app.command()
 def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
-        through: Annotated[str, typer.Option(help="train (default): the data flow, then the method's sft -> grpo; "
+        through: Annotated[str, typer.Option(help="evaluate (default): data, train, then BFCL evaluation of the base and "
+                                                  "the trained model; train: the data flow, then the method's sft -> grpo; "
                                                   "data: ingest [+ synthesize] -> segment -> awareness -> verify -> augment -> sft_data; "
-                                                  "ingest: stop after ingest")] = "train") -> None:
+                                                  "ingest: stop after ingest")] = "evaluate") -> None:
     """Run the pipeline on a profile."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
@@ -100,8 +101,8 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
         console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
                       + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
         return
-    if through not in ("data", "train"):
-        err.print(f"[red]--through must be ingest, data or train, not {through!r}[/red]")
+    if through not in ("data", "train", "evaluate"):
+        err.print(f"[red]--through must be ingest, data, train or evaluate, not {through!r}[/red]")
         raise typer.Exit(2)
     from flows.data import data_flow
 
@@ -117,17 +118,52 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
                   f"{time.perf_counter() - t0:.1f}s")
     root_opt = f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""
     console.print(f'Query: progra sql "select * from funnel_latest order by position"{root_opt}')
-    if through == "train":
-        _train(cfg, refs["sft_examples"], t0, root_opt)
+    if through in ("train", "evaluate"):
+        models = _train(cfg, refs["sft_examples"], t0, root_opt)
+        if through == "evaluate":
+            final = models.get("grpo") or models.get("sft")
+            _evaluate(cfg, None, final.dataset_id if final else None, root_opt)
 
 
-def _train(cfg, examples, t0: float, root_opt: str) -> None:
+def _evaluate(cfg, names: list[str] | None, trained: str | None, root_opt: str) -> None:
+    from flows.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    refs = evaluate(names, trained, cfg)
+    _print_report([r.dataset_id for r in refs.values()], cfg.storage.root, title="BFCL multi-turn accuracy (%)")
+    for label, ref in refs.items():
+        st = ref.stats or {}
+        console.print(f"{label}: {st.get('passed')}/{st.get('runs')} runs passed, {st.get('seconds_per_run')} s per entry "
+                      f"run ({st.get('seconds')} s) -> eval_results {ref.dataset_id}")
+    console.print(f"evaluated in {time.perf_counter() - t0:.1f}s. Per turn: progra sql \"select model_ref, method, category, "
+                  f"accuracy, turn_accuracy, mean_first_failed_turn from eval_summary\"{root_opt}")
+
+
+def _print_report(eval_ids: list[str], root: str, title: str) -> None:
+    from flows.evaluate import summary_rows
+    from progra_core import report
+    from storage import Catalog
+
+    headers, body = report.table1(summary_rows(Catalog(root), eval_ids))
+    _print_rows(headers, body, title)
+
+
+def _print_rows(headers: list[str], body: list[list[str]], title: str) -> None:
+    t = Table(title=title)
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
+    for row in body:
+        t.add_row(*row)
+    console.print(t)
+
+
+def _train(cfg, examples, t0: float, root_opt: str) -> dict:
     from flows.train import train_flow
 
     models = train_flow(examples.dataset_id, cfg)
     if not models:
         console.print(f"method {cfg.method!r} trains nothing (evaluation only)")
-        return
+        return {}
     t = Table(title=f"models of this run (method {cfg.method})")
     for c in ("stage", "model_id", "steps", "s/step", "metrics"):
         t.add_column(c)
@@ -141,20 +177,33 @@ def _train(cfg, examples, t0: float, root_opt: str) -> None:
                   f"from models\"{root_opt}")
     if "grpo" in models:
         console.print(f'Reward curve: progra sql "select step, avg(total_reward) from rollouts group by step order by step"{root_opt}')
+    return models
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data | sft | grpo")],
+def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data | sft | grpo | evaluate")],
           input: Annotated[str | None, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`); "
                                                      "synthesize takes none, sft an sft_examples id, grpo a trajectories id.")] = None,
           init: Annotated[str | None, typer.Option("--init", help="grpo: start from this registered adapter (a models id); "
                                                     "default: the base policy.")] = None,
+          model: Annotated[list[str] | None, typer.Option("--model", "-m", help="evaluate: a model under test (repeatable): "
+                                                           "base, reasoning, a models id, or a LiteLLM string; default: "
+                                                           "evaluate.models, or --input.")] = None,
           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Rerun one stage from a cached input dataset with the current config (+ --set overrides)."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
     from flows.stages import STAGES, stage_flow
     from storage import DatasetNotFound
+
+    if name == "evaluate":
+        names = list(model or ([input] if input else [m for m in cfg.evaluate.models if m != "trained"]))
+        try:
+            _evaluate(cfg, names, None, f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else "")
+        except (DatasetNotFound, ValueError) as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+        return
 
     if name in ("sft", "grpo"):
         if not input:
@@ -190,6 +239,56 @@ def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | aware
         raise typer.Exit(2) from None
     console.print(f"[green]{ref.stage}[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
                   f"({time.perf_counter() - t0:.1f}s)")
+
+
+@app.command()
+def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dataset ids or flow-run ids (prefixes work); "
+                                                                "default: the latest evaluation of every model.")] = None,
+           compare: Annotated[bool, typer.Option("--compare", help="Each argument is one run; put them side by side "
+                                                                   "with the change in Overall.")] = False,
+           markdown: Annotated[bool, typer.Option("--markdown", help="Print markdown instead of a table.")] = False,
+           profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
+    """The paper's Table 1 (BFCL Overall, Base, Miss F., Miss P.) from eval_summary."""
+    from flows.evaluate import summary_rows
+    from progra_core import report as rep
+    from storage import Catalog
+
+    cat = Catalog(_root(profile, root))
+    evals = cat.sql("select dataset_id, flow_run_id, config from datasets where stage = 'eval_results' "
+                    "order by created_at").to_pylist()
+
+    def ids_of(arg: str) -> list[str]:
+        found = [e["dataset_id"] for e in evals if e["dataset_id"].startswith(arg) or (e["flow_run_id"] or "").startswith(arg)]
+        if not found:
+            err.print(f"[red]no evaluation dataset or flow run matches {arg!r}[/red] (progra datasets eval_results)")
+            raise typer.Exit(2)
+        return found
+
+    if not evals:
+        err.print("[red]no evaluations yet[/red]: progra run, or progra stage evaluate -m base")
+        raise typer.Exit(1)
+    if compare:
+        if not runs or len(runs) < 2:
+            err.print("[red]--compare needs two or more runs[/red]")
+            raise typer.Exit(2)
+        headers, body = rep.compare([(r[:8], summary_rows(cat, ids_of(r))) for r in runs])
+        title = "BFCL multi-turn accuracy (%), runs side by side"
+    else:
+        if runs:
+            ids = [i for r in runs for i in ids_of(r)]
+        else:  # the newest evaluation per model/method/prompt
+            latest: dict[str, str] = {}
+            for e in evals:
+                c = json.loads(e["config"])
+                latest[json.dumps([c.get("subject", {}).get("model_ref"), c.get("subject", {}).get("method"),
+                                   c.get("evaluate", {}).get("prompt")])] = e["dataset_id"]
+            ids = list(latest.values())
+        headers, body = rep.table1(summary_rows(cat, ids))
+        title = "BFCL multi-turn accuracy (%)"
+    if markdown:
+        console.print(rep.to_markdown(headers, body, title), markup=False, highlight=False)
+    else:
+        _print_rows(headers, body, title)
 
 
 @app.command()

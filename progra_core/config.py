@@ -210,10 +210,34 @@ class GRPOConfig(Section):
 
 
 class EvaluateConfig(Section):
-    categories: list[str] = ["base", "miss_func", "miss_param"]
-    limit: int | None = Field(2, ge=0)
-    trials: int = Field(1, ge=1, description="Paper: 3, averaged.")
-    max_steps_per_turn: int = 10
+    """§4.2: BFCL multi-turn, run as bfcl-eval runs prompting models, scored as its checker does."""
+
+    models: list[str] = Field(["base", "trained"], description=(
+        "Models under test: 'base' (models.policy), 'reasoning' (base + CoT prompt), 'trained' (this run's "
+        "final model), a model_id from the models view, or a LiteLLM model string (e.g. hosted_vllm/<m>)."))
+    api_base: str | None = Field(None, description="api_base for LiteLLM models under test (a `vllm serve` box).")
+    api_key_env: str | None = Field(None, description="Env var holding the API key of LiteLLM models under test.")
+    categories: list[str] = Field(["base", "miss_func", "miss_param"], description="BFCL multi-turn categories (Table 1).")
+    split: Literal["held_out", "train", "all"] = Field("held_out", description="Which side of the BFCL split to test on.")
+    limit: int | None = Field(None, ge=0, description="Entries per category (None: all on the split).")
+    select: Literal["first", "shortest"] = Field("first", description="Which entries a limit keeps: BFCL order, or the smallest prompts.")
+    trials: int = Field(3, ge=1, description="Runs per entry, averaged (paper: 3). Sampled when temperature > 0.")
+    temperature: float = Field(0.001, ge=0, description="Sampling temperature (bfcl-eval's default: 0.001).")
+    max_tokens: int = Field(1024, ge=8, description="New tokens per step.")
+    max_steps_per_turn: int = Field(20, ge=1, description="More steps than this in one turn force-quits the entry (BFCL: 20).")
+    prompt: Literal["bfcl", "policy"] = Field("bfcl", description=(
+        "bfcl: bfcl-eval's default system prompt for every method (the paper's test setting); policy: the "
+        "prompt the policy was trained with."))
+    seed: int = 0
+
+    @field_validator("categories")
+    @classmethod
+    def _cats(cls, v: list[str]) -> list[str]:
+        allowed = {"base", "miss_func", "miss_param", "long_context"}
+        bad = [c for c in v if c not in allowed]
+        if bad or not v:
+            raise ValueError(f"unknown BFCL categories {bad or v}; allowed {sorted(allowed)}")
+        return v
 
 
 class DispatchConfig(Section):

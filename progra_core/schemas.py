@@ -76,11 +76,12 @@ TRAIN_LOG = pa.schema([("model_id", pa.string()), ("stage", pa.string()), ("step
 
 def stage_schemas() -> dict[str, pa.Schema]:
     """Known stage schemas: the catalog creates an (empty) view for each even before a run."""
-    from progra_core import augment, awareness, grpo, segment, sft_data, synthesize, verify
+    from progra_core import augment, awareness, evaluate, grpo, segment, sft_data, synthesize, verify
 
     return {"synthesis_attempts": synthesize.SYNTHESIS_ATTEMPTS, "synthesized": TRAJECTORIES, "trajectories": TRAJECTORIES, "segments": segment.SEGMENTS, "awareness": awareness.AWARENESS,
             "verified": verify.VERIFIED, "augmented": augment.AUGMENTED, "sft_examples": sft_data.SFT_EXAMPLES,
-            "funnel": FUNNEL, "models": MODELS, "rollouts": grpo.ROLLOUTS, "train_log": TRAIN_LOG}
+            "funnel": FUNNEL, "models": MODELS, "rollouts": grpo.ROLLOUTS, "train_log": TRAIN_LOG,
+            "eval_results": evaluate.EVAL_RESULTS}
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:

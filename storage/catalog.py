@@ -1,5 +1,5 @@
 """The DuckDB catalog: one view per stage over all its datasets, ``<stage>_latest`` over the newest,
-the ``datasets`` lineage table and the ``rejects`` view.
+the ``datasets`` lineage table, the ``rejects`` view and ``eval_summary`` (Table 1 in SQL).
 
 Views are rebuilt from the manifests on every query (a directory listing: cheap) in an in-memory
 DuckDB, so concurrent readers never fight over a lock and a dataset appears the moment its
@@ -38,6 +38,22 @@ DATASETS_SCHEMA = pa.schema(
     ]
 )
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: One row per evaluation dataset x model x category: accuracy (trials pooled = averaged when every
+#: entry has all trials), per-turn accuracy, where runs fail, and how runs ended.
+EVAL_SUMMARY_SQL = """
+CREATE VIEW eval_summary AS
+SELECT dataset_id AS eval_id, model_ref, method, prompt, benchmark, category,
+       count(*) AS runs, count(DISTINCT entry_id) AS entries, count(DISTINCT trial) AS trials,
+       round(100 * avg(passed::DOUBLE), 2) AS accuracy,
+       round(100 * sum(list_sum(turn_passed::INTEGER[]))::DOUBLE / nullif(sum(list_count(turn_passed)), 0), 2) AS turn_accuracy,
+       sum(list_count(turn_passed)) AS checked_turns,
+       round(avg(first_failed_turn), 2) AS mean_first_failed_turn,
+       round(avg(n_steps), 2) AS steps_per_run,
+       count(*) FILTER (WHERE error_type = 'multi_turn:inference_error') AS inference_errors,
+       count(*) FILTER (WHERE error_type = 'multi_turn:force_terminated') AS force_terminated,
+       max(created_at) AS created_at
+FROM eval_results GROUP BY ALL
+"""
 
 
 def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -118,6 +134,8 @@ class Catalog:
                     f"regexp_extract(filename, '/datasets/{stage}/([^/]+)/part-', 1) AS dataset_id "
                     f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
                 )
+        _drop(con, "eval_summary")
+        con.execute(EVAL_SUMMARY_SQL)
         rej = [store.rejects_file(r) for r in refs]
         rej = [f for f in rej if f]
         _drop(con, "rejects")

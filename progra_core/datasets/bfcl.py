@@ -35,6 +35,7 @@ __all__ = [
     "entry_to_trajectory",
     "iter_trajectories",
     "select_entries",
+    "eval_entries",
 ]
 
 CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
@@ -175,3 +176,26 @@ def iter_trajectories(
             yield entry_to_trajectory(e, step_mode, held_out_percent), None
         except Exception as ex:  # a broken entry is quarantined, not fatal
             yield None, reject("ingest", f"bfcl:{e['id']}", "bfcl_conversion_failed", f"{type(ex).__name__}: {ex}")
+
+
+@lru_cache(maxsize=8)
+def _test_entries(category: str) -> tuple[dict, ...]:
+    from bfcl_eval.utils import load_dataset_entry
+
+    truth = {e["id"]: e for e in _load(category)}
+    out = []
+    for e in load_dataset_entry(f"multi_turn_{category}"):
+        t = truth[e["id"]]
+        out.append({**e, "category": category, "ground_truth": t["ground_truth"], "missed_names": t["missed_function"]})
+    return tuple(out)
+
+
+def eval_entries(category: str, split: str | None = "held_out", held_out_percent: int = 50) -> list[dict]:
+    """Entries exactly as bfcl-eval's runner prepares them for inference: ``function`` holds the
+    docs available at turn 0 (with BFCL's Python-syntax hint; miss_func's withheld functions
+    removed) and ``missed_function`` maps a turn index to the docs that turn adds. The ground
+    truth is merged in. ``split`` picks a side of our train/held-out split (``None``: all)."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown BFCL multi-turn category {category!r}; choose from {CATEGORIES}")
+    return [json.loads(json.dumps(e)) for e in _test_entries(category)
+            if split is None or split_of(e["id"], held_out_percent) == split]

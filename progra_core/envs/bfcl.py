@@ -208,7 +208,9 @@ class BFCLEnv:
             obs = f"Error during execution: {err}"
         else:
             try:
-                obs = _observation(method(*call.positional, **call.args))
+                # fresh copies, as BFCL's eval of the call text would make: a method that keeps or
+                # mutates an argument (post_tweet stores its mentions list) must not alias the Call
+                obs = _observation(method(*copy.deepcopy(call.positional), **copy.deepcopy(call.args)))
             except Exception as e:  # a failing call is an observation, never an exception
                 obs = f"Error during execution: {e}"
         self.history.append((call, obs))

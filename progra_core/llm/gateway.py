@@ -117,7 +117,8 @@ class Gateway:
     """Batch chat completions for all roles.
 
     ``cache_dir``: persistent response cache (diskcache, process-safe); ``None`` disables it.
-    ``local_models``: optional map of ``local/<name>`` names to model folders; ``models_root`` is
+    ``local_models``: optional map of ``local/<name>`` names to a model folder or a (base folder,
+    LoRA adapter folder) pair; ``models_root`` is
     where ``local/smollm2`` is provisioned.
     """
 
@@ -133,7 +134,7 @@ class Gateway:
         local_batch_size: int = 8,
         local_dtype: str = "float32",
         models_root: str | os.PathLike | None = None,
-        local_models: dict[str, str] | None = None,
+        local_models: dict[str, str | tuple[str, str]] | None = None,
     ):
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -284,11 +285,19 @@ class Gateway:
 
     def local_path(self, model: str) -> str:
         """Folder of a ``local/<name>`` model: the embedded model, a registered name, or a path."""
+        return self.local_spec(model)[0]
+
+    def local_spec(self, model: str) -> tuple[str, str | None]:
+        """(model folder, LoRA adapter folder or None) of a ``local/<name>`` model."""
+        name = model[len(LOCAL_PREFIX):]
+        spec = self.local_models.get(name)
+        if isinstance(spec, (tuple, list)):
+            return str(spec[0]), (str(spec[1]) if spec[1] else None)
+        return (spec if spec is not None else self._resolve_local(name)), None
+
+    def _resolve_local(self, name: str) -> str:
         from pathlib import Path
 
-        name = model[len(LOCAL_PREFIX):]
-        if name in self.local_models:
-            return self.local_models[name]
         if name in ("smollm2", "smollm2-135m-instruct"):
             from progra_core.llm.embedded import ensure_embedded_model
 
@@ -296,7 +305,7 @@ class Gateway:
         for cand in (Path(name), Path(self.models_root or ".") / name):
             if (cand / "config.json").exists() or (cand / "adapter_config.json").exists():
                 return str(cand)
-        raise ValueError(f"unknown local model {model!r}: not the embedded 'smollm2', a registered name, or a model folder")
+        raise ValueError(f"unknown local model local/{name}: not the embedded 'smollm2', a registered name, or a model folder")
 
     async def _local(self, reqs: list[ChatRequest]) -> list[ChatResult]:
         from progra_core.llm.local import get_backend
@@ -307,7 +316,8 @@ class Gateway:
         out: list[ChatResult | None] = [None] * len(reqs)
         for model, idx in by_model.items():
             try:
-                backend = get_backend(self.local_path(model), dtype=self.local_dtype)
+                path, adapter = self.local_spec(model)
+                backend = get_backend(path, dtype=self.local_dtype, adapter=adapter)
                 results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size)
                 with self._lock:
                     self.requests_sent += len(idx)

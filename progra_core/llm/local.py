@@ -20,7 +20,7 @@ __all__ = ["LocalBackend", "get_backend"]
 
 
 class LocalBackend:
-    def __init__(self, path: str, dtype: str = "float32", device: str | None = None):
+    def __init__(self, path: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,8 +30,14 @@ class LocalBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(self.device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        if adapter:  # a trained LoRA adapter, merged once: generation then costs what the base costs
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        self.model = model.to(self.device)
         self.model.eval()
+        self.context = getattr(self.model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()
 
     def _prompt(self, messages: list[dict]) -> str:
@@ -85,9 +91,13 @@ class LocalBackend:
         prompts = [self._prompt(r.messages) + (r.prefix or "") for r in reqs]
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, r in enumerate(reqs):
-            groups[(round(r.temperature, 4), float(r.extra.get("repetition_penalty", 1.0)))].append(i)
         out: list[ChatResult | None] = [None] * len(reqs)
+        for i, r in enumerate(reqs):
+            if self.context and lengths[i] + r.max_tokens > self.context:  # what an endpoint answers with a 400
+                out[i] = ChatResult(None, r.model, r.role, r.id, prompt_tokens=lengths[i], error=(
+                    f"context overflow: prompt of {lengths[i]} tokens + max_tokens {r.max_tokens} > {self.context}"))
+                continue
+            groups[(round(r.temperature, 4), float(r.extra.get("repetition_penalty", 1.0)))].append(i)
         with self._lock, torch.no_grad():
             for (temp, rep), idx in groups.items():
                 idx.sort(key=lambda i: lengths[i])
@@ -149,5 +159,5 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
 
 
 @lru_cache(maxsize=4)
-def get_backend(path: str, dtype: str = "float32") -> LocalBackend:
-    return LocalBackend(path, dtype=dtype)
+def get_backend(path: str, dtype: str = "float32", adapter: str | None = None) -> LocalBackend:
+    return LocalBackend(path, dtype=dtype, adapter=adapter)

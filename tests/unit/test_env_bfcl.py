@@ -114,3 +114,14 @@ def test_tools_are_bfcl_docs():
     assert "add" in names and "ls" in names
     assert all("parameters" in t for t in env.tools())
     assert "MathAPI" in env.scenario()
+
+
+def test_arguments_are_copied_so_calls_never_alias_env_state():
+    """post_tweet keeps its mentions list and mention() extends it: without a copy the Call (and
+    any other env it is replayed in) would change under our feet."""
+    env = BFCLEnv({"TwitterAPI": {"username": "u", "password": "p", "authenticated": True}}, ["TwitterAPI"])
+    post = Call("post_tweet", {"content": "hi", "tags": ["#a"], "mentions": ["@b"]})
+    env.execute([post])
+    env.execute([Call("mention", {"tweet_id": 0, "mentioned_usernames": ["@c"]})])
+    assert post.args["mentions"] == ["@b"]
+    assert env.instances["TwitterAPI"].tweets[0]["mentions"] == ["@b", "@c"]

@@ -1,0 +1,298 @@
+"""BFCL multi-turn evaluation: the scorer agrees with bfcl-eval's checker, the inference loop runs
+entries the way bfcl-eval does (miss_func withholding, step limit, message formats), and scripted
+models score what they should, per entry and per turn."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import pytest
+
+from progra_core.calls import Call, format_call
+from progra_core.config import EvaluateConfig
+from progra_core.datasets.bfcl import eval_entries, load_entries
+from progra_core.evaluate import Subject, bfcl_system_prompt, decode_response, run_bfcl, select_test_entries
+from progra_core.llm.gateway import ChatResult
+from progra_core.scoring import check_entry, ground_truth_calls
+
+# -- agreement with bfcl-eval's checker ----------------------------------------------------------
+
+_names = itertools.count()
+
+
+def _official(entry: dict, turns) -> bool:
+    """bfcl-eval's own checker (it evals call text: only ever fed our formatted ground truth)."""
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
+
+    decoded = [[[format_call(c) for c in step] for step in turn if step] for turn in turns]
+    category = entry["id"].rsplit("_", 1)[0]
+    return multi_turn_checker(decoded, entry["ground_truth"], entry, category, f"progra_agree_{next(_names)}")["valid"]
+
+
+def _corrupt(kind: str, gt: list[list[Call]]) -> list[list[list[Call]]]:
+    """One systematic corruption of the ground truth, applied to its middle non-empty turn k."""
+    turns = [[[c] for c in t] for t in gt]
+    nonempty = [i for i, t in enumerate(gt) if t]
+    if kind == "identity" or not nonempty:
+        return turns
+    if kind == "one_step":
+        return [[t] if t else [] for t in gt]
+    k = nonempty[len(nonempty) // 2]
+    t = list(gt[k])
+    if kind == "drop_last_call":
+        t = t[:-1]
+    elif kind == "drop_turn":
+        t = []
+    elif kind == "wrong_value":
+        c = t[0]
+        args = dict(c.args)
+        key = next((a for a, v in args.items() if isinstance(v, str)), None)
+        args = {**args, key: args[key] + "_x"} if key else {**args, "unexpected": 1}
+        t[0] = Call(c.name, args, c.positional)
+    elif kind == "unknown_function":
+        t = t + [Call("no_such_function", {})]
+    elif kind == "reverse":
+        t = t[::-1]
+    elif kind == "duplicate":
+        t = t + [t[-1]]
+    elif kind == "first_only":
+        t = t[:1]
+    elif kind == "shift_earlier" and k > 0:
+        turns[k - 1] = turns[k - 1] + [[c] for c in t]
+        t = []
+    turns[k] = [[c] for c in t]
+    return turns
+
+
+CORRUPTIONS = ("identity", "one_step", "drop_last_call", "drop_turn", "wrong_value", "unknown_function", "reverse",
+               "duplicate", "first_only", "shift_earlier")
+
+
+@pytest.mark.parametrize("category", ["base", "miss_func", "miss_param", "long_context"])
+def test_scorer_agrees_with_bfcl_eval_checker(category):
+    entries = load_entries(category)
+    verdicts: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for e in entries:
+        gt = ground_truth_calls(e)
+        for kind in CORRUPTIONS:
+            turns = _corrupt(kind, gt)
+            verdicts[kind].append((check_entry(e, turns).passed, _official(e, turns)))
+    for kind, pairs in verdicts.items():
+        disagree = sum(a != b for a, b in pairs)
+        assert disagree == 0, f"{kind}: {disagree} of {len(pairs)} verdicts differ from bfcl-eval"
+    assert all(a for a, _ in verdicts["identity"]) and len(verdicts["identity"]) == 200  # ground truth: 100 %
+    assert not any(a for a, _ in verdicts["drop_last_call"])  # the corruptions do bite
+    assert sum(not a for a, _ in verdicts["reverse"]) > 0 and sum(a for a, _ in verdicts["unknown_function"]) == 200
+
+
+def test_per_turn_credit_and_first_failed_turn():
+    e = next(e for e in load_entries("base") if sum(bool(t) for t in e["ground_truth"]) >= 3)
+    gt = ground_truth_calls(e)
+    turns = [[[c] for c in t] for t in gt]
+    k = len(gt) - 1
+    turns[k] = turns[k][:-1]
+    s = check_entry(e, turns)
+    assert not s.passed and s.first_failed_turn == k and s.turn_passed == [True] * k + [False]
+    assert s.error_type in ("multi_turn:instance_state_mismatch", "multi_turn:execution_response_mismatch",
+                            "multi_turn:empty_turn_model_response")
+    stopped = check_entry(e, turns[:2], ended="force_terminated", ended_detail="too many steps")
+    assert stopped.turn_passed == [True, False] + [False] * (len(gt) - 2)
+    assert stopped.error_type == "multi_turn:force_terminated" and not stopped.passed
+
+
+# -- the inference loop ------------------------------------------------------------------------
+
+
+class Scripted:
+    """A 'model' that plays a script per run: a list of outputs per turn. A turn's outputs are
+    sent in order; when they run out it says it is done (ending the turn). Records requests."""
+
+    def __init__(self, scripts: dict[str, list[list[str]]]):
+        self.scripts = scripts
+        self.requests = []
+        self._pos: dict[str, list[int]] = {}
+
+    def batch(self, reqs):
+        out = []
+        for r in reqs:
+            self.requests.append(r)
+            entry_id = r.id.split("#")[0]
+            turn = sum(m["role"] == "user" and not m["content"].startswith("[{'role': 'tool'") for m in r.messages) - 1
+            pos = self._pos.setdefault(r.id, [turn, 0])
+            if pos[0] != turn:
+                pos[:] = [turn, 0]
+            outputs = self.scripts[entry_id][turn]
+            text = outputs[pos[1]] if pos[1] < len(outputs) else "I have completed the request."
+            pos[1] += 1
+            out.append(ChatResult(text=text, model=r.model, role=r.role, id=r.id, prompt_tokens=10, completion_tokens=5,
+                                  latency_ms=1.0))
+        return out
+
+
+def _replay(entry: dict, drop_last_of: int | None = None) -> list[list[str]]:
+    script = []
+    for t, turn in enumerate(entry["ground_truth"]):
+        calls = list(turn[:-1] if t == drop_last_of else turn)
+        script.append([f"[{c}]" for c in calls] or ["I need more information to do that."])
+    return script
+
+
+LOCAL = Subject("scripted", "scripted", "local/scripted")
+
+
+def _run(*args, **kw):
+    table, rejects = run_bfcl(*args, **kw)
+    assert rejects == []
+    return table
+
+
+def _cfg(**kw) -> EvaluateConfig:
+    return EvaluateConfig(**{"trials": 1, "temperature": 0.0, "max_tokens": 64, **kw})
+
+
+@pytest.mark.parametrize("category", ["base", "miss_func", "miss_param"])
+def test_ground_truth_replay_scores_100(category):
+    entries = eval_entries(category)[:6]
+    table = _run(entries, Scripted({e["id"]: _replay(e) for e in entries}), LOCAL, _cfg(trials=2))
+    rows = table.to_pylist()
+    assert len(rows) == 12 and all(r["passed"] for r in rows), [r["error"] for r in rows if not r["passed"]]
+    assert all(all(x is not False for x in r["turn_passed"]) and r["turns_played"] == r["n_turns"] for r in rows)
+    unchecked = [x is None for r in rows for x in r["turn_passed"]]
+    assert any(unchecked) == (category != "base")  # the ask-the-user / no-function-yet turns
+    assert {r["trial"] for r in rows} == {0, 1}
+
+
+def test_dropping_last_call_fails_entry_but_keeps_earlier_turns():
+    e = next(e for e in eval_entries("base") if len(e["ground_truth"]) >= 3 and all(e["ground_truth"]))
+    k = len(e["ground_truth"]) - 1
+    row = _run([e], Scripted({e["id"]: _replay(e, drop_last_of=k)}), LOCAL, _cfg()).to_pylist()[0]
+    assert row["passed"] is False and row["first_failed_turn"] == k
+    assert row["turn_passed"] == [True] * k + [False]
+
+
+def test_miss_func_withholds_functions_until_their_turn():
+    e = next(e for e in eval_entries("miss_func") if e["missed_function"])
+    (turn, docs), = e["missed_function"].items()
+    names = [d["name"] for d in docs]
+    gw = Scripted({e["id"]: _replay(e)})
+    row = _run([e], gw, LOCAL, _cfg()).to_pylist()[0]
+    assert row["passed"]
+    first = gw.requests[0].messages
+    assert first[0]["role"] == "system" and all(f'"name": "{n}"' not in first[0]["content"] for n in names)
+    at_turn = [r for r in gw.requests if any("I have updated some more functions" in m["content"] for m in r.messages)]
+    added = next(m for m in at_turn[0].messages if "I have updated some more functions" in m["content"])
+    assert all(f"'name': '{n}'" in added["content"] for n in names)  # BFCL formats the docs list as Python
+    before = [r for r in gw.requests if r not in at_turn]
+    assert before and all(f'"name": "{n}"' not in m["content"] and f"'name': '{n}'" not in m["content"]
+                          for r in before for m in r.messages for n in names)
+    assert int(turn) == sum(m["role"] == "user" and "tool" not in m["content"][:20] for m in at_turn[0].messages) - 1
+
+
+def test_step_limit_force_quits_and_errors_end_the_entry():
+    e = eval_entries("base")[0]
+    looping = Scripted({e["id"]: [["[pwd()]"] * 50 for _ in e["question"]]})
+    row = _run([e], looping, LOCAL, _cfg(max_steps_per_turn=3)).to_pylist()[0]
+    assert row["error_type"] == "multi_turn:force_terminated" and row["n_steps"] == 4 and not row["passed"]
+    assert row["turns_played"] == 1 and row["turn_passed"] == [False] * len(e["question"])
+
+    class Broken:
+        def batch(self, reqs):
+            return [ChatResult(None, r.model, r.role, r.id, error="context overflow: 9000 > 8192") for r in reqs]
+
+    row = _run([e], Broken(), LOCAL, _cfg()).to_pylist()[0]
+    assert row["error_type"] == "multi_turn:inference_error" and "context overflow" in row["error"]
+
+
+def test_observations_go_back_as_bfcl_does_for_local_and_endpoint_models():
+    e = eval_entries("base")[0]
+    script = {e["id"]: _replay(e)}
+    local = Scripted(script)
+    _run([e], local, LOCAL, _cfg())
+    assert any(m["role"] == "tool" and m["name"] for r in local.requests for m in r.messages)
+    remote = Scripted(script)
+    _run([e], remote, Subject("gpt", "base", "openai/gpt-4o"), _cfg())
+    assert not any(m["role"] == "tool" for r in remote.requests for m in r.messages)
+    assert any(m["content"].startswith("[{'role': 'tool', 'name': ") for r in remote.requests for m in r.messages)
+
+
+def test_system_prompt_is_bfcl_default_and_cot_adds_thinking():
+    e = eval_entries("base")[0]
+    prompt = bfcl_system_prompt(e["function"])
+    assert "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]" in prompt
+    assert '"name": "' + e["function"][0]["name"] + '"' in prompt and "Python 3 syntax" in prompt
+    gw = Scripted({e["id"]: _replay(e)})
+    _run([e], gw, Subject("base", "reasoning", "local/x", cot=True), _cfg())
+    assert gw.requests[0].messages[0]["content"].startswith(prompt) and "<think>" in gw.requests[0].messages[0]["content"]
+
+
+def test_decode_response():
+    assert decode_response("[cd(folder='a'), ls()]")[0] == [Call("cd", {"folder": "a"}), Call("ls", {})]
+    assert decode_response("cd(folder='a')")[0] == [Call("cd", {"folder": "a"})]
+    assert decode_response("<think>go to a</think>\n[cd(folder='a')]")[0] == [Call("cd", {"folder": "a"})]
+    assert decode_response("<summary>s</summary><think>t</think><answer>[ls(a=True)]</answer>")[0] == [Call("ls", {"a": True})]
+    assert decode_response("```python\n[pwd()]\n```")[0] == [Call("pwd", {})]
+    for prose in ("Sure, I will list the files.", "", "<answer>I need more information.</answer>", "[]",
+                  "[__import__('os').system('x')]", "[open('f').read()]"):
+        calls, err = decode_response(prose)
+        assert calls is None
+
+
+def test_select_held_out_slice():
+    cfg = _cfg(limit=2, select="shortest", categories=["base", "miss_param"])
+    entries = select_test_entries(cfg)
+    assert [e["category"] for e in entries] == ["base", "base", "miss_param", "miss_param"]
+    from progra_core.datasets.bfcl import split_of
+
+    assert all(split_of(e["id"]) == "held_out" for e in entries)
+
+
+def test_tiny_model_smoke(tiny_llama):
+    from progra_core.llm import Gateway
+
+    gw = Gateway(None, local_models={"tiny": str(tiny_llama)}, local_batch_size=4)
+    entries = select_test_entries(_cfg(limit=1, select="shortest"))
+    rows = _run(entries, gw, Subject("tiny", "base", "local/tiny"), _cfg(max_tokens=8, max_steps_per_turn=2)).to_pylist()
+    assert [r["category"] for r in rows] == ["base", "miss_func", "miss_param"]
+    for r in rows:
+        assert r["n_steps"] >= 1 and r["completion_tokens"] > 0 and r["prompt_tokens"] > 1000
+        assert len(r["turn_passed"]) == r["n_turns"] and r["passed"] is False  # random weights solve nothing
+        assert all(s["text"] is not None for s in r["steps"])
+
+
+def test_unbuildable_entry_is_a_reject_not_a_crash():
+    good = eval_entries("base")[0]
+    bad = {**good, "id": "multi_turn_base_9999", "involved_classes": ["NoSuchAPI"]}
+    table, rejects = run_bfcl([bad, good], Scripted({good["id"]: _replay(good)}), LOCAL, _cfg())
+    assert table.num_rows == 1 and table.column("passed").to_pylist() == [True]
+    assert [(r["input_id"], r["reason"]) for r in rejects] == [("multi_turn_base_9999", "env_error")]
+
+
+def test_eval_summary_view_and_table1(tmp_path):
+    """Table 1 from SQL: accuracy pooled over trials, Overall = mean of the three categories,
+    per-turn accuracy over checked turns only (null turns are not BFCL-checked)."""
+    import pyarrow as pa
+
+    from progra_core import report
+    from progra_core.evaluate import EVAL_RESULTS
+    from storage import Catalog, DatasetStore
+
+    def row(cat, entry, trial, passed, turns):
+        return {"model_ref": "m", "method": "progra", "model": "local/m", "prompt": "bfcl", "benchmark": "bfcl",
+                "category": cat, "entry_id": entry, "trial": trial, "passed": passed, "turn_passed": turns,
+                "turn_errors": [None] * len(turns), "n_turns": len(turns), "steps": []}
+
+    rows = [row("base", "b1", 0, True, [True, True]), row("base", "b1", 1, False, [True, False]),
+            row("miss_func", "f1", 0, False, [False, None]), row("miss_param", "p1", 0, True, [True, None, True])]
+    store = DatasetStore(tmp_path)
+    ref = store.write("eval_results", pa.Table.from_pylist(rows, schema=EVAL_RESULTS), dataset_id="e1")
+    summary = {r["category"]: r for r in Catalog(tmp_path).sql(f"select * from eval_summary where eval_id = '{ref.dataset_id}'").to_pylist()}
+    assert summary["base"]["accuracy"] == 50.0 and summary["base"]["trials"] == 2 and summary["base"]["turn_accuracy"] == 75.0
+    assert summary["miss_func"]["turn_accuracy"] == 0.0 and summary["miss_func"]["checked_turns"] == 1
+    assert summary["miss_param"]["turn_accuracy"] == 100.0
+    headers, body = report.table1(list(summary.values()))
+    assert headers[:6] == ["Model", "Method", "Overall", "Base", "Miss F.", "Miss P."]
+    assert body == [["m", "progra", "50.00", "50.00", "0.00", "100.00", f"{(75 + 0 + 100) / 3:.2f}", "4"]]
+    h, b = report.compare([("a", list(summary.values())), ("b", [{**s, "accuracy": 100.0} for s in summary.values()])])
+    assert h[2:4] == ["Overall [a]", "Overall [b]"] and b[0][2:4] == ["50.00", "100.00"] and b[0][-1] == "+50.00"
+    assert "| m | progra | 50.00 |" in report.to_markdown(headers, body)
