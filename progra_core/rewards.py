@@ -20,12 +20,12 @@ the budget H runs out): BFCL judges a turn by its end state, not by its intermed
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from progra_core.calls import Call, CallParseError, parse_calls
 from progra_core.schemas import tool_functions
+from progra_core.scoring import missing_observations
 
 __all__ = ["Action", "parse_action", "template_ok", "schema_ok", "responses_ok", "RewardWeights", "action_reward",
            "discounted_return", "TERMS"]
@@ -123,8 +123,7 @@ def schema_ok(calls: Sequence[Call] | None, tools_json: str | list | None) -> bo
 
 def responses_ok(target: Sequence[str], got: Sequence[str]) -> bool:
     """Every ground-truth observation appears among the policy's (with multiplicity, any order)."""
-    need, have = Counter(target), Counter(got)
-    return all(have[o] >= n for o, n in need.items())
+    return not missing_observations(target, got)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from progra_core.calls import Call, parse_calls
 from progra_core.envs.bfcl import BFCLEnv
 
-__all__ = ["EntryScore", "check_entry", "ground_truth_calls", "ERROR_TYPES"]
+__all__ = ["EntryScore", "check_entry", "ground_truth_calls", "missing_observations", "ERROR_TYPES"]
 
 #: bfcl-eval's error types, so a user can compare our rows with its score files.
 ERROR_TYPES = (
@@ -57,7 +57,9 @@ def ground_truth_calls(entry: dict) -> list[list[Call]]:
     return [parse_calls("[" + ", ".join(t) + "]") if t else [] for t in entry["ground_truth"]]
 
 
-def _missing(expected: Sequence[str], got: Sequence[str]) -> list[str]:
+def missing_observations(expected: Sequence[str], got: Sequence[str]) -> list[str]:
+    """BFCL's response check: the expected observations not found among ``got`` (a multiset:
+    each found item is used once; order does not matter)."""
     pool = Counter(got)
     out = []
     for item in expected:
@@ -94,7 +96,7 @@ def check_entry(entry: dict, model_turns: Sequence[Sequence[Sequence[Call]]], *,
             err = "multi_turn:empty_turn_model_response"
         elif gt_turn and not truth.same_state(model):
             err = "multi_turn:instance_state_mismatch"
-        elif gt_turn and (miss := _missing(gt_obs, all_obs)):
+        elif gt_turn and (miss := missing_observations(gt_obs, all_obs)):
             err = f"multi_turn:execution_response_mismatch ({len(miss)} missing)"
         passed.append(None if (err is None and not gt_turn) else err is None)
         errors.append(err)
