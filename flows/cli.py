@@ -1,4 +1,4 @@
-"""``progra``: run the pipeline, rerun a stage, list datasets, query them with SQL, print Table 1."""
+"""``progra``: run the pipeline, rerun a stage, list datasets, query them with SQL, export them, print Table 1."""
 
 from __future__ import annotations
 
@@ -84,59 +84,70 @@ def _print_refs(refs: dict) -> None:
 
 @app.command()
 def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
-        through: Annotated[str, typer.Option(help="evaluate (default): data, train, then BFCL evaluation of the base and "
-                                                  "the trained model; train: the data flow, then the method's sft -> grpo; "
-                                                  "data: ingest [+ synthesize] -> segment -> awareness -> verify -> augment -> sft_data; "
-                                                  "ingest: stop after ingest")] = "evaluate") -> None:
-    """Run the pipeline on a profile."""
+        through: Annotated[str, typer.Option(help="evaluate (default): the full pipeline (data, train, BFCL evaluation of "
+                                                  "the base and the trained model); train: the data flow, then the method's "
+                                                  "sft -> grpo; data: ingest [+ synthesize] -> segment -> awareness -> verify "
+                                                  "-> augment -> sft_data; ingest: stop after ingest")] = "evaluate") -> None:
+    """Run the pipeline on a profile (GPU stages where dispatch.mode says)."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
     t0 = time.perf_counter()
+    root_opt = f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""
     if through == "ingest":
         from flows.ingest import ingest_flow
 
         ref = ingest_flow(cfg)
         console.print(f"[green]trajectories[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
                       f"({time.perf_counter() - t0:.1f}s) -> {ref.path}")
-        console.print('Query it: progra sql "select split, count(*) from trajectories group by split"'
-                      + (f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""))
+        console.print(f'Query it: progra sql "select split, count(*) from trajectories group by split"{root_opt}')
         return
     if through not in ("data", "train", "evaluate"):
         err.print(f"[red]--through must be ingest, data, train or evaluate, not {through!r}[/red]")
         raise typer.Exit(2)
-    from flows.data import data_flow
+    from flows.runners import with_runner
+    from storage import DatasetStore
 
-    refs = data_flow(cfg)
-    _print_refs(refs)
+    if through == "evaluate":
+        from flows.pipeline import full_pipeline
+
+        store = DatasetStore(cfg.storage.root)
+        refs = {label: store.find(i) for label, i in full_pipeline(cfg).items()}
+    else:
+        from flows.data import data_flow
+
+        refs = with_runner(data_flow, cfg)(cfg)
+        if through == "train":
+            from flows.train import train_flow
+
+            refs |= train_flow(refs["sft_examples"].dataset_id, cfg)
+    _show_data(refs, root_opt)
+    if through in ("train", "evaluate"):
+        _show_models(cfg, {k: refs[k] for k in ("sft", "grpo") if k in refs}, root_opt)
+    if through == "evaluate":
+        _show_evals(cfg, {k.removeprefix("eval "): r for k, r in refs.items() if k.startswith("eval ")}, root_opt)
+    console.print(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _show_data(refs: dict, root_opt: str) -> None:
+    _print_refs({k: r for k, r in refs.items() if r.stage not in ("models", "eval_results")})
     if "synthesized" in refs:
         st = refs["synthesized"].stats or {}
         console.print(f"synthesis: {st.get('accepted', 0)} of {st.get('attempts', 0)} attempts accepted; stop reasons "
                       f"{st.get('stop_reasons', {})} (progra sql \"select stop_reason, count(*) from synthesis_attempts "
                       f"group by stop_reason\")")
     v = refs["verified"]
-    console.print(f"verified: {v.stats.get('equal', 0)} of {v.rows} awareness rows rebuilt a_fc (D_ver); "
-                  f"{time.perf_counter() - t0:.1f}s")
-    root_opt = f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else ""
+    console.print(f"verified: {v.stats.get('equal', 0)} of {v.rows} awareness rows rebuilt a_fc (D_ver)")
     console.print(f'Query: progra sql "select * from funnel_latest order by position"{root_opt}')
-    if through in ("train", "evaluate"):
-        models = _train(cfg, refs["sft_examples"], t0, root_opt)
-        if through == "evaluate":
-            final = models.get("grpo") or models.get("sft")
-            _evaluate(cfg, None, final.dataset_id if final else None, root_opt)
 
 
-def _evaluate(cfg, names: list[str] | None, trained: str | None, root_opt: str) -> None:
-    from flows.evaluate import evaluate
-
-    t0 = time.perf_counter()
-    refs = evaluate(names, trained, cfg)
-    _print_report([r.dataset_id for r in refs.values()], cfg.storage.root, title="BFCL multi-turn accuracy (%)")
-    for label, ref in refs.items():
+def _show_evals(cfg, evals: dict, root_opt: str) -> None:
+    _print_report([r.dataset_id for r in evals.values()], cfg.storage.root, title="BFCL multi-turn accuracy (%)")
+    for label, ref in evals.items():
         st = ref.stats or {}
         console.print(f"{label}: {st.get('passed')}/{st.get('runs')} runs passed, {st.get('seconds_per_run')} s per entry "
                       f"run ({st.get('seconds')} s) -> eval_results {ref.dataset_id}")
-    console.print(f"evaluated in {time.perf_counter() - t0:.1f}s. Per turn: progra sql \"select model_ref, method, category, "
-                  f"accuracy, turn_accuracy, mean_first_failed_turn from eval_summary\"{root_opt}")
+    console.print(f"Per turn: progra sql \"select model_ref, method, category, accuracy, turn_accuracy, "
+                  f"mean_first_failed_turn from eval_summary\"{root_opt}")
 
 
 def _print_report(eval_ids: list[str], root: str, title: str) -> None:
@@ -157,13 +168,10 @@ def _print_rows(headers: list[str], body: list[list[str]], title: str) -> None:
     console.print(t)
 
 
-def _train(cfg, examples, t0: float, root_opt: str) -> dict:
-    from flows.train import train_flow
-
-    models = train_flow(examples.dataset_id, cfg)
+def _show_models(cfg, models: dict, root_opt: str) -> None:
     if not models:
         console.print(f"method {cfg.method!r} trains nothing (evaluation only)")
-        return {}
+        return
     t = Table(title=f"models of this run (method {cfg.method})")
     for c in ("stage", "model_id", "steps", "s/step", "metrics"):
         t.add_column(c)
@@ -173,72 +181,57 @@ def _train(cfg, examples, t0: float, root_opt: str) -> dict:
         t.add_row(stage, ref.dataset_id, str(st.get("steps")), str(st.get("seconds_per_step")),
                   ", ".join(f"{k}={st.get(k)}" for k in keys))
     console.print(t)
-    console.print(f"trained in {time.perf_counter() - t0:.1f}s total. Adapters: progra sql \"select model_id, stage, adapter_path "
-                  f"from models\"{root_opt}")
+    console.print(f"Adapters: progra sql \"select model_id, stage, adapter_path from models\"{root_opt}")
     if "grpo" in models:
         console.print(f'Reward curve: progra sql "select step, avg(total_reward) from rollouts group by step order by step"{root_opt}')
-    return models
 
 
 @app.command()
 def stage(name: Annotated[str, typer.Argument(help="synthesize | segment | awareness | verify | augment | sft_data | sft | grpo | evaluate")],
           input: Annotated[str | None, typer.Option("--input", "-i", help="Input dataset id (see `progra datasets`); "
-                                                     "synthesize takes none, sft an sft_examples id, grpo a trajectories id.")] = None,
+                                                     "synthesize and evaluate take none, sft an sft_examples id, grpo a trajectories id.")] = None,
           init: Annotated[str | None, typer.Option("--init", help="grpo: start from this registered adapter (a models id); "
                                                     "default: the base policy.")] = None,
           model: Annotated[list[str] | None, typer.Option("--model", "-m", help="evaluate: a model under test (repeatable): "
                                                            "base, reasoning, a models id, or a LiteLLM string; default: "
                                                            "evaluate.models, or --input.")] = None,
           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Rerun one stage from a cached input dataset with the current config (+ --set overrides)."""
+    """Rerun one stage from a cached input dataset with the current config (+ --set overrides);
+    the same flow as the stage-<name> deployment. An unchanged config returns the cached dataset."""
     cfg = _config(profile, config, set_)
     _flow_env(cfg)
-    from flows.stages import STAGES, stage_flow
-    from storage import DatasetNotFound
+    from flows.stages import STAGE_NAMES, input_stage
+    from flows.stages import stage as stage_flow
+    from storage import DatasetNotFound, DatasetStore
 
-    if name == "evaluate":
-        names = list(model or ([input] if input else [m for m in cfg.evaluate.models if m != "trained"]))
-        try:
-            _evaluate(cfg, names, None, f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else "")
-        except (DatasetNotFound, ValueError) as e:
-            err.print(f"[red]{e}[/red]")
-            raise typer.Exit(2) from None
-        return
-
-    if name in ("sft", "grpo"):
-        if not input:
-            err.print(f"[red]stage {name!r} needs --input[/red]: the id of a "
-                      f"{'sft_examples' if name == 'sft' else 'trajectories'!r} dataset (progra datasets)")
-            raise typer.Exit(2)
-        from flows import train
-
-        t0 = time.perf_counter()
-        try:
-            ref = train.sft(input, cfg) if name == "sft" else train.grpo(input, init, cfg)
-        except (DatasetNotFound, ValueError) as e:
-            err.print(f"[red]{e}[/red]")
-            raise typer.Exit(2) from None
-        if ref is None:
-            console.print(f"method {cfg.method!r} has no {name} stage")
-            return
-        console.print(f"[green]{name}[/green] model {ref.dataset_id} ({time.perf_counter() - t0:.1f}s): "
-                      f"{ref.stats.get('steps')} steps, {ref.stats.get('seconds_per_step')} s/step")
-        return
-
-    if name not in STAGES:
-        err.print(f"[red]unknown stage {name!r}[/red]; choose from {', '.join(STAGES)}")
+    if name not in STAGE_NAMES:
+        err.print(f"[red]unknown stage {name!r}[/red]; choose from {', '.join(STAGE_NAMES)}")
         raise typer.Exit(2)
-    if STAGES[name][2] is not None and not input:
-        err.print(f"[red]stage {name!r} needs --input[/red]: the id of a {STAGES[name][2]!r} dataset (progra datasets)")
+    models = None
+    if name == "evaluate":
+        models = list(model or ([input] if input else [m for m in cfg.evaluate.models if m != "trained"]))
+        input = None
+    elif input_stage(name) is not None and not input:
+        err.print(f"[red]stage {name!r} needs --input[/red]: the id of a {input_stage(name)!r} dataset (progra datasets)")
         raise typer.Exit(2)
     t0 = time.perf_counter()
     try:
-        ref = stage_flow(name, input, cfg)
+        ids = stage_flow(name, input, config=cfg, model_id=init, models=models)
     except (DatasetNotFound, ValueError) as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"[green]{ref.stage}[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects "
-                  f"({time.perf_counter() - t0:.1f}s)")
+    store = DatasetStore(cfg.storage.root)
+    refs = {label: store.find(i) for label, i in ids.items()}
+    if not refs:
+        console.print(f"method {cfg.method!r} has no {name} stage")
+        return
+    if name == "evaluate":
+        _show_evals(cfg, refs, f" --root {cfg.storage.root}" if cfg.storage.root != "./.progra" else "")
+    for label, ref in refs.items():
+        st = ref.stats or {}
+        extra = f", {st.get('steps')} steps, {st.get('seconds_per_step')} s/step" if ref.stage == "models" else ""
+        console.print(f"[green]{label}[/green] {ref.dataset_id}: {ref.rows} rows, {ref.rejects} rejects{extra} "
+                      f"({time.perf_counter() - t0:.1f}s)")
 
 
 @app.command()
@@ -352,6 +345,50 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the catalog views (t
         output.write_text(text)
     else:
         sys.stdout.write(text + "\n")
+
+
+@app.command()
+def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, verified_latest, eval_results, ...) or a dataset id "
+                                                    "(prefixes work).")],
+           path: Annotated[Path, typer.Argument(help="Output file (parquet, jsonl) or folder (hf).")],
+           format: Annotated[str, typer.Option("--format", "-f", help="jsonl | hf (a datasets.save_to_disk folder) | parquet")] = "parquet",
+           where: Annotated[str | None, typer.Option(help="SQL filter, e.g. \"equal\" or \"split = 'train'\".")] = None,
+           push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="Also push to this Hub dataset repo "
+                                                                                  "(token from $HF_TOKEN; needs the network).")] = None,
+           profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
+    """Export a dataset or view for other tools (TRL, datasets, pandas, jq)."""
+    import duckdb
+
+    from storage import Catalog, DatasetStore
+    from storage.export import FORMATS, export_table
+    from storage.export import push_to_hub as push
+
+    if format not in FORMATS:
+        err.print(f"[red]--format must be one of {', '.join(FORMATS)}[/red]")
+        raise typer.Exit(2)
+    r = _root(profile, root)
+    cat = Catalog(r)
+    refs = [x for x in DatasetStore(r).list() if x.dataset_id.startswith(view)] if len(view) >= 6 else []
+    if len(refs) > 1:
+        err.print(f"[red]{view!r} matches {len(refs)} datasets[/red]: {', '.join(x.dataset_id for x in refs)}")
+        raise typer.Exit(2)
+    source = f"read_parquet({[DatasetStore(r).url(f) for f in DatasetStore(r).files(refs[0])]!r}, union_by_name=true)" if refs else view
+    if not refs and not view.replace("_", "").isalnum():
+        err.print(f"[red]{view!r} is neither a view nor a dataset id[/red] (progra datasets; progra sql \"show tables\")")
+        raise typer.Exit(2)
+    try:
+        tbl = cat.sql(f"select * from {source}" + (f" where {where}" if where else ""))
+    except duckdb.Error as e:
+        err.print(f"[red]cannot read {view!r}:[/red] {e}")
+        raise typer.Exit(2) from None
+    out = export_table(tbl, path, format)
+    console.print(f"wrote {tbl.num_rows} rows of {refs[0].stage + ' ' + refs[0].dataset_id if refs else view} to {out} ({format})")
+    if push_to_hub:
+        try:
+            console.print(f"pushed to {push(tbl, push_to_hub)}")
+        except Exception as e:
+            err.print(f"[red]push to the Hub failed:[/red] {e}")
+            raise typer.Exit(1) from None
 
 
 def main() -> None:  # pragma: no cover

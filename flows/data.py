@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.dispatch import gpu_stage
 from progra_core.config import PipelineConfig, load_config
 from storage import Catalog, DatasetRef
 from tasks.augment import augment, augment_fingerprint
@@ -18,7 +19,6 @@ from tasks.mix import mix, mix_fingerprint
 from tasks.segment import segment, segment_fingerprint
 from tasks.sft_data import sft_data, sft_data_fingerprint
 from tasks.synthesize import synthesize, synthesize_fingerprint
-from tasks.verify import verify, verify_fingerprint
 
 
 @flow(name="data", log_prints=True)
@@ -32,7 +32,7 @@ def data_flow(config: PipelineConfig | None = None, profile: str = "embedded") -
         D = mix(cfg, root, D, synth, dataset_id=mix_fingerprint(cfg, D, synth))
     segments = segment(cfg, root, D, dataset_id=segment_fingerprint(cfg, D))
     raw = awareness(cfg, root, segments, dataset_id=awareness_fingerprint(cfg, segments))  # D^raw
-    ver = verify(cfg, root, raw, dataset_id=verify_fingerprint(cfg, raw))  # D^ver = rows with equal
+    ver = gpu_stage(cfg, "verify", raw.dataset_id)["verified"]  # D^ver = rows with equal (GPU pool if LLM_ver is local)
     aug = augment(cfg, root, ver, dataset_id=augment_fingerprint(cfg, ver))  # D^aug
     sft = sft_data(cfg, root, aug, dataset_id=sft_data_fingerprint(cfg, aug))  # D^sft = D^aug ∪ D^cs
     refs = {"synthesized": synth} if synth is not None else {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.dispatch import gpu_stage
 from progra_core.config import PipelineConfig, load_config
 from progra_core.methods import recipe
 from storage import Catalog, DatasetRef, DatasetStore
@@ -56,16 +57,17 @@ def grpo(trajectories_id: str, init_model_id: str | None = None, config: Pipelin
 
 @flow(name="train", log_prints=True)
 def train_flow(examples_id: str, config: PipelineConfig | None = None, profile: str = "embedded") -> dict[str, DatasetRef]:
-    """The method's recipe: [sft] -> [grpo from the SFT adapter or from the base model]."""
+    """The method's recipe: [sft] -> [grpo from the SFT adapter or from the base model], each on
+    the GPU pool when ``dispatch.mode`` is ``work_pool``."""
     cfg = config or load_config(profile)
     r = recipe(cfg.method)
     store = DatasetStore(cfg.storage.root)
     examples = _ref(store, examples_id, "sft_examples")
     out: dict[str, DatasetRef] = {}
-    warm = sft(examples.dataset_id, cfg) if r.sft else None
+    warm = gpu_stage(cfg, "sft", examples.dataset_id).get("sft") if r.sft else None
     if warm is not None:
         out["sft"] = warm
     if r.grpo:
         init = warm.dataset_id if (r.grpo_from == "sft" and warm is not None) else None
-        out["grpo"] = grpo(ancestor(store, examples, "trajectories").dataset_id, init, cfg)
+        out |= gpu_stage(cfg, "grpo", ancestor(store, examples, "trajectories").dataset_id, init)
     return out

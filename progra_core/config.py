@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "PipelineConfig",
     "load_config",
+    "resolve_config",
     "apply_overrides",
     "CONFIGS_DIR",
     "profile_names",
@@ -241,10 +242,19 @@ class EvaluateConfig(Section):
 
 
 class DispatchConfig(Section):
-    mode: Literal["local", "work_pool"] = Field("local", description="GPU stages in-process, or via run_deployment on a pool.")
-    gpu_pool: str = "progra-gpu"
-    cpu_pool: str = "progra-cpu"
-    timeout_s: int = 6 * 3600
+    """Where GPU stages run and how stage tasks fan out over shards."""
+
+    mode: Literal["local", "work_pool"] = Field("local", description=(
+        "GPU stages (verify with a local/ verifier, sft, grpo, evaluate): in this process, or as runs of the "
+        "stage-<name> deployments on the GPU work pool (run_deployment; dataset ids in, dataset ids out)."))
+    gpu_pool: str = Field("progra-gpu", description="Work pool of the stage-<name> deployments of GPU stages.")
+    cpu_pool: str = Field("progra-cpu", description="Work pool of full-pipeline, data-refresh and CPU stage deployments.")
+    timeout_s: int = Field(6 * 3600, ge=1, description="Longest wait for one dispatched stage run; past it the pipeline fails.")
+    poll_s: float = Field(2.0, gt=0, description="How often the pipeline polls a dispatched stage run.")
+    task_runner: Literal["thread", "dask", "ray"] = Field("thread", description=(
+        "Prefect task runner the flows map shard tasks on: a thread pool, or prefect-dask / prefect-ray when installed."))
+    max_workers: int = Field(4, ge=1, description="Shard tasks in flight (thread pool size; Dask workers).")
+    address: str | None = Field(None, description="dask/ray: address of an existing cluster (None: start a local one).")
 
 
 class PipelineConfig(Section):
@@ -299,6 +309,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
                 raise ValueError(f"override {key!r}: {p!r} is not a section")
         node[parts[-1]] = _parse_value(raw)
     return data
+
+
+def resolve_config(config: PipelineConfig | dict | None = None, profile: str | None = None,
+                   overrides: list[str] | None = None) -> PipelineConfig:
+    """What a flow run was given: a profile name (wins when set), else the config (the UI form),
+    else the embedded profile; then ``key=value`` overrides on top."""
+    if profile:
+        return load_config(profile, overrides=overrides)
+    if config is None:
+        return load_config("embedded", overrides=overrides)
+    data = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
+    return PipelineConfig.model_validate(apply_overrides(data, overrides))
 
 
 def load_config(profile: str | None = "embedded", path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

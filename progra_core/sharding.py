@@ -12,12 +12,12 @@ The storage side is any object with ``done() -> dict[key, Table]`` and ``write(k
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import pyarrow as pa
 
-__all__ = ["ShardIO", "MemoryShards", "plan_shards", "run_sharded"]
+__all__ = ["ShardIO", "MemoryShards", "Mapper", "plan_shards", "run_sharded", "sequential"]
 
 
 class ShardIO(Protocol):
@@ -50,30 +50,39 @@ def plan_shards(ids: Sequence[str], size: int) -> list[tuple[str, list[int]]]:
     return out
 
 
+#: ``mapper(process, jobs)`` runs ``process(part)`` for each ``(key, part)`` job and yields
+#: ``(key, table)`` as shards finish, in any order (a Prefect ``.map`` over a task runner).
+Mapper = Callable[[Callable[[list[dict]], pa.Table], list[tuple[str, list[dict]]]], Iterable[tuple[str, pa.Table]]]
+
+
+def sequential(process: Callable[[list[dict]], pa.Table], jobs: list[tuple[str, list[dict]]]) -> Iterator[tuple[str, pa.Table]]:
+    for key, part in jobs:
+        yield key, process(part)
+
+
 def run_sharded(items: Sequence[dict], id_key: str, size: int, process: Callable[[list[dict]], pa.Table],
-                io: ShardIO, progress: Callable[[int, int], None] | None = None) -> tuple[pa.Table | None, dict]:
-    """Process items shard by shard, skipping stored shards. Returns (all shard tables concatenated,
-    stats with shards total/reused/computed and items computed)."""
+                io: ShardIO, progress: Callable[[int, int], None] | None = None,
+                mapper: Mapper = sequential) -> tuple[pa.Table | None, dict]:
+    """Process items shard by shard, skipping stored shards; each finished shard is stored at once.
+    Returns (all shard tables concatenated in plan order, stats with shards total/reused/computed
+    and items computed)."""
     plan = plan_shards([it[id_key] for it in items], size)
     have = io.done()
-    tables: list[pa.Table] = []
-    reused = computed = items_computed = 0
-    done_items = 0
-    for key, idx in plan:
-        if key in have:
-            tables.append(have[key])
-            reused += 1
-        else:
-            t = process([items[i] for i in idx])
-            io.write(key, t)
-            tables.append(t)
-            computed += 1
-            items_computed += len(idx)
-        done_items += len(idx)
+    tables: dict[str, pa.Table] = {k: have[k] for k, _ in plan if k in have}
+    sizes = {k: len(idx) for k, idx in plan}
+    done_items = sum(sizes[k] for k in tables)
+    jobs = [(k, [items[i] for i in idx]) for k, idx in plan if k not in tables]
+    if progress is not None and tables:
+        progress(done_items, len(items))
+    for key, t in mapper(process, jobs):
+        io.write(key, t)
+        tables[key] = t
+        done_items += sizes[key]
         if progress is not None:
             progress(done_items, len(items))
-    stats = {"shards": len(plan), "shards_reused": reused, "shards_computed": computed, "items_computed": items_computed}
-    tables = [t for t in tables if t is not None]
-    if not tables:
+    stats = {"shards": len(plan), "shards_reused": len(plan) - len(jobs), "shards_computed": len(jobs),
+             "items_computed": sum(len(p) for _, p in jobs)}
+    ordered = [tables[k] for k, _ in plan if tables.get(k) is not None]
+    if not ordered:
         return None, stats
-    return pa.concat_tables(tables, promote_options="default"), stats
+    return pa.concat_tables(ordered, promote_options="default"), stats

@@ -269,6 +269,28 @@ class DatasetStore:
         with self.fs.open(p, "rb") as f:
             return pq.read_table(f)
 
+    # -- run outputs (how a dispatched stage run hands its dataset ids back) -----------------
+
+    def write_run_outputs(self, flow_run_id: str, outputs: dict[str, str]) -> None:
+        """Record which datasets a flow run produced or found cached (``runs/<id>.json``), so
+        a parent on another machine reads them from the shared root, not from Prefect results."""
+        d = self._join("runs")
+        self.fs.makedirs(d, exist_ok=True)
+        tmp = posixpath.join(d, f".tmp-{flow_run_id}-{uuid.uuid4().hex[:8]}.json")
+        with self.fs.open(tmp, "w") as f:
+            json.dump(outputs, f)
+        if self.is_local:
+            os.replace(tmp, posixpath.join(d, f"{flow_run_id}.json"))
+        else:
+            self.fs.mv(tmp, posixpath.join(d, f"{flow_run_id}.json"))
+
+    def read_run_outputs(self, flow_run_id: str) -> dict[str, str]:
+        try:
+            with self.fs.open(self._join("runs", f"{flow_run_id}.json"), "r") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise DatasetNotFound(f"no outputs recorded for flow run {flow_run_id} under {self.root_url}/runs") from None
+
     # -- shards (resumable LLM stages) -------------------------------------------------------
 
     def shard_dir(self, stage: str, dataset_id: str) -> str:

@@ -3,8 +3,9 @@ artifact. Tasks stay thin: the work is one call into ``progra_core``."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext, TaskRunContext
 
 from storage import DatasetStore
@@ -116,27 +117,64 @@ def commit(store: DatasetStore, stage: str, table, *, dataset_id: str, config: d
     return ref
 
 
+@task(name="shard", task_run_name="{stage}-shard-{key}", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict], work) -> tuple:
+    """One shard of a paid stage on whatever worker the task runner picked: its own gateway (same
+    response cache on the shared root; local models are loaded once per process), its rows and the
+    gateway's usage records."""
+    from progra_core.llm import Gateway
+
+    gateway = Gateway.from_config(cfg, root)
+    try:
+        return work(part, gateway), gateway.usage
+    finally:
+        gateway.close()
+
+
+def shard_mapper(cfg, root: str, stage: str, work, usage: list[dict]):
+    """A ``run_sharded`` mapper: ``llm_shard.map`` over the flow's task runner, shards yielded as
+    they finish (outside a flow run: one after another in this process)."""
+    from prefect.futures import as_completed
+
+    def mapper(_process, jobs):
+        if not jobs:
+            return
+        if FlowRunContext.get() is None:
+            for key, part in jobs:
+                table, used = llm_shard.fn(cfg, root, stage, key, part, work)
+                usage.extend(used)
+                yield key, table
+            return
+        futures = llm_shard.map(unmapped(cfg), unmapped(root), unmapped(stage), [k for k, _ in jobs], [p for _, p in jobs],
+                                unmapped(work))
+        keys = {f.task_run_id: k for f, (k, _) in zip(futures, jobs, strict=True)}
+        for f in as_completed(futures):
+            table, used = f.result()
+            usage.extend(used)
+            yield keys[f.task_run_id], table
+
+    return mapper
+
+
 def run_llm_stage(cfg, root: str, store: DatasetStore, output_stage: str, dataset_id: str, items: list[dict], id_key: str,
                   shard_size: int, process, split, *, config: dict, parent, code_version: str, title: str):
-    """The body every paid (LLM) stage shares: shard-by-shard work with one gateway, then the
-    rows/rejects split, the commit, and removal of the finished shards.
+    """The body every paid (LLM) stage shares: shards mapped as ``llm_shard`` tasks over the flow's
+    task runner (each stored the moment it finishes), then the rows/rejects split, the commit, and
+    removal of the finished shards.
 
     ``process(part, gateway) -> Table`` handles one shard; ``split(table) -> (rows, rejects, stats)``."""
-    from progra_core.llm import Gateway
+    from progra_core.llm.gateway import summarize_usage
     from progra_core.sharding import run_sharded
     from storage import ShardIO
 
-    gateway = Gateway.from_config(cfg, root)
     shards = ShardIO(store, output_stage, dataset_id)
-    try:
-        table, shard_stats = run_sharded(items, id_key, shard_size, lambda part: process(part, gateway), shards,
-                                         Progress(f"{output_stage}-progress", len(items)))
-        out, rejects, stats = split(table)
-        ref = commit(store, output_stage, out, dataset_id=dataset_id, config=config, parents=[parent.dataset_id],
-                     code_version=code_version, rejects=rejects, stats={**stats, **shard_stats, "rows_in": len(items)},
-                     title=title, rows_in=len(items), usage=gateway.usage_summary())
-    finally:
-        gateway.close()
+    usage: list[dict] = []
+    table, shard_stats = run_sharded(items, id_key, shard_size, None, shards, Progress(f"{output_stage}-progress", len(items)),
+                                     mapper=shard_mapper(cfg, root, output_stage, process, usage))
+    out, rejects, stats = split(table)
+    ref = commit(store, output_stage, out, dataset_id=dataset_id, config=config, parents=[parent.dataset_id],
+                 code_version=code_version, rejects=rejects, stats={**stats, **shard_stats, "rows_in": len(items)},
+                 title=title, rows_in=len(items), usage=summarize_usage(usage))
     shards.clear()
     return ref
 

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,6 +113,42 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(status, int) and status in _TRANSIENT_STATUS
 
 
+_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _gateway_loop() -> asyncio.AbstractEventLoop:
+    """One long-lived event loop per process, in a daemon thread, for every gateway (a forked
+    child gets its own: the parent's loop thread does not survive the fork)."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP[0] != os.getpid() or _LOOP[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="progra-gateway-loop", daemon=True).start()
+            _LOOP = (os.getpid(), loop)
+        return _LOOP[1]
+
+
+def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
+    records of one or many gateways, e.g. one per shard task)."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for u in records:
+        s = out[u["role"]]
+        s["calls"] += 1
+        s["cached"] += int(u["cached"])
+        s["errors"] += int(u["error"] is not None)
+        s["retries"] += max(0, u["attempts"] - 1)
+        s["prompt_tokens"] += u["prompt_tokens"]
+        s["completion_tokens"] += u["completion_tokens"]
+        if not u["cached"]:
+            s["live_calls"] += 1
+            s["latency_ms_total"] += u["latency_ms"]
+    for s in out.values():
+        s["mean_latency_ms"] = s["latency_ms_total"] / s["live_calls"] if s["live_calls"] else 0.0
+    return {k: dict(v) for k, v in out.items()}
+
+
 class Gateway:
     """Batch chat completions for all roles.
 
@@ -185,22 +221,7 @@ class Gateway:
             )
 
     def usage_summary(self) -> dict[str, dict[str, float]]:
-        """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls."""
-        out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for u in self.usage:
-            s = out[u["role"]]
-            s["calls"] += 1
-            s["cached"] += int(u["cached"])
-            s["errors"] += int(u["error"] is not None)
-            s["retries"] += max(0, u["attempts"] - 1)
-            s["prompt_tokens"] += u["prompt_tokens"]
-            s["completion_tokens"] += u["completion_tokens"]
-            if not u["cached"]:
-                s["live_calls"] += 1
-                s["latency_ms_total"] += u["latency_ms"]
-        for s in out.values():
-            s["mean_latency_ms"] = s["latency_ms_total"] / s["live_calls"] if s["live_calls"] else 0.0
-        return {k: dict(v) for k, v in out.items()}
+        return summarize_usage(self.usage)
 
     # -- cache -----------------------------------------------------------------------------
 
@@ -372,25 +393,10 @@ class Gateway:
         return results  # type: ignore[return-value]
 
     def batch(self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
-        """Synchronous :meth:`abatch`; safe to call from inside a running event loop's thread."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.abatch(requests, on_result))
-        box: dict[str, Any] = {}
-
-        def runner():
-            try:
-                box["r"] = asyncio.run(self.abatch(requests, on_result))
-            except BaseException as e:  # surfaced below
-                box["e"] = e
-
-        t = threading.Thread(target=runner)
-        t.start()
-        t.join()
-        if "e" in box:
-            raise box["e"]
-        return box["r"]
+        """Synchronous :meth:`abatch`, run on the process's one gateway event loop. Callers in
+        several threads (shard tasks on a thread-pool task runner) share that loop, and with it
+        LiteLLM's loop-bound HTTP clients and logging worker; a loop per call would break both."""
+        return asyncio.run_coroutine_threadsafe(self.abatch(requests, on_result), _gateway_loop()).result()
 
     def close(self) -> None:
         if self._cache is not None:

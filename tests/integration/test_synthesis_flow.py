@@ -13,6 +13,7 @@ import pytest
 
 from progra_core.config import load_config
 from progra_core.synthesize import STOP_REASONS
+from tests.integration.test_data_flow import one_stage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -29,7 +30,6 @@ def _roles(api_base: str, model: str) -> list[str]:
 
 
 def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp_path, katan_transformers):
-    from flows.stages import stage_flow
     from storage import Catalog, DatasetStore
 
     srv = katan_transformers
@@ -41,7 +41,7 @@ def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp
             *_roles(srv.api_base, "openai/smollm2")]
     cfg = load_config("embedded", overrides=sets)
     before = _requests(srv)
-    ref = stage_flow("synthesize", None, cfg)
+    ref = one_stage("synthesize", None, cfg)
     asked = _requests(srv) - before
 
     store = DatasetStore(root)
@@ -68,7 +68,7 @@ def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp
     for t in st["turns"].values():
         assert t["reached"] >= t["query_ok"] >= t["consensus"] >= t["verified"]
     # a rerun with the same config is a cache hit: same id, nothing asked
-    again = stage_flow("synthesize", None, cfg)
+    again = one_stage("synthesize", None, cfg)
     assert again.dataset_id == ref.dataset_id and _requests(srv) - before == asked
 
 

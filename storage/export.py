@@ -1,0 +1,50 @@
+"""Hand a dataset to other tools: Parquet, JSON Lines, or a Hugging Face ``datasets`` folder
+(``Dataset.save_to_disk``), optionally pushed to the Hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["FORMATS", "export_table", "push_to_hub"]
+
+FORMATS = ("parquet", "jsonl", "hf")
+
+
+def export_table(table: pa.Table, path: str | os.PathLike, fmt: str) -> str:
+    """Write ``table`` to ``path`` as ``fmt``; returns the path written."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, path, compression="zstd")
+    elif fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for batch in table.to_batches(max_chunksize=4096):
+                for row in batch.to_pylist():
+                    f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+    else:
+        _hf(table).save_to_disk(str(path))
+    return str(path)
+
+
+def push_to_hub(table: pa.Table, repo_id: str, token_env: str = "HF_TOKEN", private: bool = True) -> str:
+    """Push to the Hugging Face Hub with the token in ``token_env`` (never passed on the command line)."""
+    token = os.environ.get(token_env)
+    if not token:
+        raise RuntimeError(f"--push-to-hub needs a Hugging Face token in ${token_env}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise RuntimeError("--push-to-hub needs the network, but HF_HUB_OFFLINE=1 is set")
+    _hf(table).push_to_hub(repo_id, token=token, private=private)
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def _hf(table: pa.Table):
+    from datasets import Dataset
+
+    return Dataset(table)

@@ -1,0 +1,156 @@
+"""The parts the deployments are made of, under Prefect's test server: the nightly data refresh
+(new seed -> new versions, old ones kept), the ``stage`` flow (ids out, recorded for a remote
+parent, cache hit on rerun), shard tasks mapped over the default thread-pool task runner, and
+``progra export``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from progra_core.config import load_config
+from tests.integration.test_data_flow import _overrides
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _synthesis_on(api_base: str) -> list[str]:
+    roles = ("generator", "action", "reviewer", "verifier", "augmenter")
+    return ["synthesize.enabled=true", "synthesize.attempts=1", "synthesize.turns=1", "synthesize.max_iterations=1",
+            "synthesize.candidates=2", "synthesize.reviewers=1", "synthesize.involved_classes=[[GorillaFileSystem]]",
+            "synthesize.concurrency=1", "ingest.limit=2",
+            *(f"models.{r}=openai/echo" for r in roles), "models.api_base=" + json.dumps({r: api_base for r in roles})]
+
+
+def test_data_refresh_makes_new_versions_and_keeps_the_old(tmp_path, katan_echo):
+    from flows.pipeline import data_refresh
+    from storage import Catalog, DatasetStore
+
+    srv = katan_echo()
+    root = tmp_path / "root"
+    sets = [*_overrides(root, srv.api_base, "openai/echo"), *_synthesis_on(srv.api_base)]
+    first = data_refresh("embedded", sets, seed=1)
+    second = data_refresh("embedded", sets, seed=2)
+    for stage in ("synthesized", "trajectories", "segments", "sft_examples"):
+        assert first[stage] != second[stage], stage  # a new seed: new versions all the way down
+    assert data_refresh("embedded", sets, seed=2) == second  # the same night again: cache hits
+    store = DatasetStore(root)
+    seeds = sorted(json.loads(r["config"])["section"]["seed"] for r in Catalog(root).sql(
+        "select config from datasets where stage = 'synthesized'").to_pylist())
+    assert seeds == [1, 2]  # the older version is kept ...
+    cat = Catalog(root)
+    assert cat.sql("select count(distinct dataset_id) n from segments").to_pylist()[0]["n"] == 2  # ... and queryable
+    assert cat.sql("select distinct dataset_id from segments_latest").column(0).to_pylist() == [second["segments"]]
+    # with no seed, the run's scheduled date picks it (a retry of the same night reuses it)
+    today = int(time.strftime("%Y%m%d", time.gmtime()))
+    dated = data_refresh("embedded", sets)
+    assert store.ref("synthesized", dated["synthesized"]).config["section"]["seed"] in (today, today + 1)
+
+
+def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_echo, monkeypatch):
+    from flows.ingest import ingest_flow
+    from flows.stages import stage
+    from storage import DatasetStore, store
+
+    srv = katan_echo()
+    root = tmp_path / "root"
+    cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo"))
+    traj = ingest_flow(cfg).dataset_id
+    seen = {}
+    real = DatasetStore.write_run_outputs
+
+    def spy(self, run_id, outputs):
+        seen[run_id] = outputs
+        return real(self, run_id, outputs)
+
+    monkeypatch.setattr(DatasetStore, "write_run_outputs", spy)
+    ids = stage("segment", traj, config=cfg)
+    assert list(ids) == ["segments"] and list(DatasetStore(root).find(ids["segments"]).parents) == [traj]
+    (run_id, outputs), = seen.items()
+    assert outputs == ids and DatasetStore(root).read_run_outputs(run_id) == ids
+    # the deployment's way in: a profile plus key=value overrides, same dataset, nothing written
+    written: list[str] = []
+    real_write = store.DatasetStore.write
+    monkeypatch.setattr(store.DatasetStore, "write", lambda self, st, *a, **k: written.append(st) or real_write(self, st, *a, **k))
+    again = stage("segment", traj, overrides=_overrides(root, srv.api_base, "openai/echo"), profile="embedded")
+    assert again == ids and written == []
+    with pytest.raises(ValueError, match="needs an input"):
+        stage("awareness", None, config=cfg)
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage("nope", traj, config=cfg)
+    with pytest.raises(ValueError, match="reads a 'segments' dataset"):
+        stage("awareness", traj, config=cfg)
+
+
+def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
+    """run_llm_stage maps one task per shard over the flow's task runner (a thread pool by
+    default): shards overlap in time, each is stored, and the rows keep the plan's order."""
+    from prefect import flow
+
+    from flows.runners import task_runner, with_runner
+    from storage import DatasetStore
+    from tasks._common import run_llm_stage
+
+    cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
+    assert type(task_runner(cfg)).__name__ == "ThreadPoolTaskRunner" and task_runner(cfg)._max_workers == 3
+    items = [{"id": f"i{n:02d}"} for n in range(12)]
+    live, peak, threads = [0], [0], set()
+    lock = threading.Lock()
+
+    def work(part, gateway):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            threads.add(threading.current_thread().name)
+        time.sleep(0.4)
+        with lock:
+            live[0] -= 1
+        return pa.table({"id": [p["id"] for p in part]})
+
+    class Parent:
+        dataset_id = "parent0000000000"
+
+    @flow(name="shard-probe")
+    def probe():
+        store = DatasetStore(tmp_path)
+        return run_llm_stage(cfg, str(tmp_path), store, "awareness", "probe00000000000", items, "id", 2, work,
+                             lambda t: (t, [], {}), config={}, parent=Parent, code_version="1", title="probe")
+
+    ref = with_runner(probe, cfg)()
+    assert ref.rows == 12 and ref.stats["shards"] == 6 and ref.stats["shards_computed"] == 6
+    assert peak[0] == 3 and len(threads) == 3  # max_workers shard tasks at once
+    assert DatasetStore(tmp_path).read(ref).column("id").to_pylist() == [i["id"] for i in items]
+
+
+def test_export_parquet_jsonl_hf(tmp_path, monkeypatch):
+    from datasets import load_from_disk
+
+    from flows.cli import app
+    from storage import DatasetStore
+
+    root = tmp_path / "root"
+    table = pa.table({"segment_id": ["a", "b", "c"], "equal": [True, False, True], "calls": [["x()"], [], ["y(1)", "z()"]]})
+    ref = DatasetStore(root).write("verified", table, dataset_id="0123456789abcdef", parents=[])
+    run = CliRunner().invoke
+    out = run(app, ["export", "verified", str(tmp_path / "v.parquet"), "--root", str(root), "--where", "equal"])
+    assert out.exit_code == 0, out.output
+    assert pq.read_table(tmp_path / "v.parquet").column("segment_id").to_pylist() == ["a", "c"]
+    out = run(app, ["export", ref.dataset_id[:8], str(tmp_path / "v.jsonl"), "--format", "jsonl", "--root", str(root)])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(x) for x in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [x["calls"] for x in lines] == [["x()"], [], ["y(1)", "z()"]]
+    out = run(app, ["export", "verified_latest", str(tmp_path / "hf"), "--format", "hf", "--root", str(root)])
+    assert out.exit_code == 0, out.output
+    ds = load_from_disk(str(tmp_path / "hf"))
+    assert ds.num_rows == 3 and ds[2]["calls"] == ["y(1)", "z()"]
+    assert run(app, ["export", "verified", str(tmp_path / "x"), "--format", "csv", "--root", str(root)]).exit_code == 2
+    assert run(app, ["export", "no_such_view", str(tmp_path / "x"), "--root", str(root)]).exit_code == 2
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    out = run(app, ["export", "verified", str(tmp_path / "y.parquet"), "--root", str(root), "--push-to-hub", "me/verified"])
+    assert out.exit_code == 1 and "HF_TOKEN" in out.output
