@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -137,7 +137,7 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
 
 
 def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
-               out_dir: str | Path, run: str = "") -> tuple[dict, pa.Table]:
+               out_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None) -> tuple[dict, pa.Table]:
     """Train with PAG-RL (or the recipe's baseline rollout) and save the adapter to ``out_dir``.
     Returns (metrics incl. TRL's log history, the rollouts table)."""
     import torch
@@ -146,7 +146,7 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig as TRLGRPOConfig
 
-    from progra_core.sft import device_kwargs, lora_config
+    from progra_core.sft import device_kwargs, lora_config, step_progress
 
     if not episodes:
         raise ValueError("no GRPO episodes")
@@ -170,7 +170,7 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         trainer = _trainer_class()(
             model=model, reward_funcs=reward_functions(), args=args, processing_class=tok, peft_config=peft_config,
             train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),
-            rollout_func=_rollout_func(by_id, r, cfg, tok, recorder))
+            rollout_func=_rollout_func(by_id, r, cfg, tok, recorder), callbacks=step_progress(progress))
         trainer.recorder = recorder
         init = _adapter_weights(trainer.model, "default") if adapter_path else {}
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from progra_core import policy_prompts, versioning
@@ -91,7 +91,22 @@ def device_kwargs() -> dict:
             "use_cpu": not cuda, "report_to": [], "save_strategy": "no", "logging_steps": 1, "dataloader_num_workers": 0}
 
 
-def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str | Path, seed: int = 0) -> dict:
+def step_progress(progress: Callable[[int, int], None] | None) -> list:
+    """A TrainerCallback reporting (step, max_steps) after every optimizer step (progress bars in
+    the UI for the long GPU stages); none when nobody listens."""
+    if progress is None:
+        return []
+    from transformers import TrainerCallback
+
+    class _Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress(state.global_step, state.max_steps)
+
+    return [_Steps()]
+
+
+def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str | Path, seed: int = 0,
+              progress: Callable[[int, int], None] | None = None) -> dict:
     """LoRA SFT with TRL on the train split, eval loss on the validation split before and after.
     Saves the adapter (``PeftModel.from_pretrained``-loadable) and tokenizer to ``out_dir``."""
     import torch
@@ -114,7 +129,8 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
             eval_strategy="no", **device_kwargs())
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
-                             peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout))
+                             peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+                             callbacks=step_progress(progress))
         before = trainer.evaluate()["eval_loss"] if val else None
         t0 = time.perf_counter()
         out = trainer.train()

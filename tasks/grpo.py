@@ -13,7 +13,14 @@ from progra_core.config import PipelineConfig
 from progra_core.curves import plot_curves
 from progra_core.methods import recipe
 from storage import DatasetRef, DatasetStore, fingerprint
-from tasks._common import dataset_cache_key, flow_run_id, policy_path, publish_curves, register_model
+from tasks._common import (
+    Progress,
+    dataset_cache_key,
+    flow_run_id,
+    policy_path,
+    publish_curves,
+    register_model,
+)
 
 
 def grpo_fingerprint(cfg: PipelineConfig, trajectories: DatasetRef, init: DatasetRef | None) -> str:
@@ -42,7 +49,8 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     adapter = store.read(init).to_pylist()[0]["adapter_path"] if init else None
     get_run_logger().info("grpo (%s rollouts, from %s): %d episodes, %d rejects", r.grpo, adapter or "base", len(episodes), len(rejects))
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
-        metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id)
+        metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,
+                                         progress=Progress("grpo-progress", cfg.grpo.max_steps))
         png = plot_curves(metrics["log_history"], ["reward", "kl", "rewards/reward_acc/mean"], f"{out}/curves.png",
                           f"PAG-RL ({r.name})")
         if png:

@@ -11,7 +11,7 @@ from progra_core import sft as core
 from progra_core.config import PipelineConfig
 from progra_core.methods import recipe
 from storage import DatasetRef, DatasetStore, fingerprint
-from tasks._common import ancestor, dataset_cache_key, policy_path, publish_curves, register_model
+from tasks._common import Progress, ancestor, dataset_cache_key, policy_path, publish_curves, register_model
 
 
 def sft_fingerprint(cfg: PipelineConfig, examples: DatasetRef) -> str:
@@ -37,7 +37,8 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
     rows, rejects, fit = core.fit_length(rows, AutoTokenizer.from_pretrained(base), cfg.sft.max_length)
     get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])
     with tempfile.TemporaryDirectory(prefix="progra-sft-out-") as out:
-        metrics = core.train_sft(rows, base, cfg.sft, out, seed=cfg.sft_data.seed)
+        metrics = core.train_sft(rows, base, cfg.sft, out, seed=cfg.sft_data.seed,
+                                 progress=Progress("sft-progress", cfg.sft.max_steps))
         from progra_core.curves import plot_curves
 
         png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
