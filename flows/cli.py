@@ -367,17 +367,21 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
         err.print(f"[red]--format must be one of {', '.join(FORMATS)}[/red]")
         raise typer.Exit(2)
     r = _root(profile, root)
-    cat = Catalog(r)
-    refs = [x for x in DatasetStore(r).list() if x.dataset_id.startswith(view)] if len(view) >= 6 else []
+    store = DatasetStore(r)
+    refs = [x for x in store.list() if x.dataset_id.startswith(view)] if len(view) >= 6 else []
     if len(refs) > 1:
         err.print(f"[red]{view!r} matches {len(refs)} datasets[/red]: {', '.join(x.dataset_id for x in refs)}")
         raise typer.Exit(2)
-    source = f"read_parquet({[DatasetStore(r).url(f) for f in DatasetStore(r).files(refs[0])]!r}, union_by_name=true)" if refs else view
     if not refs and not view.replace("_", "").isalnum():
         err.print(f"[red]{view!r} is neither a view nor a dataset id[/red] (progra datasets; progra sql \"show tables\")")
         raise typer.Exit(2)
     try:
-        tbl = cat.sql(f"select * from {source}" + (f" where {where}" if where else ""))
+        if refs:  # one dataset by id: its own files, filtered in DuckDB
+            con = duckdb.connect()
+            con.register("dataset", store.read(refs[0]))
+            tbl = con.sql("select * from dataset" + (f" where {where}" if where else "")).to_arrow_table()
+        else:
+            tbl = Catalog(r).sql(f"select * from {view}" + (f" where {where}" if where else ""))
     except duckdb.Error as e:
         err.print(f"[red]cannot read {view!r}:[/red] {e}")
         raise typer.Exit(2) from None

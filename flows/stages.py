@@ -72,7 +72,7 @@ def run_stage(cfg: PipelineConfig, name: str, input_dataset_id: str | None = Non
     return {ref.stage: ref}
 
 
-@flow(name="stage", flow_run_name="stage-{name}", log_prints=True, persist_result=True)
+@flow(name="stage", flow_run_name="stage-{name}", log_prints=True)
 def stage(name: str, input_dataset_id: str | None = None, overrides: list[str] | None = None, profile: str | None = "embedded",
           config: PipelineConfig | None = None, model_id: str | None = None,
           models: list[str] | None = None) -> dict[str, str]:

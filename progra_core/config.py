@@ -247,8 +247,9 @@ class DispatchConfig(Section):
     mode: Literal["local", "work_pool"] = Field("local", description=(
         "GPU stages (verify with a local/ verifier, sft, grpo, evaluate): in this process, or as runs of the "
         "stage-<name> deployments on the GPU work pool (run_deployment; dataset ids in, dataset ids out)."))
-    gpu_pool: str = Field("progra-gpu", description="Work pool of the stage-<name> deployments of GPU stages.")
-    cpu_pool: str = Field("progra-cpu", description="Work pool of full-pipeline, data-refresh and CPU stage deployments.")
+    gpu_pool: str = Field("progra-gpu", description=(
+        "Work pool the GPU stages' deployments are on (deployments/prefect.yaml): named in the timeout error, "
+        "and a dispatched run that ran on another pool is logged as a warning."))
     timeout_s: int = Field(6 * 3600, ge=1, description="Longest wait for one dispatched stage run; past it the pipeline fails.")
     poll_s: float = Field(2.0, gt=0, description="How often the pipeline polls a dispatched stage run.")
     task_runner: Literal["thread", "dask", "ray"] = Field("thread", description=(

@@ -35,3 +35,38 @@ def test_overrides_and_validation(tmp_path):
 def test_section_is_plain_json():
     cfg = PipelineConfig()
     assert cfg.section("ingest")["bfcl_categories"] == ["base"]
+
+
+def test_resolve_config_profile_form_and_overrides():
+    from progra_core.config import load_config, resolve_config
+
+    form = load_config("embedded", overrides=["verify.max_tokens=40"])
+    # the UI form (a config) plus overrides on top
+    cfg = resolve_config(form, None, ["method=wo_pag", "dispatch.mode=work_pool"])
+    assert (cfg.verify.max_tokens, cfg.method, cfg.dispatch.mode) == (40, "wo_pag", "work_pool")
+    assert form.method == "progra"  # the caller's object is left alone
+    # a profile name wins over the form; nothing given = the embedded profile
+    assert resolve_config(form, "paper").profile == "paper" and resolve_config(form, "paper").verify.max_tokens != 40
+    assert resolve_config(None, None).model_dump() == load_config("embedded").model_dump()
+    assert resolve_config(form.model_dump(mode="json"), None).verify.max_tokens == 40  # JSON from a deployment
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown profile"):
+        resolve_config(None, "nope")
+
+
+def test_task_runner_default_and_missing_extras():
+    import importlib.util
+
+    import pytest
+
+    from flows.runners import task_runner
+    from progra_core.config import load_config
+
+    runner = task_runner(load_config("embedded", overrides=["dispatch.max_workers=2"]))
+    assert type(runner).__name__ == "ThreadPoolTaskRunner" and runner._max_workers == 2
+    for name, package in (("dask", "prefect_dask"), ("ray", "prefect_ray")):
+        cfg = load_config("embedded", overrides=[f"dispatch.task_runner={name}"])
+        if importlib.util.find_spec(package) is None:
+            with pytest.raises(RuntimeError, match=f"pip install {package.replace('_', '-')}"):
+                task_runner(cfg)
