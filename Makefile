@@ -44,7 +44,7 @@ lint: setup
 	$(VENV)/bin/ruff check progra_core storage tasks flows tests scripts
 
 bench: setup
-	$(PY) scripts/bench_env.py
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 # -- Prefect: a server with the UI, the deployments, workers (README "Prefect UI") -------------
 PREFECT_PORT ?= 4200

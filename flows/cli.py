@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -67,10 +68,14 @@ def _print_table(tbl, title: str | None = None, max_rows: int = 50) -> None:
         console.print(f"[dim]({tbl.num_rows} rows, first {max_rows} shown; use --max-rows or --format)[/dim]")
 
 
+_PROCESS = contextlib.ExitStack()  # held until the command's process exits
+
+
 def _flow_env(cfg) -> None:
-    from flows.env import prepare
+    from flows.env import in_process_settings, prepare
 
     prepare(cfg.storage.root)
+    _PROCESS.enter_context(in_process_settings())
 
 
 def _print_refs(refs: dict) -> None:

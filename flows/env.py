@@ -8,6 +8,8 @@ server) or ``PREFECT_HOME`` from the user always wins.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,3 +25,18 @@ def prepare(root: str = "./.progra") -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is flagged experimental in TRL 1.16
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def in_process_settings() -> Iterator[None]:
+    """Settings for flows run in this process on an ephemeral server (no ``PREFECT_API_URL``):
+    no flow-run heartbeats. They only let a server notice a crashed run, and an ephemeral server
+    dies with the process; each flow run's heartbeat thread also costs up to a second at exit
+    (it sleeps in one-second steps). Against a real server nothing changes."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -2,7 +2,8 @@
 
 A response is accepted when it has a summary and a plan and contains no literal function call;
 otherwise the request is asked again with the reason fed back (``max_attempts`` in all), then the
-segment is rejected with that reason. Transport faults are retried inside the gateway. Work is
+segment is rejected with that reason. Transport faults are retried inside the gateway and counted
+per row (``retries``); an endpoint that stays down fails the shard, never the segment. Work is
 done shard by shard (``progra_core.sharding``), so a killed run resumes and a rerun asks nothing.
 """
 
@@ -38,6 +39,7 @@ AWARENESS = pa.schema(
         ("plan", pa.string()),
         ("rationale", pa.string()),
         ("attempts", pa.int32()),
+        ("retries", pa.int32()),
         ("latency_ms", pa.float64()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
@@ -142,6 +144,7 @@ def _tools(seg: dict, mode: str) -> str | None:
 
 
 def _accumulate(acc: dict, ans) -> None:
+    acc["retries"] += max(0, ans.attempts - 1)
     acc["latency_ms"] += ans.latency_ms
     acc["prompt_tokens"] += ans.prompt_tokens
     acc["completion_tokens"] += ans.completion_tokens
@@ -185,7 +188,7 @@ def _generate(gateway: Gateway, convs: list[list[dict]], ids: list[str], generat
 def annotate(segments: list[dict], gateway: Gateway, generator: str, cfg: AwarenessConfig,
              api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
     """One shard: rounds of batch requests; failed parses are asked again with the reason fed back."""
-    acc = [{"attempts": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for _ in segments]
+    acc = [{"attempts": 0, "retries": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for _ in segments]
     names = [tool_names(s.get("tools")) for s in segments]
     convs = [prompts.awareness_messages(s, prompts.render_tools(_tools(s, cfg.tools)), cfg.future_chars) for s in segments]
     result: dict[int, dict] = {}
@@ -257,6 +260,7 @@ def split_outcomes(table: pa.Table | None) -> tuple[pa.Table, list[dict], dict]:
     stats = {
         "rows": len(ok), "rejects": len(bad), "rejects_by_reason": dict(Counter(r["reason"] for r in bad)),
         "attempts_histogram": dict(Counter(int(r["attempts"]) for r in rows)),
+        "transport_retries": int(sum(r["retries"] for r in rows)),
         "prompt_tokens": int(sum(r["prompt_tokens"] for r in rows)),
         "completion_tokens": int(sum(r["completion_tokens"] for r in rows)),
     }

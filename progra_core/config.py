@@ -48,15 +48,20 @@ class ModelsConfig(Section):
     user_simulator: str = Field("local/smollm2", description="User simulator for tau2-bench evaluation.")
     api_base: dict[str, str] = Field(default_factory=dict, description="Per-role api_base, e.g. {generator: http://gpu:8000/v1}.")
     api_key_env: dict[str, str] = Field(default_factory=dict, description="Per-role env var holding the API key (never the key).")
+    api_key_secret: dict[str, str] = Field(default_factory=dict, description=(
+        "Per-role Prefect Secret block holding the API key, read on the worker at run time (wins over api_key_env)."))
 
 
 class LLMConfig(Section):
-    concurrency: int = Field(8, ge=1, description="Requests in flight per batch call.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint, shared by all shard tasks of a process.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/connection errors.")
     backoff_initial_s: float = Field(0.5, gt=0, description="First backoff (exponential with full jitter).")
     backoff_max_s: float = Field(30.0, gt=0, description="Backoff cap.")
     cache: bool = Field(True, description="Persistent response cache under <root>/llm_cache: a rerun never asks twice.")
+    shard_retries: int = Field(2, ge=0, description=(
+        "Times a shard whose endpoint stayed down past max_retries is tried again (cached answers replay, only the rest is asked)."))
+    shard_retry_delay_s: float = Field(30.0, ge=0, description="Wait before such a shard retry (lets a rate-limit window pass).")
     local_batch_size: int = Field(8, ge=1, description="Requests per forward pass for local/ models.")
     local_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
@@ -218,6 +223,7 @@ class EvaluateConfig(Section):
         "final model), a model_id from the models view, or a LiteLLM model string (e.g. hosted_vllm/<m>)."))
     api_base: str | None = Field(None, description="api_base for LiteLLM models under test (a `vllm serve` box).")
     api_key_env: str | None = Field(None, description="Env var holding the API key of LiteLLM models under test.")
+    api_key_secret: str | None = Field(None, description="Prefect Secret block holding that key (wins over api_key_env).")
     categories: list[str] = Field(["base", "miss_func", "miss_param"], description="BFCL multi-turn categories (Table 1).")
     split: Literal["held_out", "train", "all"] = Field("held_out", description="Which side of the BFCL split to test on.")
     limit: int | None = Field(None, ge=0, description="Entries per category (None: all on the split).")

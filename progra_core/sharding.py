@@ -5,6 +5,10 @@ holds, so the same inputs always make the same shards. A shard that is already s
 not recomputed; each finished shard is stored at once. A killed run therefore resumes where it
 stopped, and the LLM response cache covers the items of the shard that was in flight.
 
+When a shard fails (its endpoint stays down past every retry), no further shard is started, the
+shards already in flight are still stored as they finish, and :class:`StageIncomplete` says how much
+is done and what a rerun will do.
+
 The storage side is any object with ``done() -> dict[key, Table]`` and ``write(key, Table)``
 (``storage.ShardIO``), so this module stays storage- and Prefect-free.
 """
@@ -17,7 +21,11 @@ from typing import Protocol
 
 import pyarrow as pa
 
-__all__ = ["ShardIO", "MemoryShards", "Mapper", "plan_shards", "run_sharded", "sequential"]
+__all__ = ["ShardIO", "MemoryShards", "Mapper", "StageIncomplete", "plan_shards", "run_sharded", "sequential"]
+
+
+class StageIncomplete(RuntimeError):
+    """Some shards could not be finished; the finished ones are stored and a rerun resumes."""
 
 
 class ShardIO(Protocol):
@@ -51,13 +59,14 @@ def plan_shards(ids: Sequence[str], size: int) -> list[tuple[str, list[int]]]:
 
 
 #: ``mapper(process, jobs)`` runs ``process(part)`` for each ``(key, part)`` job and yields
-#: ``(key, table)`` as shards finish, in any order (a Prefect ``.map`` over a task runner).
+#: ``(key, table)`` as shards finish, in any order (Prefect tasks over a task runner). After a
+#: failure it starts no new job, yields the jobs still in flight as they finish, then raises.
 Mapper = Callable[[Callable[[list[dict]], pa.Table], list[tuple[str, list[dict]]]], Iterable[tuple[str, pa.Table]]]
 
 
 def sequential(process: Callable[[list[dict]], pa.Table], jobs: list[tuple[str, list[dict]]]) -> Iterator[tuple[str, pa.Table]]:
     for key, part in jobs:
-        yield key, process(part)
+        yield key, process(part)  # an exception stops here: nothing after it is started
 
 
 def run_sharded(items: Sequence[dict], id_key: str, size: int, process: Callable[[list[dict]], pa.Table],
@@ -74,12 +83,19 @@ def run_sharded(items: Sequence[dict], id_key: str, size: int, process: Callable
     jobs = [(k, [items[i] for i in idx]) for k, idx in plan if k not in tables]
     if progress is not None and tables:
         progress(done_items, len(items))
-    for key, t in mapper(process, jobs):
-        io.write(key, t)
-        tables[key] = t
-        done_items += sizes[key]
-        if progress is not None:
-            progress(done_items, len(items))
+    try:
+        for key, t in mapper(process, jobs):
+            io.write(key, t)
+            tables[key] = t
+            done_items += sizes[key]
+            if progress is not None:
+                progress(done_items, len(items))
+    except Exception as e:
+        left = len(plan) - len(tables)
+        raise StageIncomplete(
+            f"{left} of {len(plan)} shards ({len(items) - done_items} of {len(items)} items) are unfinished: "
+            f"{type(e).__name__}: {e}. The {len(tables)} finished shards are stored; rerun the same stage to resume "
+            "(answers already received are served from the response cache).") from e
     stats = {"shards": len(plan), "shards_reused": len(plan) - len(jobs), "shards_computed": len(jobs),
              "items_computed": sum(len(p) for _, p in jobs)}
     ordered = [tables[k] for k, _ in plan if tables.get(k) is not None]

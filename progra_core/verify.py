@@ -1,8 +1,8 @@
 """Stage ``verify`` (Eq. 9-10): a frozen copy of the target policy (LLM_ver) must rebuild a_fc from
 S^a and info_meta alone (never c_his or q); ``schema_equal`` decides. Every awareness row gets a
-``verified`` row with ``equal`` and a ``reason``: ok | mismatch | parse_error | empty. Rows whose
-verifier call failed at the transport level are rejects (``llm_error``), so they are retried on the
-next run instead of being recorded as a model failure.
+``verified`` row with ``equal`` and a ``reason``: ok | mismatch | parse_error | empty. A request the
+endpoint refused on its merits (400/422) is a reject (``llm_error``); an endpoint that stayed down
+fails the shard instead (``EndpointUnavailable``), so it is never recorded as a model failure.
 """
 
 from __future__ import annotations

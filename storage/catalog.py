@@ -1,9 +1,9 @@
 """The DuckDB catalog: one view per stage over all its datasets, ``<stage>_latest`` over the newest,
 the ``datasets`` lineage table, the ``rejects`` view and ``eval_summary`` (Table 1 in SQL).
 
-Views are rebuilt from the manifests on every query (a directory listing: cheap) in an in-memory
-DuckDB, so concurrent readers never fight over a lock and a dataset appears the moment its
-manifest is renamed into place. ``refresh()`` also writes the same views into
+Views are rebuilt from the manifests on every query (a directory listing: cheap; only the views the
+query names) in an in-memory DuckDB, so concurrent readers never fight over a lock and a dataset
+appears the moment its manifest is renamed into place. ``refresh()`` also writes the same views into
 ``<root>/catalog.duckdb`` so any DuckDB client can open it directly.
 """
 
@@ -98,19 +98,30 @@ class Catalog:
         ]
         return pa.Table.from_pylist(rows, schema=DATASETS_SCHEMA)
 
-    def _statements(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _statements(self, con: duckdb.DuckDBPyConnection, only: set[str] | None = None, fresh: bool = False) -> None:
+        """Create the views (``only``: just these names, e.g. those a query mentions; ``fresh``: an
+        empty in-memory connection, nothing to drop first)."""
         store = self.store
+
+        def want(*names: str) -> bool:
+            return only is None or any(n in only for n in names)
+
+        def replace(name: str) -> None:
+            if not fresh:
+                _drop(con, name)
+
         refs = store.list()
         by_stage: dict[str, list[DatasetRef]] = {}
         for r in refs:
             by_stage.setdefault(r.stage, []).append(r)
-        con.register("_progra_datasets", self._lineage(refs))
-        _drop(con, "datasets")
-        con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
-        con.unregister("_progra_datasets")
+        if want("datasets"):
+            con.register("_progra_datasets", self._lineage(refs))
+            replace("datasets")
+            con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
+            con.unregister("_progra_datasets")
         known = stage_schemas()
         for stage in sorted(set(by_stage) | set(known)):
-            if not _IDENT.match(stage):
+            if not _IDENT.match(stage) or not want(stage, f"{stage}_latest"):
                 continue
             stage_refs = by_stage.get(stage, [])
             files = [f for r in stage_refs for f in store.files(r)]
@@ -121,24 +132,27 @@ class Catalog:
                 empty = schema.append(pa.field("dataset_id", pa.string())).empty_table()
                 con.register("_progra_empty", empty)
                 for name in (stage, f"{stage}_latest"):
-                    _drop(con, name)
+                    replace(name)
                     con.execute(f"CREATE TABLE {name} AS SELECT * FROM _progra_empty")
                 con.unregister("_progra_empty")
                 continue
             latest = stage_refs[-1]
             for name, fl in ((stage, files), (f"{stage}_latest", store.files(latest))):
                 urls = ", ".join(_q(store.url(f)) for f in fl)
-                _drop(con, name)
+                replace(name)
                 con.execute(
                     f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), "
                     f"regexp_extract(filename, '/datasets/{stage}/([^/]+)/part-', 1) AS dataset_id "
                     f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
                 )
-        _drop(con, "eval_summary")
-        con.execute(EVAL_SUMMARY_SQL)
+        if want("eval_summary"):
+            replace("eval_summary")
+            con.execute(EVAL_SUMMARY_SQL)
+        if not want("rejects"):
+            return
         rej = [store.rejects_file(r) for r in refs]
         rej = [f for f in rej if f]
-        _drop(con, "rejects")
+        replace("rejects")
         if rej:
             urls = ", ".join(_q(store.url(f)) for f in rej)
             con.execute(
@@ -151,19 +165,23 @@ class Catalog:
             con.execute("CREATE TABLE rejects AS SELECT * FROM _progra_rej")
             con.unregister("_progra_rej")
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with every view in place."""
+    def connect(self, only: set[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with every view in place (``only``: just these)."""
         con = duckdb.connect()
         if not self.store.is_local:
             con.register_filesystem(self.store.fs)
-        self._statements(con)
+        self._statements(con, only, fresh=True)
         return con
 
     # -- querying ----------------------------------------------------------------------------
 
     def sql(self, query: str, params: list | None = None) -> pa.Table:
-        """Run SQL over the catalog and return an Arrow table."""
-        con = self.connect()
+        """Run SQL over the catalog and return an Arrow table. Only the views the query names are
+        built, so a query costs what DuckDB's own read_parquet does, however many stages exist."""
+        names = set(re.findall(r"[a-z_][a-z0-9_]*", query.lower()))
+        if "eval_summary" in names:
+            names.add("eval_results")
+        con = self.connect(names)
         try:
             rel = con.sql(query, params=params) if params else con.sql(query)
             return rel.to_arrow_table() if rel is not None else pa.table({})
@@ -172,15 +190,26 @@ class Catalog:
 
     def refresh(self) -> str | None:
         """Persist the views into the DuckDB file (local roots only); returns its path, or None
-        when it is busy (another process holds the write lock) or the root is remote."""
+        when it is busy (another process holds the write lock) or the root is remote. A file that
+        already holds the current set of datasets is left alone (a cached rerun writes nothing)."""
         if not self.db_path:
             return None
+        import hashlib
+
+        refs = self.store.list()
+        signature = hashlib.sha256("\n".join(f"{r.stage}/{r.dataset_id}/{r.created_at}" for r in refs).encode()).hexdigest()
         try:
             con = duckdb.connect(self.db_path)
         except duckdb.IOException:
             return None
         try:
+            try:
+                if con.execute("select signature from _progra_catalog").fetchone() == (signature,):
+                    return self.db_path
+            except duckdb.CatalogException:
+                pass
             self._statements(con)
+            con.execute("CREATE OR REPLACE TABLE _progra_catalog AS SELECT ? AS signature", [signature])
         finally:
             con.close()
         return self.db_path

@@ -3,7 +3,7 @@ artifact. Tasks stay thin: the work is one call into ``progra_core``."""
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task, unmapped
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext, TaskRunContext
@@ -90,8 +90,26 @@ def role_payload(cfg, role: str) -> dict:
     return {"model": getattr(cfg.models, role), "api_base": cfg.models.api_base.get(role)}
 
 
+def key_env(env: str | None, secret: str | None) -> str | None:
+    """The env var a request reads its API key from. A Prefect Secret block is loaded into this
+    process's environment under a derived name (once per process, on whichever worker runs the
+    shard), so the key itself never enters a parameter, a config, a cache key or a dataset."""
+    if not secret:
+        return env
+    import os
+    import re
+
+    from prefect.blocks.system import Secret
+
+    name = "PROGRA_SECRET_" + re.sub(r"\W", "_", secret).upper()
+    if not os.environ.get(name):
+        os.environ[name] = str(Secret.load(secret).get())
+    return name
+
+
 def role_kwargs(cfg, role: str) -> dict:
-    return {"api_base": cfg.models.api_base.get(role), "api_key_env": cfg.models.api_key_env.get(role)}
+    return {"api_base": cfg.models.api_base.get(role),
+            "api_key_env": key_env(cfg.models.api_key_env.get(role), cfg.models.api_key_secret.get(role))}
 
 
 def ancestor(store: DatasetStore, ref, stage: str):
@@ -117,11 +135,12 @@ def commit(store: DatasetStore, stage: str, table, *, dataset_id: str, config: d
     return ref
 
 
-@task(name="shard", task_run_name="{stage}-shard-{key}", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+@task(name="shard", task_run_name="{stage}-shard-{key}", cache_policy=NONE)
 def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict], work) -> tuple:
     """One shard of a paid stage on whatever worker the task runner picked: its own gateway (same
     response cache on the shared root; local models are loaded once per process), its rows and the
-    gateway's usage records."""
+    gateway's usage records. A retry (``llm.shard_retries``) replays the answers already cached and
+    asks only for the requests the endpoint did not answer."""
     from progra_core.llm import Gateway
 
     gateway = Gateway.from_config(cfg, root)
@@ -132,26 +151,39 @@ def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict], work) -> t
 
 
 def shard_mapper(cfg, root: str, stage: str, work, usage: list[dict]):
-    """A ``run_sharded`` mapper: ``llm_shard.map`` over the flow's task runner, shards yielded as
-    they finish (outside a flow run: one after another in this process)."""
+    """A ``run_sharded`` mapper: ``llm_shard`` tasks over the flow's task runner, at most
+    ``dispatch.max_workers`` submitted at a time and yielded as they finish. After a shard fails
+    (past its retries) no new shard starts: the ones in flight finish and are stored, then the
+    failure is raised. Outside a flow run: one after another in this process."""
     from prefect.futures import as_completed
 
     def mapper(_process, jobs):
-        if not jobs:
-            return
         if FlowRunContext.get() is None:
             for key, part in jobs:
                 table, used = llm_shard.fn(cfg, root, stage, key, part, work)
                 usage.extend(used)
                 yield key, table
             return
-        futures = llm_shard.map(unmapped(cfg), unmapped(root), unmapped(stage), [k for k, _ in jobs], [p for _, p in jobs],
-                                unmapped(work))
-        keys = {f.task_run_id: k for f, (k, _) in zip(futures, jobs, strict=True)}
-        for f in as_completed(futures):
-            table, used = f.result()
+        shard = llm_shard.with_options(retries=cfg.llm.shard_retries, retry_delay_seconds=cfg.llm.shard_retry_delay_s)
+        pending, inflight, failure = list(jobs), {}, None
+        while pending or inflight:
+            while pending and failure is None and len(inflight) < cfg.dispatch.max_workers:
+                key, part = pending.pop(0)
+                f = shard.submit(cfg, root, stage, key, part, work)
+                inflight[f.task_run_id] = (key, f)
+            if not inflight:
+                break
+            f = next(as_completed([f for _, f in inflight.values()]))
+            key, _ = inflight.pop(f.task_run_id)
+            try:
+                table, used = f.result()
+            except Exception as e:
+                failure = failure or e
+                continue
             usage.extend(used)
-            yield keys[f.task_run_id], table
+            yield key, table
+        if failure is not None:
+            raise failure
 
     return mapper
 

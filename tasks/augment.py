@@ -18,7 +18,7 @@ def augment_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
     return fingerprint(core.STAGE, augment_config(cfg), [parent.dataset_id], core.CODE_VERSION)
 
 
-@task(name="augment", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="augment", cache_key_fn=dataset_cache_key, persist_result=True)  # retries: per shard (llm.shard_retries)
 def augment(cfg: PipelineConfig, root: str, verified: DatasetRef, output_stage: str = core.STAGE,
             dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)

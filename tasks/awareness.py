@@ -18,7 +18,7 @@ def awareness_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
     return fingerprint(core.STAGE, awareness_config(cfg), [parent.dataset_id], core.CODE_VERSION)
 
 
-@task(name="awareness", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="awareness", cache_key_fn=dataset_cache_key, persist_result=True)  # retries: per shard (llm.shard_retries)
 def awareness(cfg: PipelineConfig, root: str, segments: DatasetRef, output_stage: str = core.STAGE,
               dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)

@@ -16,7 +16,7 @@ from progra_core.evaluate import Subject
 from progra_core.methods import RECIPES
 from storage import DatasetRef, DatasetStore, fingerprint
 from storage.store import DatasetNotFound
-from tasks._common import Progress, commit, dataset_cache_key
+from tasks._common import Progress, commit, dataset_cache_key, key_env
 
 __all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate"]
 
@@ -50,7 +50,8 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
         elif name == "reasoning":
             out.append((Subject("base", "reasoning", model, cot=True), []))
         elif "/" in name:  # a LiteLLM model string: an endpoint under test
-            out.append((Subject(name, "endpoint", name, cfg.evaluate.api_base, cfg.evaluate.api_key_env), []))
+            out.append((Subject(name, "endpoint", name, cfg.evaluate.api_base,
+                                key_env(cfg.evaluate.api_key_env, cfg.evaluate.api_key_secret)), []))
         else:
             try:
                 ref = store.find(name)
@@ -68,7 +69,7 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
 
 
 def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[str]) -> str:
-    section = {k: v for k, v in cfg.section("evaluate").items() if k not in ("models", "api_base", "api_key_env")}
+    section = {k: v for k, v in cfg.section("evaluate").items() if k not in ("models", "api_base", "api_key_env", "api_key_secret")}
     payload = {"evaluate": section, "subject": asdict(subject), "policy": cfg.models.policy,
                "held_out_percent": cfg.ingest.held_out_percent}
     return fingerprint(core.OUTPUT, payload, parents or ["base"], core.CODE_VERSION)

@@ -18,7 +18,7 @@ def verify_fingerprint(cfg: PipelineConfig, parent: DatasetRef) -> str:
     return fingerprint(core.STAGE, verify_config(cfg), [parent.dataset_id], core.CODE_VERSION)
 
 
-@task(name="verify", cache_key_fn=dataset_cache_key, persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="verify", cache_key_fn=dataset_cache_key, persist_result=True)  # retries: per shard (llm.shard_retries)
 def verify(cfg: PipelineConfig, root: str, awareness: DatasetRef, output_stage: str = core.STAGE,
            dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)

@@ -3,6 +3,7 @@ and a real (ephemeral) Prefect server for flow tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -60,16 +61,20 @@ def tiny_llama(tmp_path_factory, embedded_model) -> Path:
 
 
 class Server:
-    def __init__(self, args: list[str], port: int, name: str, log: Path):
+    """An llm-katan process. ``stats``: its request-count file; a restart on the same port with the
+    same file keeps counting (what the reliability tests use for endpoint outages)."""
+
+    def __init__(self, args: list[str], port: int, name: str, log: Path, stats: Path | None = None):
         self.port = port
         self.name = name
         self.api_base = f"http://127.0.0.1:{port}/v1"
         self.log = log
+        self.stats = stats or log.with_suffix(".stats.json")
         self._f = open(log, "wb")
         katan = Path(sys.executable).parent / "llm-katan"
         # setsid: its own process group, stopped by PID below (never by name)
         self.proc = subprocess.Popen([str(katan), *args, "--host", "127.0.0.1", "--port", str(port), "--name", name,
-                                      "--stats-file", str(log.with_suffix(".stats.json"))],
+                                      "--stats-file", str(self.stats)],
                                      stdout=self._f, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
@@ -87,6 +92,16 @@ class Server:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"llm-katan did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def requests(self) -> int:
+        """Requests the server received, failed ones included (its persistent stats file,
+        rewritten after every request: a torn read is read again)."""
+        for _ in range(50):
+            try:
+                return json.loads(self.stats.read_text())["total"] if self.stats.exists() else 0
+            except (json.JSONDecodeError, KeyError):
+                time.sleep(0.02)
+        raise RuntimeError(f"unreadable stats file {self.stats}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -117,8 +132,9 @@ def katan_echo(tmp_path):
     """Factory: an llm-katan echo server with fault-injection flags."""
     servers = []
 
-    def start(*flags: str) -> Server:
-        srv = Server(["--backend", "echo", "--model", "echo", *flags], free_port(), "echo", tmp_path / f"echo{len(servers)}.log")
+    def start(*flags: str, port: int | None = None, stats: Path | None = None) -> Server:
+        srv = Server(["--backend", "echo", "--model", "echo", *flags], port or free_port(), "echo",
+                     tmp_path / f"echo{len(servers)}.log", stats)
         servers.append(srv)
         srv.wait(60)
         return srv

@@ -101,13 +101,15 @@ def initial_tools(entry: dict) -> tuple[list[dict], dict[int, list[str]]]:
     return [d for d in docs if d["name"] not in withheld], added
 
 
-def entry_to_trajectory(entry: dict, step_mode: StepMode = "per_call", held_out_percent: int = 50) -> dict[str, Any]:
+def entry_to_trajectory(entry: dict, step_mode: StepMode = "per_call", held_out_percent: int = 50, source: str = "bfcl",
+                        split: str | None = None) -> dict[str, Any]:
     """Execute an entry's ground truth turn by turn in a fresh ``BFCLEnv`` and build the row.
 
     ``per_call`` makes each ground-truth call its own assistant step (the usual agent loop);
     ``per_turn`` makes the whole turn one parallel step. Positional arguments are resolved to
     parameter names so downstream data is uniform. A turn without ground truth (miss_param:
-    the assistant should ask) has no actions.
+    the assistant should ask) has no actions. ``source``/``split``: for BFCL-format records from
+    a user's file (their ids need not follow BFCL's, so the split is given, not derived).
     """
     category = entry.get("category", "base")
     long_context = category == "long_context"
@@ -131,11 +133,11 @@ def entry_to_trajectory(entry: dict, step_mode: StepMode = "per_call", held_out_
         n_calls += len(calls)
         turns.append({"query": query, "actions": actions, "reply": None, "tools_added": added.get(i, [])})
     return {
-        "trajectory_id": f"bfcl:{entry['id']}",
-        "source": "bfcl",
+        "trajectory_id": f"{source}:{entry['id']}",
+        "source": source,
         "source_id": entry["id"],
         "category": category,
-        "split": split_of(entry["id"], held_out_percent),
+        "split": split or split_of(entry["id"], held_out_percent),
         "env": "bfcl",
         "involved_classes": list(entry["involved_classes"]),
         "initial_config": json.dumps(entry["initial_config"]),

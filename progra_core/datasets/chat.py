@@ -7,6 +7,11 @@ assistant tool calls look like ``{"id", "type": "function", "function": {"name",
 action whose observations are the following ``tool`` messages (matched by ``tool_call_id`` when
 given, else by order); a plain assistant message is the turn's reply.
 
+A record may instead be in BFCL's multi-turn format, ``{"id", "question": [[messages of turn 0],
+...], "ground_truth": [[call strings of turn 0], ...], "involved_classes", "initial_config"?,
+"missed_function"?}``: its call strings are parsed with ``ast`` (never evaluated), checked against
+the classes' functions, and executed in ``BFCLEnv`` as BFCL's own data is.
+
 Bad records never stop a run: they come back as ``rejects`` rows with a specific reason.
 """
 
@@ -95,10 +100,64 @@ def _tool_names(tools: Any) -> set[str] | None:
     return names
 
 
+def bfcl_record_to_trajectory(rec: dict, source: str, source_id: str) -> dict[str, Any]:
+    """Convert one BFCL-format record; raises :class:`RecordError` with a specific reason."""
+    from progra_core.calls import CallParseError, parse_calls
+    from progra_core.datasets.bfcl import entry_to_trajectory
+    from progra_core.envs.bfcl import EnvError, function_docs
+
+    question, truth = rec.get("question"), rec.get("ground_truth")
+    if not isinstance(question, list) or not question or not all(
+            isinstance(t, list) and all(isinstance(m, dict) and isinstance(m.get("content", ""), str) for m in t) for t in question):
+        raise RecordError("bad_question", "'question' must be a non-empty list of turns, each a list of {role, content} messages")
+    big = max((len(m.get("content") or "") for t in question for m in t), default=0)
+    if big > MAX_FIELD_CHARS:
+        raise RecordError("field_too_large", f"question: a message of {big} characters (limit {MAX_FIELD_CHARS})")
+    if not any(m.get("role") == "user" and str(m.get("content", "")).strip() for t in question for m in t):
+        raise RecordError("empty_turn", "no turn has a non-empty user message")
+    if not isinstance(truth, list) or len(truth) != len(question) or not all(
+            isinstance(t, list) and all(isinstance(c, str) for c in t) for t in truth):
+        raise RecordError("ground_truth_mismatch", f"'ground_truth' must be a list of call-string lists, one per turn "
+                                                   f"({len(question)} turns)")
+    classes = rec.get("involved_classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise RecordError("bad_involved_classes", "involved_classes must be a non-empty list of BFCL class names")
+    try:
+        names = {d["name"] for d in function_docs(classes)}
+    except EnvError as e:
+        raise RecordError("bad_environment", str(e)) from None
+    for t, turn in enumerate(truth):
+        for j, text in enumerate(turn):
+            where = f"ground_truth[{t}][{j}]"
+            if len(text) > MAX_FIELD_CHARS:
+                raise RecordError("field_too_large", f"{where}: {len(text)} characters (limit {MAX_FIELD_CHARS})")
+            try:
+                calls = parse_calls(text)
+            except CallParseError as e:
+                raise RecordError("bad_call_string", f"{where}: {e}") from None
+            unknown = [c.name for c in calls if c.name not in names]
+            if unknown:
+                raise RecordError("unknown_function", f"{where}: {unknown[0]!r} is not a function of {', '.join(classes)}")
+    cfg = rec.get("initial_config", {})
+    if not isinstance(cfg, dict):
+        raise RecordError("bad_initial_config", "initial_config must be an object")
+    entry = {"id": source_id, "question": question, "ground_truth": truth, "involved_classes": classes, "initial_config": cfg,
+             "missed_function": rec.get("missed_function") or {}, "category": rec.get("category") or "base"}
+    try:
+        row = entry_to_trajectory(entry, source=source, split=rec.get("split") if rec.get("split") in ("train", "held_out") else "train")
+    except EnvError as e:
+        raise RecordError("bad_environment", str(e)) from None
+    except Exception as e:  # anything else the conversion trips on is this record's problem
+        raise RecordError("bfcl_conversion_failed", f"{type(e).__name__}: {e}") from None
+    return row
+
+
 def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any]:
-    """Convert one chat record; raises :class:`RecordError` with a specific reason."""
+    """Convert one chat (or BFCL-format) record; raises :class:`RecordError` with a specific reason."""
     if not isinstance(rec, dict):
         raise RecordError("not_an_object", f"record is a {type(rec).__name__}, expected an object")
+    if "question" in rec and "messages" not in rec:
+        return bfcl_record_to_trajectory(rec, source, source_id)
     msgs = rec.get("messages")
     if msgs is None:
         raise RecordError("missing_messages", "record has no 'messages'")

@@ -1,11 +1,18 @@
 """One batch call for every LLM role.
 
-``Gateway.batch(requests)`` answers a list of chat requests with bounded concurrency, a
-per-request timeout, retries with exponential backoff and full jitter on transport faults
-(429/5xx/timeouts/connection errors, via tenacity), a persistent response cache keyed by a hash of
-the request payload (so a rerun never pays twice), and per-call token/latency accounting. Model
-strings go to LiteLLM, except ``local/<name>``, which runs in-process on transformers with batched
-generation behind the same call.
+``Gateway.batch(requests)`` answers a list of chat requests with bounded concurrency per
+endpoint, a per-request timeout, retries with exponential backoff and full jitter on transport
+faults (429/5xx/timeouts/connection errors, via tenacity), a persistent response cache keyed by a
+hash of the request payload (so a rerun never pays twice), and per-call token/latency accounting.
+Model strings go to LiteLLM, except ``local/<name>``, which runs in-process on transformers with
+batched generation behind the same call.
+
+Two kinds of failure are kept apart. A request the endpoint refuses on its merits (400/413/422: too
+long, filtered) is the item's outcome and becomes a reject. A failure that is the endpoint's
+(retries exhausted on 429/5xx/timeouts, auth, unknown model, a local model that cannot load) is
+``ChatResult.retryable``: a ``strict`` gateway (every pipeline stage's) raises
+:class:`EndpointUnavailable` for it after the whole batch was tried, so the item is never recorded as
+failed data; the answers that did arrive are cached and a rerun asks only for the rest.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
-__all__ = ["ChatRequest", "ChatResult", "Gateway", "is_transient", "LOCAL_PREFIX"]
+__all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
 
 LOCAL_PREFIX = "local/"
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -87,10 +94,47 @@ class ChatResult:
     latency_ms: float = 0.0
     attempts: int = 0  # HTTP/generation attempts made for this result (0 = served from cache)
     cached: bool = False
+    #: The failure is the endpoint's, not the request's: asking again later may succeed.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.text is not None
+
+
+class EndpointUnavailable(RuntimeError):
+    """Some requests of a batch got no answer because of the endpoint (see module docstring)."""
+
+    def __init__(self, failed: list[ChatResult], total: int):
+        first = failed[0]
+        super().__init__(f"{len(failed)} of {total} requests to {first.model} got no answer from the endpoint "
+                         f"(e.g. {first.error}); the {total - len(failed)} answers that arrived are cached, "
+                         "so a rerun asks only for these")
+        self.failed = failed
+        self.total = total
+
+
+def _redact(message: str, key: str | None, limit: int = 400) -> str:
+    """An error message safe to store: some endpoints quote the API key they were sent."""
+    if key and len(key) >= 4:
+        message = message.replace(key, "[redacted]")
+    return message[:limit]
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}{f' (HTTP {status})' if isinstance(status, int) else ''}: {exc}"
+
+
+def _item_error(exc: BaseException) -> bool:
+    """The endpoint refused this request on its merits (400/413/422); it would refuse it again.
+    The status decides: LiteLLM raises some 401s as ``BadRequestError``."""
+    import litellm
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status in (400, 413, 422)
+    return isinstance(exc, (litellm.BadRequestError, litellm.UnprocessableEntityError))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -115,6 +159,7 @@ def is_transient(exc: BaseException) -> bool:
 
 _LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
 _LOOP_LOCK = threading.Lock()
+_SEMAPHORES: dict[tuple[int, str, int], asyncio.Semaphore] = {}
 
 
 def _gateway_loop() -> asyncio.AbstractEventLoop:
@@ -127,6 +172,16 @@ def _gateway_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="progra-gateway-loop", daemon=True).start()
             _LOOP = (os.getpid(), loop)
         return _LOOP[1]
+
+
+def _endpoint_semaphore(req: ChatRequest, concurrency: int) -> asyncio.Semaphore:
+    """One in-flight limit per endpoint and event loop, shared by every gateway on it: shard tasks
+    running side by side keep ``concurrency`` requests busy between them, never more."""
+    key = (id(asyncio.get_running_loop()), req.api_base or req.model, concurrency)
+    sem = _SEMAPHORES.get(key)
+    if sem is None:
+        sem = _SEMAPHORES[key] = asyncio.Semaphore(concurrency)
+    return sem
 
 
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
@@ -155,7 +210,8 @@ class Gateway:
     ``cache_dir``: persistent response cache (diskcache, process-safe); ``None`` disables it.
     ``local_models``: optional map of ``local/<name>`` names to a model folder or a (base folder,
     LoRA adapter folder) pair; ``models_root`` is
-    where ``local/smollm2`` is provisioned.
+    where ``local/smollm2`` is provisioned. ``strict``: :meth:`batch` raises
+    :class:`EndpointUnavailable` when a request got no answer for the endpoint's sake.
     """
 
     def __init__(
@@ -171,7 +227,9 @@ class Gateway:
         local_dtype: str = "float32",
         models_root: str | os.PathLike | None = None,
         local_models: dict[str, str | tuple[str, str]] | None = None,
+        strict: bool = False,
     ):
+        self.strict = strict
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -209,6 +267,7 @@ class Gateway:
             local_batch_size=llm.local_batch_size,
             local_dtype=llm.local_dtype,
             models_root=models_root,
+            strict=True,
         )
 
     # -- accounting ------------------------------------------------------------------------
@@ -242,9 +301,10 @@ class Gateway:
 
     # -- remote (LiteLLM) ------------------------------------------------------------------
 
-    async def _remote(self, req: ChatRequest, sem: asyncio.Semaphore) -> ChatResult:
+    async def _remote(self, req: ChatRequest) -> ChatResult:
         import litellm
 
+        litellm.suppress_debug_info = True  # its "Give Feedback" banner on every error
         kwargs: dict[str, Any] = dict(
             model=req.model,
             messages=req.messages,
@@ -277,17 +337,17 @@ class Gateway:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    async with sem:
+                    async with _endpoint_semaphore(req, self.concurrency):
                         with self._lock:
                             self.requests_sent += 1
                         resp = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s + 5)
         except RetryError as e:
             exc = e.last_attempt.exception()
-            return ChatResult(None, req.model, req.role, req.id, error=f"retries exhausted: {type(exc).__name__}: {str(exc)[:300]}",
-                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
+            return ChatResult(None, req.model, req.role, req.id, error=_redact(f"retries exhausted: {_describe(exc)}", key),
+                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=True)
         except Exception as exc:  # not transient: report, do not retry
-            return ChatResult(None, req.model, req.role, req.id, error=f"{type(exc).__name__}: {str(exc)[:300]}",
-                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000)
+            return ChatResult(None, req.model, req.role, req.id, error=_redact(_describe(exc), key),
+                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=not _item_error(exc))
         choice = resp.choices[0]
         usage = getattr(resp, "usage", None)
         return ChatResult(
@@ -343,7 +403,8 @@ class Gateway:
                 with self._lock:
                     self.requests_sent += len(idx)
             except Exception as exc:  # model missing or failed: every request of it reports why
-                results = [ChatResult(None, model, reqs[i].role, reqs[i].id, error=f"{type(exc).__name__}: {exc}") for i in idx]
+                results = [ChatResult(None, model, reqs[i].role, reqs[i].id, error=f"{type(exc).__name__}: {exc}", retryable=True)
+                           for i in idx]
             for i, r in zip(idx, results, strict=True):
                 out[i] = r
         return out  # type: ignore[return-value]
@@ -370,10 +431,8 @@ class Gateway:
                 local_idx.append(i)
             else:
                 remote_idx.append(i)
-        sem = asyncio.Semaphore(self.concurrency)
-
         async def one(i: int) -> None:
-            r = await self._remote(requests[i], sem)
+            r = await self._remote(requests[i])
             self._store(requests[i], r)
             done(i, r)
 
@@ -395,8 +454,15 @@ class Gateway:
     def batch(self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
         """Synchronous :meth:`abatch`, run on the process's one gateway event loop. Callers in
         several threads (shard tasks on a thread-pool task runner) share that loop, and with it
-        LiteLLM's loop-bound HTTP clients and logging worker; a loop per call would break both."""
-        return asyncio.run_coroutine_threadsafe(self.abatch(requests, on_result), _gateway_loop()).result()
+        LiteLLM's loop-bound HTTP clients and logging worker and the per-endpoint in-flight limit;
+        a loop per call would break all three. A strict gateway raises :class:`EndpointUnavailable`
+        once every request was tried if any got no answer for the endpoint's sake."""
+        results = asyncio.run_coroutine_threadsafe(self.abatch(requests, on_result), _gateway_loop()).result()
+        if self.strict:
+            failed = [r for r in results if r.retryable]
+            if failed:
+                raise EndpointUnavailable(failed, len(results))
+        return results
 
     def close(self) -> None:
         if self._cache is not None:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from progra_core.config import load_config
-from tests.integration.test_data_flow import _overrides, _requests
+from tests.integration.test_data_flow import _overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -32,10 +32,10 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
                                                        f"evaluate.api_base={srv.api_base}", *EVAL))
     data = data_flow(cfg)
     trained = train_flow(data["sft_examples"].dataset_id, cfg)["sft"].dataset_id
-    before = _requests(srv)
+    before = srv.requests()
     refs = evaluate(["base", "trained", "openai/echo"], trained, cfg)
     assert sorted(refs) == sorted(["base/base", f"{trained}/pag_sft", "openai/echo/endpoint"])
-    asked = _requests(srv) - before
+    asked = srv.requests() - before
     assert asked > 0  # the endpoint under test answered over HTTP
 
     cat = Catalog(str(root))
@@ -69,7 +69,7 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     cfg.evaluate.max_steps_per_turn = 3  # a new evaluation, but the endpoint's answers come from the cache
     changed = evaluate(["openai/echo"], None, cfg)
     assert changed["openai/echo/endpoint"].dataset_id != refs["openai/echo/endpoint"].dataset_id
-    assert _requests(srv) - before == asked
+    assert srv.requests() - before == asked
 
     runner = CliRunner()
     out = runner.invoke(app, ["report", "--root", str(root), "--markdown"])

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 ROLES = ("generator", "action", "reviewer")
 
 
-def _requests(srv) -> int:
-    stats = srv.log.with_suffix(".stats.json")
-    return json.loads(stats.read_text())["total"] if stats.exists() else 0
-
-
 def _roles(api_base: str, model: str) -> list[str]:
     return [f"models.{r}={model}" for r in ROLES] + ["models.api_base=" + json.dumps({r: api_base for r in ROLES})]
 
@@ -40,9 +35,9 @@ def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp
             "synthesize.query_max_tokens=48", "synthesize.action_max_tokens=48", "synthesize.concurrency=2",
             *_roles(srv.api_base, "openai/smollm2")]
     cfg = load_config("embedded", overrides=sets)
-    before = _requests(srv)
+    before = srv.requests()
     ref = one_stage("synthesize", None, cfg)
-    asked = _requests(srv) - before
+    asked = srv.requests() - before
 
     store = DatasetStore(root)
     attempts_ref = store.ref("synthesis_attempts", ref.parents[0])
@@ -69,7 +64,7 @@ def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp
         assert t["reached"] >= t["query_ok"] >= t["consensus"] >= t["verified"]
     # a rerun with the same config is a cache hit: same id, nothing asked
     again = one_stage("synthesize", None, cfg)
-    assert again.dataset_id == ref.dataset_id and _requests(srv) - before == asked
+    assert again.dataset_id == ref.dataset_id and srv.requests() - before == asked
 
 
 def test_data_flow_mixes_synthesized_trajectories_into_D(tmp_path, katan_echo):

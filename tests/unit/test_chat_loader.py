@@ -42,49 +42,22 @@ def test_good_records(tmp_path):
 
 
 def test_bad_records_land_in_rejects_with_specific_reasons(tmp_path):
-    def rec(**kw):
-        r = good(kw.pop("id", "x"))
-        r.update(kw)
-        return json.dumps(r)
+    """The reliability corpus, straight through the loader (the same file runs through the whole
+    data flow in tests/reliability/test_bad_input.py)."""
+    from tests.reliability import corpus
 
-    bad_msgs = lambda msgs, i: json.dumps({"id": i, "tools": TOOLS, "messages": msgs})  # noqa: E731
-    u = {"role": "user", "content": "hi"}
-    lines = [
-        (b'{"id": "t", "messages": [', "invalid_json"),
-        (b"[1, 2, 3]", "not_an_object"),
-        (json.dumps({"id": "nm"}).encode(), "missing_messages"),
-        (json.dumps({"id": "ms", "messages": "hello"}).encode(), "bad_messages"),
-        (json.dumps({"id": "em", "messages": []}).encode(), "empty_messages"),
-        (bad_msgs([{"role": "wizard", "content": "x"}], "r").encode(), "unknown_role"),
-        (bad_msgs([{"role": "user", "content": "  "}], "e").encode(), "empty_turn"),
-        (bad_msgs([{"role": "assistant", "content": "x"}], "n").encode(), "no_user_turn"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": [{"function": {"name": "rm_rf", "arguments": "{}"}}]}], "u").encode(), "unknown_function"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": [{"function": {"name": "ls", "arguments": "{oops"}}]}], "a").encode(), "bad_arguments_json"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": [{"function": {"name": "ls", "arguments": "[1]"}}]}], "a2").encode(), "bad_arguments_json"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": [{"function": {"name": "__import__", "arguments": "{}"}}]}], "d").encode(), "bad_function_name"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": [{"function": {"name": "os.system", "arguments": "{}"}}]}], "d2").encode(), "bad_function_name"),
-        (bad_msgs([u, {"role": "assistant", "tool_calls": ["ls()"]}], "s").encode(), "bad_tool_call"),
-        (bad_msgs([u, {"role": "tool", "content": "x"}], "o").encode(), "orphan_tool_message"),
-        (bad_msgs([u, {"role": "user", "content": 5}], "c").encode(), "bad_content"),
-        (json.dumps({"id": "h", "messages": [{"role": "user", "content": "x" * 1_000_001}]}).encode(), "field_too_large"),
-        (b'{"id": "bin", "messages": "\xff\xfe"}', "not_utf8"),
-        (rec(id="x", tools="nope").encode(), "bad_tools"),
-        (rec(id="cfg", initial_config=[1]).encode(), "bad_initial_config"),
-        (rec(id="ic", involved_classes="GorillaFileSystem").encode(), "bad_involved_classes"),
-        (rec(id="dup").encode(), None),
-        (rec(id="dup").encode(), "duplicate_id"),
-    ]
     p = tmp_path / "bad.jsonl"
-    p.write_bytes(b"\n".join(line for line, _ in lines) + b"\n")
+    cases = corpus.write(p)
     out = list(iter_jsonl(p))
-    assert len(out) == len(lines)  # in = out + rejects
-    for (row, rej), (_, reason) in zip(out, lines, strict=True):
+    assert len(out) == len(cases)  # in = out + rejects
+    for (label, _, reason), (row, rej) in zip(cases, out, strict=True):
         if reason is None:
-            assert row is not None
+            assert row is not None, (label, rej)
         else:
-            assert rej is not None and rej["reason"] == reason, (reason, rej)
-            assert rej["detail"]
-    assert out[0][1]["input_id"] == "jsonl:bad:1"
+            assert rej is not None and rej["reason"] == reason and rej["detail"], (label, reason, rej)
+    first_bad = next(i for i, (_, _, r) in enumerate(cases) if r)
+    assert out[first_bad][1]["input_id"] == f"jsonl:bad:{first_bad + 1}"  # no id: file stem and line number
+    assert len(out[first_bad + 1][1]["payload"]) <= 4096 + 40  # raw text kept, truncated
 
 
 def test_hf_folder(tmp_path):

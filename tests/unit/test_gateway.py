@@ -151,3 +151,26 @@ def test_choices_are_sampled_above_temperature_zero_and_reproducible(tiny_llama)
     assert [r.text for r in g.batch(reqs)] == first
     greedy = {r.text for r in g.batch([replace(q, temperature=0.0) for q in reqs])}
     assert len(greedy) == 1
+
+
+def test_strict_gateway_raises_for_endpoint_failures_only_after_trying_every_request(tmp_path):
+    """A 400 is the item's outcome; an exhausted 429 or an auth failure is the endpoint's: a strict
+    gateway raises for it, and the answers that did arrive are cached for the rerun."""
+    import litellm
+    import pytest
+
+    from progra_core.llm import EndpointUnavailable
+
+    g = Gateway(tmp_path / "cache", max_retries=1, backoff_initial_s=0.01, backoff_max_s=0.02, strict=True)
+    bad = req(1, extra={"mock_response": litellm.BadRequestError("too long", model="test-model", llm_provider="openai")})
+    ok, item_error = g.batch([req(0), bad])
+    assert ok.ok and not item_error.ok and not item_error.retryable  # no raise: an item-level reject
+    for exc in (litellm.RateLimitError("slow down", model="test-model", llm_provider="openai"),
+                litellm.AuthenticationError("bad key", model="test-model", llm_provider="openai")):
+        with pytest.raises(EndpointUnavailable, match="1 of 3 requests") as info:
+            g.batch([req(2), req(3, extra={"mock_response": exc}), req(4)])
+        assert info.value.failed[0].retryable and info.value.total == 3
+    assert g._cached(req(2)) is not None and g._cached(req(4)) is not None
+    lenient = Gateway(None, max_retries=0)
+    (r,) = lenient.batch([req(5, extra={"mock_response": litellm.RateLimitError("x", model="m", llm_provider="openai")})])
+    assert r.retryable and "RateLimitError" in r.error

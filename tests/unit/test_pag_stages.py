@@ -15,7 +15,7 @@ from progra_core.config import AugmentConfig, SegmentConfig, SFTDataConfig
 from progra_core.datasets.bfcl import entry_to_trajectory, load_entries
 from progra_core.envs.bfcl import BFCLEnv
 from progra_core.sft_data import sft_data
-from progra_core.sharding import MemoryShards, run_sharded
+from progra_core.sharding import MemoryShards, StageIncomplete, run_sharded
 from progra_core.verify import judge
 
 
@@ -186,9 +186,10 @@ def test_sharded_work_resumes_without_redoing_finished_shards():
         return pa.table({"id": [p["id"] for p in part]})
 
     io = MemoryShards()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StageIncomplete, match=r"2 of 4 shards \(4 of 10 items\) are unfinished: RuntimeError: killed") as e:
         run_sharded(items, "id", 3, lambda p: process(p, fail_after=6), io)
-    assert len(io.done()) == 2
+    assert isinstance(e.value.__cause__, RuntimeError)
+    assert len(io.done()) == 2 and len(seen) == 9  # the failing shard was the last one started
     seen.clear()
     table, stats = run_sharded(items, "id", 3, process, io)
     assert sorted(table.column("id").to_pylist()) == [i["id"] for i in items]

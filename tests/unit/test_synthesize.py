@@ -12,7 +12,7 @@ import pytest
 from progra_core import synthesize as syn
 from progra_core.config import SegmentConfig, SynthesizeConfig
 from progra_core.envs.bfcl import BFCLEnv
-from progra_core.llm import Gateway
+from progra_core.llm import EndpointUnavailable, Gateway
 from progra_core.schemas import TRAJECTORIES
 
 FS = ["GorillaFileSystem"]
@@ -221,7 +221,7 @@ def test_config_retries_are_bounded_and_a_repeated_query_stops_the_attempt():
     assert (rows["t-1"]["stop_reason"], rows["t-1"]["turns_verified"], rows["t-1"]["accepted"]) == ("query_repeated", 1, True)
 
 
-def test_transport_failures_end_an_attempt_as_llm_error():
+def test_an_endpoint_that_stays_down_fails_the_wave_and_is_never_recorded_as_data():
     cfg = SynthesizeConfig(turns=1, candidates=2, reviewers=1)
     gw = ScriptedLiteLLM({("t-0", "generator"): [json.dumps(CONFIG), "Make a folder reports."]})
     real = Gateway.batch
@@ -233,8 +233,9 @@ def test_transport_failures_end_an_attempt_as_llm_error():
         return ScriptedLiteLLM.batch(self, requests, on_result)
 
     gw.batch = failing.__get__(gw)
-    row = syn.synthesize_wave([_spec(0)], gw, cfg, MODELS).to_pylist()[0]
-    assert row["stop_reason"] == "llm_error" and row["stop_turn"] == 0 and not row["accepted"]
+    gw.strict = True  # as every pipeline gateway (Gateway.from_config)
+    with pytest.raises(EndpointUnavailable, match="2 of 2 requests to openai/act"):
+        syn.synthesize_wave([_spec(0)], gw, cfg, MODELS)
 
 
 def test_mix_takes_a_stable_share_and_refuses_duplicate_ids():

@@ -1,0 +1,285 @@
+"""`make bench`: one table of ratios, ours against the plain way of doing the same job.
+
+    awareness    the awareness stage (Prefect flow, shards, cache, parsing) vs a bare asyncio +
+                 openai loop; same llm-katan echo server (fixed --latency-ms), same concurrency
+    rerun        a cached `progra run` vs the first one on an empty storage root
+    sql          `progra sql` (Catalog.sql) on a 1M-row awareness dataset vs duckdb.read_parquet
+    env          BFCLEnv steps/s vs BFCL's own executor (eval of call strings)
+    verify       local verification batched (local_batch_size=8) vs one request at a time
+
+Run: .venv/bin/python scripts/bench.py [--only awareness,sql] [--repeats 3] [--json out.json]
+Medians of repeated runs; numbers are printed, never asserted. Work goes to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flows.env import in_process_settings, prepare  # noqa: E402
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# -- awareness stage vs a bare client loop ----------------------------------------------------
+
+class Echo:
+    """An llm-katan echo server on a free loopback port, stopped by its process group."""
+
+    def __init__(self, work: Path, *flags: str):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.api_base = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "llm-katan"), "--backend", "echo", "--model", "echo",
+                                      "--name", "echo", "--host", "127.0.0.1", "--port", str(self.port), "--disable-dashboard",
+                                      "--stats-file", str(work / f"katan-{self.port}.json"), *flags],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        import httpx
+
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        raise RuntimeError("llm-katan did not start")
+
+    def stop(self) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(15)
+
+
+def bench_awareness(work: Path, repeats: int, n: int = 480, concurrency: int = 16, latency_ms: int = 500) -> dict:
+    """Segments per second through the stage vs the same requests from a bare AsyncOpenAI loop."""
+    from openai import AsyncOpenAI
+
+    from flows.stages import stage
+    from progra_core import prompts
+    from progra_core.config import load_config
+    from tests.reliability import echo_data
+
+    srv = Echo(work, "--latency-ms", str(latency_ms), "--max-concurrent", "256")
+    try:
+        base = echo_data.bfcl_segment_rows()
+        cfg_of = lambda root: load_config("embedded", overrides=[  # noqa: E731
+            f"storage.root={root}", "models.generator=openai/echo", "models.api_base=" + json.dumps({"generator": srv.api_base}),
+            "awareness.limit=null", "awareness.shard_size=32", f"llm.concurrency={concurrency}", "dispatch.max_workers=4"])
+        warm = work / "aw-warm"  # the first flow run in a process starts Prefect's ephemeral server
+        stage(name="awareness", input_dataset_id=echo_data.write_echo_segments(warm, 8, base), profile=None, config=cfg_of(warm))
+        roots = iter(work / f"aw-{k}" for k in range(repeats))
+
+        def ours():
+            root = next(roots)  # a fresh root each time: nothing cached
+            seg = echo_data.write_echo_segments(root, n, base)
+            out = stage(name="awareness", input_dataset_id=seg, profile=None, config=cfg_of(root))
+            assert out["awareness"]
+
+        rows = echo_data.echo_segment_rows(n, base)
+        messages = [prompts.awareness_messages(r, prompts.render_tools(r["tools"])) for r in rows]
+        max_tokens = cfg_of(work).awareness.max_tokens
+
+        async def bare_loop():
+            client = AsyncOpenAI(base_url=srv.api_base, api_key="EMPTY")
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(m):
+                async with sem:
+                    r = await client.chat.completions.create(model="echo", messages=m, max_tokens=max_tokens, temperature=0.0)
+                    return r.choices[0].message.content
+
+            out = await asyncio.gather(*(one(m) for m in messages))
+            await client.close()
+            assert len(out) == n
+
+        t_ours = median_time(ours, repeats)
+        t_bare = median_time(lambda: asyncio.run(bare_loop()), repeats)
+    finally:
+        srv.stop()
+    return {"name": f"awareness stage vs asyncio+openai ({n} segments, concurrency {concurrency}, {latency_ms} ms)",
+            "ours": n / t_ours, "baseline": n / t_bare, "unit": "segments/s", "ratio": (n / t_ours) / (n / t_bare),
+            "goal": ">= 0.95"}
+
+
+# -- cached rerun vs first run ----------------------------------------------------------------
+
+def bench_rerun(work: Path, repeats: int) -> dict:
+    """`progra run` (the embedded default, i.e. `make run`) on an empty root, then again."""
+    root = work / "run-root"
+    env = {**os.environ, "PROGRA_MODELS_DIR": str(REPO / ".progra" / "models")}  # the provisioned embedded model
+    env.pop("PREFECT_HOME", None)
+    cmd = [str(Path(sys.executable).parent / "progra"), "run", "--profile", "embedded", "--set", f"storage.root={root}"]
+
+    def once() -> float:
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+    first = once()
+    again = statistics.median(once() for _ in range(repeats))
+    return {"name": "cached `progra run` (make run) vs its first run", "ours": again, "baseline": first, "unit": "s",
+            "ratio": again / first, "goal": "<= 0.05"}
+
+
+# -- progra sql vs raw DuckDB ------------------------------------------------------------------
+
+def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
+    import duckdb
+    import pyarrow as pa
+
+    from progra_core.awareness import AWARENESS
+    from storage import Catalog, DatasetStore
+
+    root = work / "sql-root"
+    store = DatasetStore(str(root))
+    gens = ["openai/gpt-4o", "hosted_vllm/qwen", "local/smollm2"]
+    cols = {
+        "awareness_id": [f"{i:016x}" for i in range(rows)], "segment_id": [f"bfcl:multi_turn_base_{i // 40}#t{i % 8}s{i % 5}" for i in range(rows)],
+        "generator": [gens[i % 3] for i in range(rows)], "prompt_version": ["v1"] * rows,
+        "text": [f"<summary>user goal {i}</summary><plan>next step {i}</plan>" for i in range(rows)],
+        "summary": [f"user goal {i}" for i in range(rows)], "plan": [f"next step {i}" for i in range(rows)],
+        "rationale": [""] * rows, "attempts": [1 + i % 2 for i in range(rows)], "retries": [i % 3 for i in range(rows)],
+        "latency_ms": [float(i % 997) for i in range(rows)], "prompt_tokens": [500 + i % 300 for i in range(rows)],
+        "completion_tokens": [60 + i % 40 for i in range(rows)], "created_at": [None] * rows,
+    }
+    ref = store.write("awareness", pa.Table.from_pydict(cols, schema=AWARENESS), config={"bench": rows})
+    query = ("select generator, count(*) n, avg(attempts) attempts, sum(retries) retries, "
+             "quantile_cont(latency_ms, 0.9) p90 from {src} where plan like '%step 9%' group by 1 order by 1")
+    files = ", ".join(f"'{f}'" for f in store.files(ref))
+    ours = lambda: Catalog(str(root)).sql(query.format(src="awareness"))  # noqa: E731  (a fresh catalog, as each `progra sql` is)
+    raw = lambda: duckdb.sql(query.format(src=f"read_parquet([{files}])")).to_arrow_table()  # noqa: E731
+    assert ours().to_pylist() == raw().to_pylist()
+    t_ours, t_raw = median_time(ours, repeats * 3), median_time(raw, repeats * 3)
+    t = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "progra"), "sql", query.format(src="awareness"), "--root", str(root)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    cli = time.perf_counter() - t
+    return {"name": f"`progra sql` vs duckdb.read_parquet ({rows:,} awareness rows; CLI process {cli:.1f} s)",
+            "ours": t_ours, "baseline": t_raw, "unit": "s", "ratio": t_ours / t_raw, "goal": "~1.0, < 1 s"}
+
+
+# -- BFCLEnv vs BFCL's executor ----------------------------------------------------------------
+
+def _ours_env(entries) -> int:
+    from progra_core.calls import parse_calls
+    from progra_core.envs.bfcl import BFCLEnv
+
+    steps = 0
+    for e in entries:
+        env = BFCLEnv(e["initial_config"], e["involved_classes"])
+        for turn in e["ground_truth"]:
+            if turn:
+                steps += len(env.execute(parse_calls("[" + ", ".join(turn) + "]")))
+    return steps
+
+
+def _theirs_env(entries, tag: str) -> int:
+    from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils as mtu
+
+    steps = 0
+    for e in entries:
+        for turn in e["ground_truth"]:
+            obs, _ = mtu.execute_multi_turn_func_call(turn, e["initial_config"], e["involved_classes"], tag, e["id"])
+            steps += len(obs)
+        for k in [k for k in vars(mtu) if k.startswith(tag)]:  # its instances live as module globals
+            del vars(mtu)[k]
+    return steps
+
+
+def bench_env(work: Path, repeats: int) -> dict:
+    """Replaying BFCL base ground truth; a step is one call; fresh instances per entry on both sides."""
+    from progra_core.datasets.bfcl import load_entries
+
+    entries = load_entries("base")
+    steps = _ours_env(entries)
+    tags = iter(f"bench{i}" for i in range(repeats))
+    t_ours = median_time(lambda: _ours_env(entries), repeats)
+    t_theirs = median_time(lambda: _theirs_env(entries, next(tags)), repeats)
+    return {"name": f"BFCLEnv vs BFCL executor ({len(entries)} base entries, {steps} steps)", "ours": steps / t_ours,
+            "baseline": steps / t_theirs, "unit": "steps/s", "ratio": t_theirs / t_ours, "goal": ">= 1 (no eval)"}
+
+
+# -- batched vs one-at-a-time local verification -------------------------------------------------
+
+def bench_verify(work: Path, repeats: int, n: int = 24) -> dict:
+    from progra_core.config import load_config
+    from progra_core.llm import Gateway
+    from progra_core.verify import verify_shard
+    from tests.reliability import echo_data
+
+    cfg = load_config("embedded")
+    items = [{**s, "awareness_id": s["segment_id"], "text": echo_data.note(k)}
+             for k, s in enumerate(echo_data.echo_segment_rows(n, echo_data.bfcl_segment_rows()))]
+    models = Path(os.environ.get("PROGRA_MODELS_DIR", REPO / ".progra" / "models"))
+
+    def run(batch: int):
+        gw = Gateway(None, local_batch_size=batch, models_root=models)  # no cache: every item is generated
+        out = verify_shard(items, gw, cfg.models.verifier, cfg.verify)
+        assert out.num_rows == n
+
+    run(8)  # load the model once
+    t_batched, t_single = median_time(lambda: run(8), repeats), median_time(lambda: run(1), repeats)
+    return {"name": f"local verification batched (8) vs one at a time ({n} rows, {cfg.models.verifier})",
+            "ours": n / t_batched, "baseline": n / t_single, "unit": "rows/s", "ratio": t_single / t_batched, "goal": "> 1"}
+
+
+BENCHES = {"awareness": bench_awareness, "rerun": bench_rerun, "sql": bench_sql, "env": bench_env, "verify": bench_verify}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=str(REPO / ".progra" / "bench.json"), help="where to write the results")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="progra-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        prepare(str(work / "prefect-root"))  # this process's ephemeral Prefect server lives in the temp folder
+        results = []
+        stack.enter_context(in_process_settings())  # as the CLI runs flows
+        for name in a.only.split(","):
+            t = time.perf_counter()
+            r = BENCHES[name.strip()](work, a.repeats)
+            r["bench"], r["wall_s"] = name, round(time.perf_counter() - t, 1)
+            results.append(r)
+            print(f"[{name}] {r['ours']:.4g} vs {r['baseline']:.4g} {r['unit']}: ratio {r['ratio']:.3f} "
+                  f"({r['wall_s']} s)", flush=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"make bench (medians of {a.repeats}; ratio as the issue defines it: ours / baseline for rates, time / time for times)")
+    for col in ("benchmark", "ours", "baseline", "unit", "ratio", "goal"):
+        table.add_column(col, justify="left" if col in ("benchmark", "unit", "goal") else "right")
+    for r in results:
+        table.add_row(r["name"], f"{r['ours']:.4g}", f"{r['baseline']:.4g}", r["unit"], f"{r['ratio']:.3f}", r["goal"])
+    Console(width=160).print(table)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(results, indent=1))
+    print(f"results: {a.json}")
+
+
+if __name__ == "__main__":
+    main()
