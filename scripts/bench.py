@@ -224,7 +224,7 @@ def bench_env(work: Path, repeats: int) -> dict:
 
 # -- batched vs one-at-a-time local verification -------------------------------------------------
 
-def bench_verify(work: Path, repeats: int, n: int = 24) -> dict:
+def bench_verify(work: Path, repeats: int, n: int = 8) -> dict:
     from progra_core.config import load_config
     from progra_core.llm import Gateway
     from progra_core.verify import verify_shard
