@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 
 import duckdb
 import pyarrow as pa
@@ -38,6 +39,9 @@ DATASETS_SCHEMA = pa.schema(
     ]
 )
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: root -> (in-memory DuckDB, what its views were built from); see ``Catalog.sql``.
+_SHARED: dict[str, tuple[duckdb.DuckDBPyConnection, dict[str, object]]] = {}
+_SHARED_LOCK = threading.Lock()
 #: One row per evaluation dataset x model x category: accuracy (trials pooled = averaged when every
 #: entry has all trials), per-turn accuracy, where runs fail, and how runs ended.
 EVAL_SUMMARY_SQL = """
@@ -98,22 +102,34 @@ class Catalog:
         ]
         return pa.Table.from_pylist(rows, schema=DATASETS_SCHEMA)
 
-    def _statements(self, con: duckdb.DuckDBPyConnection, only: set[str] | None = None, fresh: bool = False) -> None:
+    def _statements(self, con: duckdb.DuckDBPyConnection, only: set[str] | None = None, fresh: bool = False,
+                    built: dict[str, object] | None = None) -> None:
         """Create the views (``only``: just these names, e.g. those a query mentions; ``fresh``: an
-        empty in-memory connection, nothing to drop first)."""
+        empty in-memory connection, nothing to drop first; ``built``: what this connection already
+        holds, name -> the datasets it was built from, so unchanged views are kept)."""
         store = self.store
+        refs = store.list()
+        by_stage: dict[str, list[DatasetRef]] = {}
+        for r in refs:
+            by_stage.setdefault(r.stage, []).append(r)
 
         def want(*names: str) -> bool:
-            return only is None or any(n in only for n in names)
+            if only is not None and not any(n in only for n in names):
+                return False
+            if built is None:
+                return True
+            # datasets are immutable once committed: the same ids mean the same view
+            key = tuple((r.stage, r.dataset_id) for r in (refs if names[0] in ("datasets", "rejects", "eval_summary")
+                                                           else by_stage.get(names[0], [])))
+            if built.get(names[0]) == key:
+                return False
+            built[names[0]] = key
+            return True
 
         def replace(name: str) -> None:
             if not fresh:
                 _drop(con, name)
 
-        refs = store.list()
-        by_stage: dict[str, list[DatasetRef]] = {}
-        for r in refs:
-            by_stage.setdefault(r.stage, []).append(r)
         if want("datasets"):
             con.register("_progra_datasets", self._lineage(refs))
             replace("datasets")
@@ -177,16 +193,26 @@ class Catalog:
 
     def sql(self, query: str, params: list | None = None) -> pa.Table:
         """Run SQL over the catalog and return an Arrow table. Only the views the query names are
-        built, so a query costs what DuckDB's own read_parquet does, however many stages exist."""
+        built, on one in-memory DuckDB per root and process that keeps views whose datasets did not
+        change, so a query costs what DuckDB's own read_parquet does. Each query runs on its own
+        cursor (safe across threads)."""
         names = set(re.findall(r"[a-z_][a-z0-9_]*", query.lower()))
         if "eval_summary" in names:
             names.add("eval_results")
-        con = self.connect(names)
+        with _SHARED_LOCK:
+            if self.store.root_url not in _SHARED:
+                db = duckdb.connect()
+                if not self.store.is_local:
+                    db.register_filesystem(self.store.fs)
+                _SHARED[self.store.root_url] = (db, {})
+            db, built = _SHARED[self.store.root_url]
+            self._statements(db, names, built=built)
+            cur = db.cursor()
         try:
-            rel = con.sql(query, params=params) if params else con.sql(query)
+            rel = cur.sql(query, params=params) if params else cur.sql(query)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         finally:
-            con.close()
+            cur.close()
 
     def refresh(self) -> str | None:
         """Persist the views into the DuckDB file (local roots only); returns its path, or None

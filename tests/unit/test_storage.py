@@ -101,3 +101,19 @@ def test_fsspec_memory_root():
     assert cat.db_path is None
     assert cat.sql("select trajectory_id from trajectories").column(0).to_pylist() == ["t1"]
     assert cat.refresh() is None
+
+
+def test_catalog_views_follow_new_datasets_within_one_process(tmp_path):
+    """``Catalog.sql`` keeps its views between queries (one DuckDB per root and process) and
+    rebuilds exactly those whose datasets changed."""
+    import pyarrow as pa
+
+    from storage import Catalog, DatasetStore
+
+    store, cat = DatasetStore(str(tmp_path)), Catalog(str(tmp_path))
+    store.write("probe", pa.table({"x": [1, 2]}), dataset_id="a")
+    assert cat.sql("select count(*) n, max(dataset_id) d from probe_latest").to_pylist() == [{"n": 2, "d": "a"}]
+    store.write("probe", pa.table({"x": [3, 4, 5]}), dataset_id="b")
+    assert Catalog(str(tmp_path)).sql("select count(*) from probe").column(0)[0].as_py() == 5
+    assert cat.sql("select count(*) n, max(dataset_id) d from probe_latest").to_pylist() == [{"n": 3, "d": "b"}]
+    assert sorted(cat.sql("select dataset_id from datasets").column(0).to_pylist()) == ["a", "b"]
