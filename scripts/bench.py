@@ -42,35 +42,15 @@ def median_time(fn, repeats: int) -> float:
 
 # -- awareness stage vs a bare client loop ----------------------------------------------------
 
-class Echo:
-    """An llm-katan echo server on a free loopback port, stopped by its process group."""
+def echo_server(work: Path, *flags: str):
+    """An llm-katan echo server on a free loopback port (the tests' launcher: own process group,
+    stopped by PID)."""
+    from tests.conftest import Server, free_port
 
-    def __init__(self, work: Path, *flags: str):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.api_base = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "llm-katan"), "--backend", "echo", "--model", "echo",
-                                      "--name", "echo", "--host", "127.0.0.1", "--port", str(self.port), "--disable-dashboard",
-                                      "--stats-file", str(work / f"katan-{self.port}.json"), *flags],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        import httpx
-
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        raise RuntimeError("llm-katan did not start")
-
-    def stop(self) -> None:
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(15)
+    srv = Server(["--backend", "echo", "--model", "echo", "--disable-dashboard", *flags], free_port(), "echo",
+                 work / "katan.log")
+    srv.wait(60)
+    return srv
 
 
 def bench_awareness(work: Path, repeats: int, n: int = 480, concurrency: int = 16, latency_ms: int = 500) -> dict:
@@ -82,7 +62,7 @@ def bench_awareness(work: Path, repeats: int, n: int = 480, concurrency: int = 1
     from progra_core.config import load_config
     from tests.reliability import echo_data
 
-    srv = Echo(work, "--latency-ms", str(latency_ms), "--max-concurrent", "256")
+    srv = echo_server(work, "--latency-ms", str(latency_ms), "--max-concurrent", "256")
     try:
         base = echo_data.bfcl_segment_rows()
         cfg_of = lambda root: load_config("embedded", overrides=[  # noqa: E731

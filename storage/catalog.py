@@ -102,11 +102,11 @@ class Catalog:
         ]
         return pa.Table.from_pylist(rows, schema=DATASETS_SCHEMA)
 
-    def _statements(self, con: duckdb.DuckDBPyConnection, only: set[str] | None = None, fresh: bool = False,
+    def _statements(self, con: duckdb.DuckDBPyConnection, only: set[str] | None = None,
                     built: dict[str, object] | None = None) -> None:
-        """Create the views (``only``: just these names, e.g. those a query mentions; ``fresh``: an
-        empty in-memory connection, nothing to drop first; ``built``: what this connection already
-        holds, name -> the datasets it was built from, so unchanged views are kept)."""
+        """Create the views (``only``: just these names, e.g. those a query mentions; ``built``:
+        what this connection already holds, name -> the datasets it was built from, so unchanged
+        views are kept)."""
         store = self.store
         refs = store.list()
         by_stage: dict[str, list[DatasetRef]] = {}
@@ -126,13 +126,9 @@ class Catalog:
             built[names[0]] = key
             return True
 
-        def replace(name: str) -> None:
-            if not fresh:
-                _drop(con, name)
-
         if want("datasets"):
             con.register("_progra_datasets", self._lineage(refs))
-            replace("datasets")
+            _drop(con, "datasets")
             con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
             con.unregister("_progra_datasets")
         known = stage_schemas()
@@ -148,27 +144,27 @@ class Catalog:
                 empty = schema.append(pa.field("dataset_id", pa.string())).empty_table()
                 con.register("_progra_empty", empty)
                 for name in (stage, f"{stage}_latest"):
-                    replace(name)
+                    _drop(con, name)
                     con.execute(f"CREATE TABLE {name} AS SELECT * FROM _progra_empty")
                 con.unregister("_progra_empty")
                 continue
             latest = stage_refs[-1]
             for name, fl in ((stage, files), (f"{stage}_latest", store.files(latest))):
                 urls = ", ".join(_q(store.url(f)) for f in fl)
-                replace(name)
+                _drop(con, name)
                 con.execute(
                     f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), "
                     f"regexp_extract(filename, '/datasets/{stage}/([^/]+)/part-', 1) AS dataset_id "
                     f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
                 )
         if want("eval_summary"):
-            replace("eval_summary")
+            _drop(con, "eval_summary")
             con.execute(EVAL_SUMMARY_SQL)
         if not want("rejects"):
             return
         rej = [store.rejects_file(r) for r in refs]
         rej = [f for f in rej if f]
-        replace("rejects")
+        _drop(con, "rejects")
         if rej:
             urls = ", ".join(_q(store.url(f)) for f in rej)
             con.execute(
@@ -181,12 +177,12 @@ class Catalog:
             con.execute("CREATE TABLE rejects AS SELECT * FROM _progra_rej")
             con.unregister("_progra_rej")
 
-    def connect(self, only: set[str] | None = None) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with every view in place (``only``: just these)."""
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new in-memory DuckDB connection with every view in place (yours to keep and close)."""
         con = duckdb.connect()
         if not self.store.is_local:
             con.register_filesystem(self.store.fs)
-        self._statements(con, only, fresh=True)
+        self._statements(con)
         return con
 
     # -- querying ----------------------------------------------------------------------------

@@ -38,10 +38,11 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
+from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
+
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
 
 LOCAL_PREFIX = "local/"
-_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -100,61 +101,6 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.text is not None
-
-
-class EndpointUnavailable(RuntimeError):
-    """Some requests of a batch got no answer because of the endpoint (see module docstring)."""
-
-    def __init__(self, failed: list[ChatResult], total: int):
-        first = failed[0]
-        super().__init__(f"{len(failed)} of {total} requests to {first.model} got no answer from the endpoint "
-                         f"(e.g. {first.error}); the {total - len(failed)} answers that arrived are cached, "
-                         "so a rerun asks only for these")
-        self.failed = failed
-        self.total = total
-
-
-def _redact(message: str, key: str | None, limit: int = 400) -> str:
-    """An error message safe to store: some endpoints quote the API key they were sent."""
-    if key and len(key) >= 4:
-        message = message.replace(key, "[redacted]")
-    return message[:limit]
-
-
-def _describe(exc: BaseException) -> str:
-    status = getattr(exc, "status_code", None)
-    return f"{type(exc).__name__}{f' (HTTP {status})' if isinstance(status, int) else ''}: {exc}"
-
-
-def _item_error(exc: BaseException) -> bool:
-    """The endpoint refused this request on its merits (400/413/422); it would refuse it again.
-    The status decides: LiteLLM raises some 401s as ``BadRequestError``."""
-    import litellm
-
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return status in (400, 413, 422)
-    return isinstance(exc, (litellm.BadRequestError, litellm.UnprocessableEntityError))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: rate limits, server errors, timeouts, dropped connections."""
-    import litellm
-
-    transient = (
-        litellm.RateLimitError,
-        litellm.InternalServerError,
-        litellm.ServiceUnavailableError,
-        litellm.APIConnectionError,
-        litellm.Timeout,
-        litellm.exceptions.BadGatewayError,
-        asyncio.TimeoutError,
-        ConnectionError,
-    )
-    if isinstance(exc, transient):
-        return True
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and status in _TRANSIENT_STATUS
 
 
 _LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -343,11 +289,11 @@ class Gateway:
                         resp = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s + 5)
         except RetryError as e:
             exc = e.last_attempt.exception()
-            return ChatResult(None, req.model, req.role, req.id, error=_redact(f"retries exhausted: {_describe(exc)}", key),
+            return ChatResult(None, req.model, req.role, req.id, error=redact(f"retries exhausted: {describe(exc)}", key),
                               attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=True)
         except Exception as exc:  # not transient: report, do not retry
-            return ChatResult(None, req.model, req.role, req.id, error=_redact(_describe(exc), key),
-                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=not _item_error(exc))
+            return ChatResult(None, req.model, req.role, req.id, error=redact(describe(exc), key),
+                              attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=not item_error(exc))
         choice = resp.choices[0]
         usage = getattr(resp, "usage", None)
         return ChatResult(

@@ -1,29 +1,7 @@
 import json
 
 from progra_core.datasets.chat import iter_hf_folder, iter_jsonl
-
-TOOLS = [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object", "properties": {}}}},
-         {"type": "function", "function": {"name": "cd", "parameters": {"type": "object", "properties": {"folder": {"type": "string"}}}}}]
-
-
-def good(i="t1"):
-    return {
-        "id": i,
-        "tools": TOOLS,
-        "messages": [
-            {"role": "system", "content": "You manage files."},
-            {"role": "user", "content": "Go to docs and list."},
-            {"role": "assistant", "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "cd", "arguments": json.dumps({"folder": "docs"})}},
-                {"id": "c2", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "c2", "content": "a.txt"},
-            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
-            {"role": "assistant", "content": "Done: a.txt"},
-            {"role": "user", "content": "Thanks, list again"},
-            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "ls", "arguments": {}}}]},
-            {"role": "tool", "content": "a.txt"},
-        ],
-    }
+from tests.reliability.corpus import chat as good  # the corpus's good record: two turns, three calls
 
 
 def test_good_records(tmp_path):
