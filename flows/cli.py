@@ -146,13 +146,22 @@ def _show_data(refs: dict, root_opt: str) -> None:
 
 
 def _show_evals(cfg, evals: dict, root_opt: str) -> None:
-    _print_report([r.dataset_id for r in evals.values()], cfg.storage.root, title="BFCL multi-turn accuracy (%)")
+    from flows.evaluate import report_note
+
+    _print_report([r.dataset_id for r in evals.values()], cfg.storage.root, title=TABLE_TITLE)
+    console.print(report_note(cfg), highlight=False)
     for label, ref in evals.items():
         st = ref.stats or {}
         console.print(f"{label}: {st.get('passed')}/{st.get('runs')} runs passed, {st.get('seconds_per_run')} s per entry "
                       f"run ({st.get('seconds')} s) -> eval_results {ref.dataset_id}")
     console.print(f"Per turn: progra sql \"select model_ref, method, category, accuracy, turn_accuracy, "
                   f"mean_first_failed_turn from eval_summary\"{root_opt}")
+    if cfg.evaluate.tau2_domains:
+        console.print(f"tau2 failures: progra sql \"select category, entry_id, trial, reward, error_type from eval_results "
+                      f"where benchmark = 'tau2'\"{root_opt}")
+
+
+TABLE_TITLE = "Accuracy (%): BFCL multi-turn and tau2-bench"
 
 
 def _print_report(eval_ids: list[str], root: str, title: str) -> None:
@@ -270,7 +279,7 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
             err.print("[red]--compare needs two or more runs[/red]")
             raise typer.Exit(2)
         headers, body = rep.compare([(r[:8], summary_rows(cat, ids_of(r))) for r in runs])
-        title = "BFCL multi-turn accuracy (%), runs side by side"
+        title = TABLE_TITLE + ", runs side by side"
     else:
         if runs:
             ids = [i for r in runs for i in ids_of(r)]
@@ -282,7 +291,7 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
                                    c.get("evaluate", {}).get("prompt")])] = e["dataset_id"]
             ids = list(latest.values())
         headers, body = rep.table1(summary_rows(cat, ids))
-        title = "BFCL multi-turn accuracy (%)"
+        title = TABLE_TITLE
     if markdown:
         console.print(rep.to_markdown(headers, body, title), markup=False, highlight=False)
     else:

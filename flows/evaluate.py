@@ -24,6 +24,23 @@ def summary_rows(catalog: Catalog, eval_ids: list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: (order[r["eval_id"]], r["category"]))
 
 
+def report_note(cfg: PipelineConfig) -> str:
+    """What the table's numbers are (and are not comparable with)."""
+    ev = cfg.evaluate
+    parts = []
+    if ev.categories:
+        parts.append(f"BFCL: {ev.split} split, {ev.limit or 'all'} entries per category. Overall = mean of Base, Miss F., "
+                     "Miss P. (as in the paper). Turn acc. = share of user turns that pass BFCL's state and response checks.")
+    if ev.tau2_domains:
+        local_user = cfg.models.user_simulator.startswith("local/")
+        parts.append(f"tau2-bench: {ev.tau2_split} split, {ev.tau2_limit or 'all'} tasks per domain, scored by tau2's evaluator "
+                     f"(pass rate over trials); user simulator `{cfg.models.user_simulator}`"
+                     + (" (a local model, not the paper's GPT-4o: these tau2 numbers are NOT comparable with the paper's)."
+                        if local_user else "."))
+    parts.append(f"{ev.trials} trial(s), prompt `{ev.prompt}`.")
+    return " ".join(parts)
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate(models: list[str] | None = None, trained_model_id: str | None = None, config: PipelineConfig | None = None,
              profile: str = "embedded") -> dict[str, DatasetRef]:
@@ -39,10 +56,8 @@ def evaluate(models: list[str] | None = None, trained_model_id: str | None = Non
     catalog = Catalog(cfg.storage.root, cfg.storage.catalog_path)
     catalog.refresh()
     headers, body = report.table1(summary_rows(catalog, [r.dataset_id for r in out.values()]))
-    md = report.to_markdown(headers, body, "BFCL multi-turn accuracy (%)")
-    md += (f"\n\n{cfg.evaluate.split} split, {cfg.evaluate.limit or 'all'} entries per category, {cfg.evaluate.trials} "
-           f"trial(s), prompt `{cfg.evaluate.prompt}`. Overall = mean of Base, Miss F., Miss P. (as in the paper). "
-           "Turn acc. = share of user turns that pass BFCL's state and response checks.")
+    md = report.to_markdown(headers, body, "Accuracy (%): BFCL multi-turn and tau2-bench")
+    md += "\n\n" + report_note(cfg)
     publish_funnel("eval-table", md)
     get_run_logger().info("evaluation:\n%s", md)
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "PipelineConfig",
@@ -63,6 +63,9 @@ class LLMConfig(Section):
         "Times a shard whose endpoint stayed down past max_retries is tried again (cached answers replay, only the rest is asked)."))
     shard_retry_delay_s: float = Field(30.0, ge=0, description="Wait before such a shard retry (lets a rate-limit window pass).")
     local_batch_size: int = Field(8, ge=1, description="Requests per forward pass for local/ models.")
+    local_batch_tokens: int | None = Field(8192, ge=1, description=(
+        "local/ models: most padded prompt tokens (rows x longest prompt) per forward pass; long prompts go alone "
+        "(on CPU padding a batch to a long prompt costs more than it saves). None: batch_size alone decides."))
     local_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
@@ -74,6 +77,10 @@ class IngestConfig(Section):
     limit: int | None = Field(None, ge=0, description="Max BFCL entries (after the split).")
     jsonl: list[str] = Field(default_factory=list, description="Extra trajectories: OpenAI chat-format JSONL files.")
     hf: list[str] = Field(default_factory=list, description="Extra trajectories: local datasets.save_to_disk folders.")
+    tau2_domains: list[str] = Field(default_factory=list, description=(
+        "tau2-bench domains whose train-split tasks become trajectories (reference actions executed in the env). "
+        "airline and retail only: telecom is the out-of-domain test and never trains."))
+    tau2_limit: int | None = Field(None, ge=0, description="Train tasks per tau2 domain (None: all).")
 
     @field_validator("bfcl_categories")
     @classmethod
@@ -82,6 +89,19 @@ class IngestConfig(Section):
         bad = [c for c in v if c not in allowed]
         if bad:
             raise ValueError(f"unknown BFCL categories {bad}; allowed {sorted(allowed)}")
+        return v
+
+    @field_validator("tau2_domains")
+    @classmethod
+    def _tau2(cls, v: list[str]) -> list[str]:
+        from progra_core.envs.tau2 import DOMAINS, TRAIN_DOMAINS
+
+        if "telecom" in v:
+            raise ValueError("tau2 telecom is the out-of-domain test set (the paper's Table 3) and cannot be used for "
+                             f"training; train on {list(TRAIN_DOMAINS)} and evaluate on telecom with evaluate.tau2_domains")
+        bad = [d for d in v if d not in DOMAINS]
+        if bad:
+            raise ValueError(f"unknown tau2 domains {bad}; training domains are {list(TRAIN_DOMAINS)}")
         return v
 
 
@@ -233,18 +253,42 @@ class EvaluateConfig(Section):
     max_tokens: int = Field(1024, ge=8, description="New tokens per step.")
     max_steps_per_turn: int = Field(20, ge=1, description="More steps than this in one turn force-quits the entry (BFCL: 20).")
     prompt: Literal["bfcl", "policy"] = Field("bfcl", description=(
-        "bfcl: bfcl-eval's default system prompt for every method (the paper's test setting); policy: the "
-        "prompt the policy was trained with."))
+        "bfcl: bfcl-eval's default system prompt for every method (the paper's test setting; on tau2 the "
+        "domain policy and tools in the same call format); policy: the prompt the policy was trained with."))
     seed: int = 0
+    tau2_domains: list[str] = Field(default_factory=list, description=(
+        "tau2-bench domains to evaluate on as well (airline, retail: Table 1; telecom: Table 3's out-of-domain test)."))
+    tau2_split: Literal["test", "train", "base"] = Field("test", description="Split of the package's split_tasks.json.")
+    tau2_limit: int | None = Field(None, ge=0, description="Tasks per tau2 domain (None: the whole split).")
+    tau2_max_steps: int = Field(100, ge=2, description="Messages per tau2 conversation before it ends unfinished (tau2: 100).")
+    tau2_max_errors: int = Field(10, ge=1, description="Failed tool calls per tau2 conversation before it ends (tau2: 10).")
+    user_temperature: float = Field(0.0, ge=0, description="User simulator temperature (tau2's default: 0).")
+    user_max_tokens: int = Field(256, ge=8, description="New tokens per user-simulator message.")
 
     @field_validator("categories")
     @classmethod
     def _cats(cls, v: list[str]) -> list[str]:
         allowed = {"base", "miss_func", "miss_param", "long_context"}
         bad = [c for c in v if c not in allowed]
-        if bad or not v:
-            raise ValueError(f"unknown BFCL categories {bad or v}; allowed {sorted(allowed)}")
+        if bad:
+            raise ValueError(f"unknown BFCL categories {bad}; allowed {sorted(allowed)}")
         return v
+
+    @field_validator("tau2_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        from progra_core.envs.tau2 import DOMAINS
+
+        bad = [d for d in v if d not in DOMAINS]
+        if bad:
+            raise ValueError(f"unknown tau2 domains {bad}; allowed {list(DOMAINS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> EvaluateConfig:
+        if not self.categories and not self.tau2_domains:
+            raise ValueError("evaluate needs BFCL categories or tau2_domains (both are empty)")
+        return self
 
 
 class DispatchConfig(Section):

@@ -38,7 +38,7 @@ from progra_core.envs.bfcl import BFCLEnv, EnvError
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.schemas import reject
 
-__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt", "decode_response",
+__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt", "decode_response", "visible_text",
            "select_test_entries", "run_bfcl"]
 
 STAGE = "evaluate"
@@ -57,6 +57,8 @@ EVAL_RESULTS = pa.schema([
     ("n_calls", pa.int32()), ("error_type", pa.string()), ("error", pa.string()), ("steps", pa.list_(EVAL_STEP)),
     ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("latency_ms", pa.float64()),
     ("created_at", pa.timestamp("us", tz="UTC")),
+    # τ² only: the evaluator's reward and the conversation as τ² messages (JSON)
+    ("reward", pa.float64()), ("transcript", pa.string()),
 ])
 
 PromptStyle = Literal["bfcl", "policy"]
@@ -103,8 +105,7 @@ def decode_response(text: str) -> tuple[list[Call] | None, str | None]:
     """Calls in a model output, or ``(None, reason)``. Tags are honoured (``<answer>`` wins;
     ``<think>``/``<summary>`` are dropped), then BFCL's leniency: backticks stripped and a missing
     ``[``/``]`` added. Parsing is :func:`parse_calls` (``ast``), never ``eval``."""
-    answer = rewards.parse_action(text or "").answer
-    body = (answer if answer is not None else _REASONING.sub("", text or "")).strip()
+    body = visible_text(text)
     if not body:
         return None, "empty output"
     try:
@@ -117,6 +118,13 @@ def decode_response(text: str) -> tuple[list[Call] | None, str | None]:
         return parse_calls(wrapped) or None, None
     except CallParseError as e:
         return None, str(e)
+
+
+def visible_text(text: str) -> str:
+    """What a reader of the output sees: the ``<answer>`` region if tagged, else the text without
+    ``<think>``/``<summary>`` regions."""
+    answer = rewards.parse_action(text or "").answer
+    return (answer if answer is not None else _REASONING.sub("", text or "")).strip()
 
 
 def select_test_entries(cfg: EvaluateConfig, held_out_percent: int = 50) -> list[dict]:

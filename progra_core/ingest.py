@@ -1,5 +1,6 @@
 """Stage ``ingest`` -> dataset ``trajectories``: BFCL's multi-turn split (ground truth executed in
-``BFCLEnv``) plus optional chat-format JSONL files and local HF folders. Bad records become
+``BFCLEnv``), τ²-bench airline/retail train tasks (reference actions executed in ``Tau2Env``),
+plus optional chat-format JSONL files and local HF folders. Bad records become
 ``rejects`` rows with a reason; duplicate trajectory ids across sources are rejected, never merged.
 """
 
@@ -15,13 +16,14 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.config import IngestConfig
 from progra_core.datasets import bfcl, chat
+from progra_core.datasets import tau2 as tau2_data
 from progra_core.schemas import TRAJECTORIES, reject
 
 __all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "fingerprint_inputs", "ingest"]
 
 STAGE = "ingest"
 OUTPUT = "trajectories"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], bfcl, chat)
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], bfcl, chat, tau2_data)
 
 
 def _bfcl_version() -> str:
@@ -44,7 +46,12 @@ def fingerprint_inputs(cfg: IngestConfig) -> dict:
             files[p] = sorted((f, os.path.getsize(os.path.join(d, f))) for d, _, fs in os.walk(p) for f in fs)
         else:
             files[p] = "missing"
-    return {"config": cfg.model_dump(), "bfcl_eval": _bfcl_version(), "files": files}
+    out = {"config": cfg.model_dump(), "bfcl_eval": _bfcl_version(), "files": files}
+    if cfg.tau2_domains:
+        from progra_core.envs.tau2 import tau2_version
+
+        out["tau2"] = tau2_version()
+    return out
 
 
 def _bfcl_entries(cfg: IngestConfig) -> list[dict]:
@@ -55,6 +62,8 @@ def _bfcl_entries(cfg: IngestConfig) -> list[dict]:
 def _sources(cfg: IngestConfig, entries: list[dict]) -> Iterator[tuple[dict | None, dict | None]]:
     if entries:
         yield from bfcl.iter_trajectories(step_mode=cfg.step_mode, held_out_percent=cfg.held_out_percent, entries=entries)
+    if cfg.tau2_domains:
+        yield from tau2_data.iter_trajectories(cfg.tau2_domains, cfg.tau2_limit)
     for p in cfg.jsonl:
         if not os.path.exists(p):
             yield None, reject(STAGE, p, "missing_file", f"JSONL file {p} does not exist")

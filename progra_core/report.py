@@ -1,6 +1,7 @@
 """Table 1 of the paper from ``eval_summary`` rows: one row per model/method, BFCL accuracy per
 category and Overall (the mean of the Base, Miss F. and Miss P. columns, as the paper computes
-it), plus per-turn accuracy. ``compare`` puts several runs side by side with the change in
+it), plus per-turn accuracy, then τ²-bench Airline and Retail (Table 1) and Telecom (Table 3,
+the out-of-domain test) as pass rates averaged over trials. ``compare`` puts several runs side by side with the change in
 Overall. Pure functions over dict rows: the CLI prints them with rich, the flow publishes them
 as a Prefect markdown artifact."""
 
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 __all__ = ["COLUMNS", "table1", "compare", "to_markdown"]
 
 #: eval_summary category -> Table 1 column, in the paper's order.
-COLUMNS = {"base": "Base", "miss_func": "Miss F.", "miss_param": "Miss P.", "long_context": "Long ctx"}
+COLUMNS = {"base": "Base", "miss_func": "Miss F.", "miss_param": "Miss P.", "long_context": "Long ctx",
+           "airline": "Airline", "retail": "Retail", "telecom": "Telecom"}
 OVERALL_OF = ("base", "miss_func", "miss_param")
 
 

@@ -7,10 +7,10 @@
   without);
 * SCHEMA: the action lists at least one call and every call names a listed function with known
   argument names, all required ones, and values of the declared JSON type (and in its enum);
-* SUCCESS: BFCL's two checks for a user turn: the environment state after the turn equals the
-  state the ground truth reaches, and every observation the ground-truth calls produce is among
-  the policy's observations (a multiset check, as BFCL's response checker). The state check alone
-  would let a read-only turn be won by doing nothing.
+* SUCCESS: the episode env's own ``success`` against a twin that replayed the ground truth. BFCL:
+  the state after the turn equals the ground truth's, and every observation the ground-truth calls
+  produce is among the policy's (a multiset check, as BFCL's response checker; the state check
+  alone would let a read-only turn be won by doing nothing). τ²: its database check.
 * the penalty λ is paid per action that issues calls, so shorter successful episodes score higher.
 
 SUCCESS is credited to the action that closes a turn (its final answer, or the last action when

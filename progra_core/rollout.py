@@ -1,9 +1,11 @@
-"""Multi-turn rollouts in fresh BFCL environments (§3.3.1), as one token stream per episode.
+"""Multi-turn rollouts in fresh environments (§3.3.1), as one token stream per episode.
 
-An episode is a BFCL-format task: initial config, involved classes, the user turns and, for the
-reward only, the ground-truth calls per turn. The policy acts; its calls run in the episode's own
-``BFCLEnv``; a ground-truth twin env replays the reference calls turn by turn to give the target
-state and the target observations (SUCCESS, see :mod:`progra_core.rewards`).
+An episode is a task of any :class:`~progra_core.envs.base.Env` (BFCL, τ² airline/retail): env
+kind, initial config, involved classes (τ²: the domain), the user turns and, for the reward only,
+the ground-truth calls per turn. The policy acts; its calls run in the episode's own env; a twin
+env replays the reference calls turn by turn to give the target state and observations, and the
+env's own ``success`` judges the turn (BFCL: state and response checks; τ²: its database check;
+see :mod:`progra_core.rewards`).
 
 Three modes, one per family of methods:
 
@@ -30,13 +32,13 @@ from typing import Literal
 
 from progra_core import policy_prompts
 from progra_core.calls import Call, calls_from_records, format_call
-from progra_core.envs.bfcl import BFCLEnv, EnvError
+from progra_core.envs.base import make_env
+from progra_core.envs.bfcl import EnvError
 from progra_core.rewards import (
     RewardWeights,
     action_reward,
     discounted_return,
     parse_action,
-    responses_ok,
     schema_ok,
     template_ok,
 )
@@ -64,6 +66,10 @@ class Episode:
     long_context: bool = False
     prefix: list[dict] | None = None  # single mode: the raw-prefix messages before the action
     setup: list[Call] = field(default_factory=list)  # single mode: ground-truth calls replayed first
+    env: str = "bfcl"  # trajectories.env: which Env runs the episode
+
+    def make_env(self):
+        return make_env(self.env, self.involved_classes, self.initial_config, self.long_context)
 
 
 @dataclass
@@ -100,13 +106,14 @@ def episodes_from_trajectories(rows: Sequence[dict], max_turns: int | None = Non
         if not turns:
             rejects.append(reject(STAGE, t.get("trajectory_id"), "no_turns", "trajectory has no user turn"))
             continue
+        ep = Episode(t["trajectory_id"], list(t.get("involved_classes") or []), t.get("initial_config") or "{}",
+                     t.get("tools") or "[]", t.get("scenario") or "", turns, bool(t.get("long_context")), env=t.get("env") or "bfcl")
         try:
-            BFCLEnv(t.get("initial_config"), t.get("involved_classes") or [], bool(t.get("long_context")))
+            ep.make_env()
         except EnvError as e:
             rejects.append(reject(STAGE, t.get("trajectory_id"), "env_error", str(e)))
             continue
-        out.append(Episode(t["trajectory_id"], list(t["involved_classes"]), t.get("initial_config") or "{}", t.get("tools") or "[]",
-                           t.get("scenario") or "", turns, bool(t.get("long_context"))))
+        out.append(ep)
     return out, rejects
 
 
@@ -128,7 +135,7 @@ def single_step_episodes(rows: Sequence[dict]) -> tuple[list[Episode], list[dict
             step = calls_from_records(seg["target_calls"])
             eps.append(Episode(seg["segment_id"], ep.involved_classes, ep.initial_config, seg["tools"], ep.scenario,
                                [{"query": seg["query"], "steps": [step]}], ep.long_context,
-                               prefix=build_prompt(seg, awareness=False), setup=setup))
+                               prefix=build_prompt(seg, awareness=False), setup=setup, env=ep.env))
     return eps, rejects
 
 
@@ -177,8 +184,7 @@ class _Play:
 
     def __init__(self, ep: Episode, mode: Mode, pieces: ChatPieces, awareness_prompt: bool):
         self.ep, self.mode, self.p = ep, mode, pieces
-        self.env = BFCLEnv(ep.initial_config, ep.involved_classes, ep.long_context)
-        self.target = BFCLEnv(ep.initial_config, ep.involved_classes, ep.long_context)
+        self.env, self.target = ep.make_env(), ep.make_env()
         for env in (self.env, self.target):
             env.execute(ep.setup)
         self.awareness = mode == "awareness"  # compact context: info_meta, Q_i, own summary
@@ -235,7 +241,7 @@ class _Play:
         turn_ends = single or not act.has_calls or out_of_budget
         acc = False
         if turn_ends:
-            acc = self.target.same_state(self.env) and responses_ok(self.target_obs, self.turn_obs)
+            acc = self.env.success(self.target, self.target_obs, self.turn_obs)
             self.turns_passed.append(acc)
         r = action_reward(fmt, schema, acc, act.has_calls, w)
         self.terms.append(r)

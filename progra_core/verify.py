@@ -65,13 +65,13 @@ def extract_call_text(text: str) -> str:
 
 @lru_cache(maxsize=64)
 def resolver(env: str | None, classes: tuple[str, ...]):
-    """``BFCLEnv.resolve`` for positional arguments, when the segment comes from a BFCL env."""
-    if env != "bfcl" or not classes:
+    """The env's ``resolve`` for positional arguments (BFCL classes, or a τ² domain)."""
+    if env not in ("bfcl", "tau2") or not classes:
         return None
-    from progra_core.envs.bfcl import BFCLEnv
+    from progra_core.envs.base import make_env
 
     try:
-        return BFCLEnv({}, list(classes)).resolve
+        return make_env(env, list(classes), None if env == "tau2" else {}).resolve
     except Exception:
         return None
 

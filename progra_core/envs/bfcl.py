@@ -55,6 +55,16 @@ class EnvError(ValueError):
     """The environment cannot be built (unknown class, config the class rejects)."""
 
 
+def json_config(raw: Any, what: str) -> Any:
+    """A config given as JSON text or already parsed; bad JSON is an :class:`EnvError`."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise EnvError(f"{what} is not valid JSON: {e}") from None
+
+
 def _data_dir():
     import importlib.util
     from pathlib import Path
@@ -144,11 +154,7 @@ class BFCLEnv:
     name = "bfcl"
 
     def __init__(self, initial_config: dict | None, involved_classes: Sequence[str], long_context: bool = False):
-        if isinstance(initial_config, str):
-            try:
-                initial_config = json.loads(initial_config)
-            except json.JSONDecodeError as e:
-                raise EnvError(f"initial_config is not valid JSON: {e}") from None
+        initial_config = json_config(initial_config, "initial_config")
         if initial_config is None:
             initial_config = {}
         if not isinstance(initial_config, dict):
@@ -242,6 +248,14 @@ class BFCLEnv:
 
     def scenario(self) -> str:
         return "\n".join(f"{c}: {getattr(i, '_api_description', c)}" for c, i in self.instances.items())
+
+    def success(self, target: BFCLEnv, expected: Sequence[str], observed: Sequence[str]) -> bool:
+        """BFCL's two checks for a turn: the state equals the ground truth's, and every observation
+        the ground truth produced is among the policy's (a multiset check, as BFCL's response
+        checker; the state check alone would let a read-only turn be won by doing nothing)."""
+        from progra_core.rewards import responses_ok
+
+        return self.same_state(target) and responses_ok(expected, observed)
 
     def same_state(self, other: BFCLEnv) -> bool:
         """BFCL's state check: every public attribute of every instance compares equal."""

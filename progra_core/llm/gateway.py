@@ -170,6 +170,7 @@ class Gateway:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         local_batch_size: int = 8,
+        local_batch_tokens: int | None = None,
         local_dtype: str = "float32",
         models_root: str | os.PathLike | None = None,
         local_models: dict[str, str | tuple[str, str]] | None = None,
@@ -182,6 +183,7 @@ class Gateway:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.local_batch_size = local_batch_size
+        self.local_batch_tokens = local_batch_tokens
         self.local_dtype = local_dtype
         self.models_root = models_root
         self.local_models = dict(local_models or {})
@@ -211,6 +213,7 @@ class Gateway:
             backoff_initial_s=llm.backoff_initial_s,
             backoff_max_s=llm.backoff_max_s,
             local_batch_size=llm.local_batch_size,
+            local_batch_tokens=llm.local_batch_tokens,
             local_dtype=llm.local_dtype,
             models_root=models_root,
             strict=True,
@@ -345,7 +348,8 @@ class Gateway:
             try:
                 path, adapter = self.local_spec(model)
                 backend = get_backend(path, dtype=self.local_dtype, adapter=adapter)
-                results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size)
+                results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size,
+                                                  self.local_batch_tokens)
                 with self._lock:
                     self.requests_sent += len(idx)
             except Exception as exc:  # model missing or failed: every request of it reports why

@@ -68,6 +68,23 @@ def test_local_backend_batches_and_caches(tmp_path, tiny_llama):
     assert [r.prompt_tokens for r in solo] == [r.prompt_tokens for r in res[:3]]
 
 
+def test_token_budget_splits_long_prompts_into_their_own_forward_passes(tiny_llama, monkeypatch):
+    from progra_core.llm import local
+
+    assert local.token_batches([0, 1, 2], [5041, 4923, 7726], 8, 8192) == [[0], [1], [2]]
+    assert local.token_batches([0, 1, 2, 3], [900, 1000, 1100, 3000], 8, 8192) == [[0, 1, 2], [3]]
+    assert local.token_batches([0, 1, 2], [10, 10, 10], 2, None) == [[0, 1], [2]]
+    passes = []
+    real = local.token_batches
+    monkeypatch.setattr(local, "token_batches", lambda *a: passes.append(r := real(*a)) or r)
+    reqs = [ChatRequest([{"role": "user", "content": "x " * n}], "local/tiny", max_tokens=3, id=str(n)) for n in (2, 3, 40)]
+    backend = local.get_backend(str(tiny_llama))
+    n = [len(backend.tokenizer(backend._prompt(r.messages), add_special_tokens=False)["input_ids"]) for r in reqs]
+    g = Gateway(None, local_batch_size=8, local_batch_tokens=2 * n[1] + 1, local_models={"tiny": str(tiny_llama)})
+    assert all(r.ok for r in g.batch(reqs))
+    assert passes == [[[0, 1], [2]]]  # the two short prompts share a pass; the long one goes alone
+
+
 def test_unknown_local_model_reports_error(tmp_path):
     g = Gateway(None, models_root=tmp_path)
     (r,) = g.batch([ChatRequest([{"role": "user", "content": "hi"}], "local/does-not-exist")])
