@@ -179,7 +179,7 @@ class Tau2Env:
 
     ``execute`` takes the agent's calls; ``execute(..., requestor="user")`` the simulated user's
     (telecom's device tools). Every call and τ²'s ``ToolMessage`` for it are kept in ``log`` so a
-    transcript can be rebuilt for τ²'s evaluator.
+    transcript can be rebuilt for τ²'s evaluator (:mod:`progra_core.evaluate_tau2`).
     """
 
     name = "tau2"
@@ -272,13 +272,3 @@ class Tau2Env:
         """The task's env assertions (telecom's device checks) hold in this env."""
         crit = task.evaluation_criteria
         return all(self.env.run_env_assertion(a, raise_assertion_error=False) for a in ((crit.env_assertions if crit else None) or []))
-
-    def messages(self) -> list:
-        """The executed calls as τ² messages (one tool-call message per call, then its result)."""
-        from tau2.data_model.message import AssistantMessage, UserMessage
-
-        out = []
-        for tc, msg in self.log:
-            cls = UserMessage if tc.requestor == "user" else AssistantMessage
-            out += [cls(role=tc.requestor, content=None, tool_calls=[tc]), msg]
-        return out
