@@ -53,7 +53,9 @@ def select_episodes(episodes: list[rollout.Episode], cfg: GRPOConfig) -> list[ro
     """``episodes`` limit: the first by id, or those with the shortest prompts (cheap CPU runs)."""
     eps = sorted(episodes, key=lambda e: e.episode_id)
     if cfg.select == "shortest":
-        eps.sort(key=lambda e: (len(e.tools) + sum(len(t["query"]) for t in e.turns[: cfg.max_turns or None]), e.episode_id))
+        # what the prompt holds: tool docs, the scenario (τ²: the whole domain policy) and the queries
+        eps.sort(key=lambda e: (len(e.tools) + len(e.scenario) + sum(len(t["query"]) for t in e.turns[: cfg.max_turns or None]),
+                                e.episode_id))
     return eps[: cfg.episodes] if cfg.episodes else eps
 
 

@@ -96,7 +96,8 @@ def _gt_steps(turn: dict) -> list[list[Call]]:
 
 def episodes_from_trajectories(rows: Sequence[dict], max_turns: int | None = None) -> tuple[list[Episode], list[dict]]:
     """One episode per train-split trajectory (held-out scenarios never enter RL). A trajectory
-    whose environment cannot be built is a reject."""
+    whose environment cannot be built is a reject, and so is one that doing nothing would win
+    (τ²'s success is its database check: a task whose reference actions only read gives no signal)."""
     out, rejects = [], []
     for t in rows:
         if t.get("split") == "held_out":
@@ -109,9 +110,15 @@ def episodes_from_trajectories(rows: Sequence[dict], max_turns: int | None = Non
         ep = Episode(t["trajectory_id"], list(t.get("involved_classes") or []), t.get("initial_config") or "{}",
                      t.get("tools") or "[]", t.get("scenario") or "", turns, bool(t.get("long_context")), env=t.get("env") or "bfcl")
         try:
-            ep.make_env()
+            idle, target = ep.make_env(), ep.make_env()
         except EnvError as e:
             rejects.append(reject(STAGE, t.get("trajectory_id"), "env_error", str(e)))
+            continue
+        expected = [o for tr in turns for step in tr["steps"] for o in target.execute(step)]
+        if idle.success(target, expected, []):
+            rejects.append(reject(STAGE, t.get("trajectory_id"), "vacuous_success", (
+                f"a policy that does nothing passes the {ep.env} success check on every turn (the reference actions "
+                "leave the state unchanged and produce no observation the check asks for): no learning signal")))
             continue
         out.append(ep)
     return out, rejects
