@@ -71,7 +71,7 @@ def resolver(env: str | None, classes: tuple[str, ...]):
     from progra_core.envs.base import make_env
 
     try:
-        return make_env(env, list(classes), None if env == "tau2" else {}).resolve
+        return make_env(env, list(classes), None).resolve
     except Exception:
         return None
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from progra_core.calls import Call
+from progra_core.calls import Call, CallParseError, parse_calls
 
-__all__ = ["Env", "ENV_KINDS", "make_env"]
+__all__ = ["Env", "ENV_KINDS", "make_env", "parse_step"]
 
 #: trajectories.env values and what they mean for ``involved_classes`` / ``initial_config``.
 ENV_KINDS = {
@@ -54,6 +54,17 @@ class Env(Protocol):
     def success(self, target: Any, expected: Sequence[str], observed: Sequence[str]) -> bool:
         """SUCCESS of a turn (Eq. 14): this env against ``target`` (the ground truth replayed), given
         the ground truth's observations and the policy's."""
+
+
+def parse_step(calls: Sequence[Call] | str) -> tuple[list[Call], str | None]:
+    """What every env's ``execute`` takes: parsed calls, or text parsed here with ``ast``. A parse
+    error comes back as the step's single observation instead."""
+    if not isinstance(calls, str):
+        return list(calls), None
+    try:
+        return parse_calls(calls), None
+    except CallParseError as e:
+        return [], f"Error during parsing: {e}"
 
 
 def make_env(kind: str | None, involved_classes: Sequence[str], initial_config: Any, long_context: bool = False) -> Env:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from progra_core.calls import Call, CallParseError, parse_calls
+from progra_core.calls import Call
 
 __all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError"]
 
@@ -225,12 +225,10 @@ class BFCLEnv:
     def execute(self, calls: Sequence[Call] | str) -> list[str]:
         """Run calls in order; one observation each. Text is parsed first (a parse error becomes a
         single error observation)."""
-        if isinstance(calls, str):
-            try:
-                calls = parse_calls(calls)
-            except CallParseError as e:
-                return [f"Error during parsing: {e}"]
-        return [self.execute_one(c) for c in calls]
+        from progra_core.envs.base import parse_step
+
+        calls, error = parse_step(calls)
+        return [error] if error else [self.execute_one(c) for c in calls]
 
     # -- state ------------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from progra_core.calls import Call, CallParseError, parse_calls
+from progra_core.calls import Call
+from progra_core.envs.base import parse_step
 from progra_core.envs.bfcl import EnvError, json_config
 
 __all__ = ["Tau2Env", "DOMAINS", "TRAIN_DOMAINS", "SPLITS", "load_tasks", "reference_calls", "tau2_version", "safe_calculate"]
@@ -247,12 +248,8 @@ class Tau2Env:
         return msg.content
 
     def execute(self, calls: Sequence[Call] | str, requestor: str = "assistant") -> list[str]:
-        if isinstance(calls, str):
-            try:
-                calls = parse_calls(calls)
-            except CallParseError as e:
-                return [f"Error during parsing: {e}"]
-        return [self.execute_one(c, requestor) for c in calls]
+        calls, error = parse_step(calls)
+        return [error] if error else [self.execute_one(c, requestor) for c in calls]
 
     # -- state ------------------------------------------------------------------------------
 
