@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 
 from prefect import get_run_logger
+from prefect.deployments import run_deployment
 
+from flows.stages import run_stage, stage
+from progra_core import stages
 from progra_core.config import PipelineConfig
 from storage import DatasetRef, DatasetStore
 
@@ -23,28 +26,25 @@ class StageRunFailed(RuntimeError):
     """A dispatched stage run ended in a state other than Completed."""
 
 
-def deployment_name(stage: str) -> str:
-    return f"stage/stage-{stage}"
+def deployment_name(stage_name: str) -> str:
+    return f"stage/stage-{stage_name}"
 
 
-def gpu_stage(cfg: PipelineConfig, name: str, input_dataset_id: str | None = None, model_id: str | None = None,
+def gpu_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = None, model_id: str | None = None,
               models: list[str] | None = None) -> dict[str, DatasetRef]:
     """Run stage ``name`` where ``dispatch.mode`` says; ``{label: ref}`` as ``run_stage`` returns."""
-    from flows.stages import STAGES, is_gpu_stage, run_stage, stage
-
-    if cfg.dispatch.mode == "local" or not is_gpu_stage(cfg, name):
-        if name in STAGES:  # a data stage is one task of the calling flow
-            return run_stage(cfg, name, input_dataset_id, model_id, models)
-        ids = stage(name, input_dataset_id, config=cfg, model_id=model_id, models=models)  # a subflow
+    st = stages.get(name)
+    if cfg.dispatch.mode == "local" or not st.gpu(cfg):
+        if st.kind != "custom":  # a data stage is one task of the calling flow
+            return run_stage(cfg, name, inputs, model_id, models)
+        ids = stage(name, inputs, config=cfg, model_id=model_id, models=models)  # a subflow
         return _refs(cfg, name, ids, "this process")
-    return _dispatch(cfg, name, input_dataset_id, model_id, models)
+    return _dispatch(cfg, name, inputs, model_id, models)
 
 
-def _dispatch(cfg: PipelineConfig, name: str, input_dataset_id, model_id, models) -> dict[str, DatasetRef]:
-    from prefect.deployments import run_deployment
-
+def _dispatch(cfg: PipelineConfig, name: str, inputs, model_id, models) -> dict[str, DatasetRef]:
     log = get_run_logger()
-    params = {"name": name, "input_dataset_id": input_dataset_id, "config": cfg.model_dump(mode="json"),
+    params = {"name": name, "input_dataset_id": inputs, "config": cfg.model_dump(mode="json"),
               "model_id": model_id, "models": models}
     log.info("dispatching %s to work pool %s (%s)", name, cfg.dispatch.gpu_pool, deployment_name(name))
     t0 = time.perf_counter()

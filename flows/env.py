@@ -3,7 +3,8 @@
 Prefect runs ephemeral by default with ``PREFECT_HOME`` inside the storage root (nothing is
 written to ``~``) and analytics off (no internet here). An explicit ``PREFECT_API_URL`` (a real
 server) or ``PREFECT_HOME`` from the user always wins.
-"""
+
+Prefect is imported inside the functions that use it: heavy, and only some callers need it."""
 
 from __future__ import annotations
 

@@ -6,47 +6,17 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from progra_core import report
 from progra_core.config import PipelineConfig, load_config
+from progra_core.evaluation import report
 from storage import Catalog, DatasetRef, DatasetStore
-from tasks._common import publish_funnel
+from tasks.artifacts import publish_markdown
 from tasks.evaluate import evaluate as evaluate_task
 from tasks.evaluate import evaluate_fingerprint, resolve_subjects
 
 
-def summary_rows(catalog: Catalog, eval_ids: list[str]) -> list[dict]:
-    """``eval_summary`` rows of these evaluation datasets, in the given order."""
-    if not eval_ids:
-        return []
-    marks = ", ".join("?" for _ in eval_ids)
-    rows = catalog.sql(f"select * from eval_summary where eval_id in ({marks})", eval_ids).to_pylist()
-    order = {e: i for i, e in enumerate(eval_ids)}
-    return sorted(rows, key=lambda r: (order[r["eval_id"]], r["category"]))
-
-
-def report_note(cfg: PipelineConfig) -> str:
-    """What the table's numbers are (and are not comparable with)."""
-    ev = cfg.evaluate
-    parts = []
-    if ev.categories:
-        parts.append(f"BFCL: {ev.split} split, {ev.limit or 'all'} entries per category. Overall = mean of Base, Miss F., "
-                     "Miss P. (as in the paper). Turn acc. = share of user turns that pass BFCL's state and response checks.")
-    if ev.tau2_domains:
-        local_user = cfg.models.user_simulator.startswith("local/")
-        parts.append(f"tau2-bench: {ev.tau2_split} split, {ev.tau2_limit or 'all'} tasks per domain, scored by tau2's evaluator "
-                     f"(pass rate over trials); user simulator `{cfg.models.user_simulator}`"
-                     + (" (a local model, not the paper's GPT-4o: these tau2 numbers are NOT comparable with the paper's)."
-                        if local_user else "."))
-    parts.append(f"{ev.trials} trial(s), prompt `{ev.prompt}`.")
-    return " ".join(parts)
-
-
-@flow(name="evaluate", log_prints=True)
-def evaluate(models: list[str] | None = None, trained_model_id: str | None = None, config: PipelineConfig | None = None,
-             profile: str = "embedded") -> dict[str, DatasetRef]:
+def evaluate_models(models: list[str] | None, trained_model_id: str | None, cfg: PipelineConfig) -> dict[str, DatasetRef]:
     """Evaluate ``models`` (default ``evaluate.models``: base and this run's trained model) and
     publish the Table-1 artifact; returns ``{model_ref/method: eval_results ref}``."""
-    cfg = config or load_config(profile)
     store = DatasetStore(cfg.storage.root)
     subjects, local = resolve_subjects(cfg, store, trained_model_id, models)
     out: dict[str, DatasetRef] = {}
@@ -55,9 +25,16 @@ def evaluate(models: list[str] | None = None, trained_model_id: str | None = Non
             cfg, cfg.storage.root, subject, local, parents, dataset_id=evaluate_fingerprint(cfg, subject, parents))
     catalog = Catalog(cfg.storage.root, cfg.storage.catalog_path)
     catalog.refresh()
-    headers, body = report.table1(summary_rows(catalog, [r.dataset_id for r in out.values()]))
-    md = report.to_markdown(headers, body, "Accuracy (%): BFCL multi-turn and tau2-bench")
-    md += "\n\n" + report_note(cfg)
-    publish_funnel("eval-table", md)
+    headers, body = report.table1(catalog.eval_summary([r.dataset_id for r in out.values()]))
+    md = report.to_markdown(headers, body, report.TABLE_TITLE) + "\n\n" + report.report_note(cfg)
+    publish_markdown("eval-table", md, "Table 1 of this evaluation: accuracy per model and benchmark category")
     get_run_logger().info("evaluation:\n%s", md)
     return out
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(models: list[str] | None = None, trained_model_id: str | None = None, config: PipelineConfig | None = None,
+             profile: str = "embedded") -> dict[str, DatasetRef]:
+    """Evaluate ``models`` (default ``evaluate.models``: base and this run's trained model) and
+    publish the Table-1 artifact; returns ``{model_ref/method: eval_results ref}``."""
+    return evaluate_models(models, trained_model_id, config or load_config(profile))

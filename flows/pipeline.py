@@ -18,7 +18,7 @@ from flows.runners import with_runner
 from flows.train import train_flow
 from progra_core.config import PipelineConfig, load_config, resolve_config
 from storage import Catalog, DatasetRef, DatasetStore
-from tasks._common import publish_funnel
+from tasks.artifacts import publish_markdown
 
 #: The form the Prefect UI shows for ``config``: the embedded profile, every field documented.
 DEFAULT_CONFIG = load_config("embedded")
@@ -82,4 +82,4 @@ def publish_run_datasets(cfg: PipelineConfig, refs: dict[str, DatasetRef], title
         link = f"[{path}](file://{path})" if store.is_local else f"`{path}`"
         md.append(f"| {label} | {r.stage} | `{r.dataset_id}` | {r.rows} | {r.rejects} | {link} |")
     md += ["", f"Query them: `progra sql \"select * from datasets\" --root {store.root_url}`"]
-    publish_funnel("run-datasets", "\n".join(md))
+    publish_markdown("run-datasets", "\n".join(md), f"datasets of this run ({title}): ids, rows, rejects and where they are")

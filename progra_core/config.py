@@ -14,6 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from progra_core.envs.bfcl import BFCL_CLASSES
+from progra_core.envs.tau2 import DOMAINS, TRAIN_DOMAINS
+
 __all__ = [
     "PipelineConfig",
     "load_config",
@@ -24,6 +27,17 @@ __all__ = [
 ]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+BFCL_CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
+
+
+def _bfcl_categories(cls, v: list[str]) -> list[str]:
+    """BFCL multi-turn categories, checked the same way wherever a section names some."""
+    bad = [c for c in v if c not in BFCL_CATEGORIES]
+    if bad:
+        raise ValueError(f"unknown BFCL categories {bad}; allowed {list(BFCL_CATEGORIES)}")
+    return v
 
 
 class Section(BaseModel):
@@ -82,20 +96,11 @@ class IngestConfig(Section):
         "airline and retail only: telecom is the out-of-domain test and never trains."))
     tau2_limit: int | None = Field(None, ge=0, description="Train tasks per tau2 domain (None: all).")
 
-    @field_validator("bfcl_categories")
-    @classmethod
-    def _cats(cls, v: list[str]) -> list[str]:
-        allowed = {"base", "miss_func", "miss_param", "long_context"}
-        bad = [c for c in v if c not in allowed]
-        if bad:
-            raise ValueError(f"unknown BFCL categories {bad}; allowed {sorted(allowed)}")
-        return v
+    _cats = field_validator("bfcl_categories")(_bfcl_categories)
 
     @field_validator("tau2_domains")
     @classmethod
     def _tau2(cls, v: list[str]) -> list[str]:
-        from progra_core.envs.tau2 import DOMAINS, TRAIN_DOMAINS
-
         if "telecom" in v:
             raise ValueError("tau2 telecom is the out-of-domain test set (the paper's Table 3) and cannot be used for "
                              f"training; train on {list(TRAIN_DOMAINS)} and evaluate on telecom with evaluate.tau2_domains")
@@ -137,8 +142,6 @@ class SynthesizeConfig(Section):
     @field_validator("involved_classes")
     @classmethod
     def _classes(cls, v: list[list[str]]) -> list[list[str]]:
-        from progra_core.envs.bfcl import BFCL_CLASSES
-
         bad = sorted({c for s in v for c in s} - set(BFCL_CLASSES))
         if bad or any(not s for s in v):
             raise ValueError(f"unknown or empty BFCL class sets {bad or v}; known classes {sorted(BFCL_CLASSES)}")
@@ -228,6 +231,8 @@ class GRPOConfig(Section):
     alpha_acc: float = Field(1.0, ge=0, description="Eq. 14: weight of SUCCESS.")
     penalty: float = Field(0.02, ge=0, description="Eq. 14: lambda, cost per action that issues calls.")
     gamma: float = Field(1.0, gt=0, le=1, description="Eq. 6: discount over the global action index.")
+    term_weights: dict[str, float] = Field(default_factory=dict, description=(
+        "Weights of reward terms beyond Eq. 14's four (whose weights are alpha_fmt, alpha_schema, alpha_acc, penalty)."))
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("grpo", description="TRL loss; *_dr_grpo methods force dr_grpo.")
     use_vllm: Literal["off", "colocate", "server"] = Field("off", description="GPU boxes: generate rollouts with vLLM.")
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
@@ -265,20 +270,11 @@ class EvaluateConfig(Section):
     user_temperature: float = Field(0.0, ge=0, description="User simulator temperature (tau2's default: 0).")
     user_max_tokens: int = Field(256, ge=8, description="New tokens per user-simulator message.")
 
-    @field_validator("categories")
-    @classmethod
-    def _cats(cls, v: list[str]) -> list[str]:
-        allowed = {"base", "miss_func", "miss_param", "long_context"}
-        bad = [c for c in v if c not in allowed]
-        if bad:
-            raise ValueError(f"unknown BFCL categories {bad}; allowed {sorted(allowed)}")
-        return v
+    _cats = field_validator("categories")(_bfcl_categories)
 
     @field_validator("tau2_domains")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
-        from progra_core.envs.tau2 import DOMAINS
-
         bad = [d for d in v if d not in DOMAINS]
         if bad:
             raise ValueError(f"unknown tau2 domains {bad}; allowed {list(DOMAINS)}")

@@ -58,8 +58,9 @@ def bench_awareness(work: Path, repeats: int, n: int = 480, concurrency: int = 1
     from openai import AsyncOpenAI
 
     from flows.stages import stage
-    from progra_core import prompts
     from progra_core.config import load_config
+    from progra_core.prompts import awareness as prompts
+    from progra_core.prompts.tools import render_tools
     from tests.reliability import echo_data
 
     srv = echo_server(work, "--latency-ms", str(latency_ms), "--max-concurrent", "256")
@@ -79,7 +80,7 @@ def bench_awareness(work: Path, repeats: int, n: int = 480, concurrency: int = 1
             assert out["awareness"]
 
         rows = echo_data.echo_segment_rows(n, base)
-        messages = [prompts.awareness_messages(r, prompts.render_tools(r["tools"])) for r in rows]
+        messages = [prompts.awareness_messages(r, render_tools(r["tools"])) for r in rows]
         max_tokens = cfg_of(work).awareness.max_tokens
 
         async def bare_loop():
@@ -130,7 +131,7 @@ def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
     import duckdb
     import pyarrow as pa
 
-    from progra_core.awareness import AWARENESS
+    from progra_core.data.awareness import AWARENESS
     from storage import Catalog, DatasetStore
 
     root = work / "sql-root"
@@ -191,7 +192,7 @@ def _theirs_env(entries, tag: str) -> int:
 
 def bench_env(work: Path, repeats: int) -> dict:
     """Replaying BFCL base ground truth; a step is one call; fresh instances per entry on both sides."""
-    from progra_core.datasets.bfcl import load_entries
+    from progra_core.sources.bfcl import load_entries
 
     entries = load_entries("base")
     steps = _ours_env(entries)
@@ -206,8 +207,8 @@ def bench_env(work: Path, repeats: int) -> dict:
 
 def bench_verify(work: Path, repeats: int, n: int = 8) -> dict:
     from progra_core.config import load_config
+    from progra_core.data.verify import verify_shard
     from progra_core.llm import Gateway
-    from progra_core.verify import verify_shard
     from tests.reliability import echo_data
 
     cfg = load_config("embedded")

@@ -9,6 +9,7 @@ appears the moment its manifest is renamed into place. ``refresh()`` also writes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import threading
 import duckdb
 import pyarrow as pa
 
-from progra_core.schemas import REJECTS, stage_schemas
+from progra_core.schemas import DATASETS, REJECTS
 from storage.store import DatasetRef, DatasetStore
 
 __all__ = ["Catalog", "DATASETS_SCHEMA"]
@@ -131,7 +132,7 @@ class Catalog:
             _drop(con, "datasets")
             con.execute("CREATE TABLE datasets AS SELECT * FROM _progra_datasets")
             con.unregister("_progra_datasets")
-        known = stage_schemas()
+        known = DATASETS
         for stage in sorted(set(by_stage) | set(known)):
             if not _IDENT.match(stage) or not want(stage, f"{stage}_latest"):
                 continue
@@ -210,13 +211,21 @@ class Catalog:
         finally:
             cur.close()
 
+    def eval_summary(self, eval_ids: list[str]) -> list[dict]:
+        """``eval_summary`` rows of these evaluation datasets, in the given order (then by category)."""
+        if not eval_ids:
+            return []
+        marks = ", ".join("?" for _ in eval_ids)
+        rows = self.sql(f"select * from eval_summary where eval_id in ({marks})", list(eval_ids)).to_pylist()
+        order = {e: i for i, e in enumerate(eval_ids)}
+        return sorted(rows, key=lambda r: (order[r["eval_id"]], r["category"]))
+
     def refresh(self) -> str | None:
         """Persist the views into the DuckDB file (local roots only); returns its path, or None
         when it is busy (another process holds the write lock) or the root is remote. A file that
         already holds the current set of datasets is left alone (a cached rerun writes nothing)."""
         if not self.db_path:
             return None
-        import hashlib
 
         refs = self.store.list()
         signature = hashlib.sha256("\n".join(f"{r.stage}/{r.dataset_id}/{r.created_at}" for r in refs).encode()).hexdigest()

@@ -1,5 +1,7 @@
 """Hand a dataset to other tools: Parquet, JSON Lines, or a Hugging Face ``datasets`` folder
-(``Dataset.save_to_disk``), optionally pushed to the Hub."""
+(``Dataset.save_to_disk``), optionally pushed to the Hub.
+
+datasets is imported inside the functions that use it: heavy, and only some callers need it."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -195,7 +196,6 @@ class DatasetStore:
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-            import shutil
 
             shutil.copytree(local_dir, tmp)
             try:

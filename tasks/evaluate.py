@@ -6,22 +6,25 @@ LiteLLM string); :func:`resolve_subjects` turns each name into how the gateway r
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
-import pyarrow as pa
 from prefect import get_run_logger, task
 
-from progra_core import evaluate as core
-from progra_core import evaluate_tau2
+from progra_core import stages
 from progra_core.config import PipelineConfig
-from progra_core.evaluate import Subject
-from progra_core.methods import RECIPES
-from storage import DatasetRef, DatasetStore, fingerprint
-from storage.store import DatasetNotFound
-from tasks._common import Progress, commit, dataset_cache_key, key_env, role_kwargs
+from progra_core.evaluation import harness
+from progra_core.evaluation.bfcl import Subject
+from progra_core.llm import Gateway
+from progra_core.train.methods import RECIPES
+from storage import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
+from tasks.artifacts import Progress
+from tasks.models import policy_path
+from tasks.runtime import dataset_cache_key, endpoint, key_env
+from tasks.stage import commit
 
 __all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate"]
+
+STAGE = stages.get("evaluate")
 
 
 def _policy(cfg: PipelineConfig) -> tuple[str, dict]:
@@ -36,8 +39,6 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
 
     ``trained`` is this run's final model id; without one, ``trained`` means the method's
     untrained variant when it has no training (the Reasoning baseline) and is skipped otherwise."""
-    from tasks._common import policy_path
-
     model, local = _policy(cfg)
     out: list[tuple[Subject, list[str]]] = []
     for name in names or cfg.evaluate.models:
@@ -72,59 +73,28 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
 
 
 def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[str]) -> str:
-    section = {k: v for k, v in cfg.section("evaluate").items() if k not in ("models", "api_base", "api_key_env", "api_key_secret")}
-    payload = {"evaluate": section, "subject": asdict(subject), "policy": cfg.models.policy,
-               "held_out_percent": cfg.ingest.held_out_percent}
-    if cfg.evaluate.tau2_domains:  # the user simulator shapes every tau2 conversation
-        from progra_core.envs.tau2 import tau2_version
-
-        payload["user_simulator"] = {"model": cfg.models.user_simulator, "api_base": cfg.models.api_base.get("user_simulator"),
-                                     "tau2": tau2_version(), "code": evaluate_tau2.CODE_VERSION}
-    return fingerprint(core.OUTPUT, payload, parents or ["base"], core.CODE_VERSION)
+    return fingerprint(STAGE.output, harness.payload(cfg, subject), parents or ["base"], STAGE.code_version)
 
 
 @task(name="evaluate", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
 def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dict, parents: list[str],
-             output_stage: str = core.OUTPUT, dataset_id: str | None = None) -> DatasetRef:
-    from progra_core.llm import Gateway
-
+             output_stage: str = STAGE.output, dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)
     dataset_id = dataset_id or evaluate_fingerprint(cfg, subject, parents)
     if store.exists(output_stage, dataset_id):
         return store.ref(output_stage, dataset_id)
-    ev = cfg.evaluate
-    entries = core.select_test_entries(ev, cfg.ingest.held_out_percent) if ev.categories else []
-    tau2_tasks = evaluate_tau2.select_tau2_tasks(ev) if ev.tau2_domains else []
-    runs = (len(entries) + len(tau2_tasks)) * ev.trials
+    entries, tasks = harness.planned_runs(cfg)
     get_run_logger().info("evaluate %s (%s, prompt %s): %d BFCL entries + %d tau2 tasks x %d trials", subject.model_ref,
-                          subject.method, ev.prompt, len(entries), len(tau2_tasks), ev.trials)
+                          subject.method, cfg.evaluate.prompt, len(entries), len(tasks), cfg.evaluate.trials)
     gateway = Gateway.from_config(cfg, root)
     gateway.local_models.update(local_models)
-    t0 = time.perf_counter()
     try:
-        tables, rejects, seconds = [], [], {}
-        if entries:
-            table, rej = core.run_bfcl(entries, gateway, subject, ev, Progress(f"evaluate-{subject.method}-bfcl", len(entries) * ev.trials))
-            tables.append(table)
-            rejects += rej
-            seconds["bfcl"] = round(time.perf_counter() - t0, 2)
-        if tau2_tasks:
-            t1 = time.perf_counter()
-            user = {"model": cfg.models.user_simulator, **role_kwargs(cfg, "user_simulator")}
-            table, rej = evaluate_tau2.run_tau2(tau2_tasks, gateway, subject, ev, user,
-                                                Progress(f"evaluate-{subject.method}-tau2", len(tau2_tasks) * ev.trials))
-            tables.append(table)
-            rejects += rej
-            seconds["tau2"] = round(time.perf_counter() - t1, 2)
-        table = pa.concat_tables(tables) if tables else core.EVAL_RESULTS.empty_table()
-        wall = time.perf_counter() - t0
-        passed = sum(table.column("passed").to_pylist())
-        stats = {"model_ref": subject.model_ref, "method": subject.method, "entries": len(entries), "tau2_tasks": len(tau2_tasks),
-                 "runs": table.num_rows, "passed": passed, "seconds": round(wall, 2), "seconds_by_benchmark": seconds,
-                 "seconds_per_run": round(wall / max(table.num_rows, 1), 2)}
-        return commit(store, output_stage, table, dataset_id=dataset_id, parents=parents,
+        table, rejects, stats = harness.evaluate_subject(
+            cfg, gateway, subject, endpoint(cfg, "user_simulator"),
+            lambda bench, n: Progress(f"evaluate-{subject.method}-{bench}", n, what="runs"))
+        return commit(store, STAGE, table, dataset_id=dataset_id, parents=parents, rejects=rejects, stats=stats,
                       config={"evaluate": cfg.section("evaluate"), "subject": asdict(subject)},
-                      code_version=core.CODE_VERSION, rejects=rejects, stats=stats,
-                      title=f"evaluate: {subject.model_ref} ({subject.method})", rows_in=runs, usage=gateway.usage_summary())
+                      rows_in=stats["rows_in"], usage=gateway.usage_summary(),
+                      title=f"evaluate: {subject.model_ref} ({subject.method})")
     finally:
         gateway.close()

@@ -9,7 +9,7 @@ from prefect import task
 
 from progra_core.schemas import FUNNEL
 from storage import DatasetRef, DatasetStore, fingerprint
-from tasks._common import funnel_markdown, publish_funnel
+from tasks.artifacts import funnel_markdown, publish_markdown
 
 
 @task(name="funnel", persist_result=False)
@@ -39,7 +39,8 @@ def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel
     if verified is not None:
         eq = (verified.stats or {}).get("equal", 0)
         md_rows.append(("verified (equal = D_ver)", verified.rows, eq, verified.rows - eq))
-    publish_funnel("data-funnel", funnel_markdown(title, md_rows, reasons, usage, extra))
+    publish_markdown("data-funnel", funnel_markdown(title, md_rows, reasons, usage, extra),
+                     "data funnel of this run: rows in and out and rejects per stage, D_ver, LLM usage by role")
     if store.exists("funnel", pid):
         return store.ref("funnel", pid)
     return store.write("funnel", pa.Table.from_pylist(rows, schema=FUNNEL), dataset_id=pid,

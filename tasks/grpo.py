@@ -5,36 +5,32 @@ from __future__ import annotations
 
 import tempfile
 
+import pyarrow as pa
 from prefect import get_run_logger, task
 
-from progra_core import grpo as core
-from progra_core import rollout
+from progra_core import stages
 from progra_core.config import PipelineConfig
-from progra_core.curves import plot_curves
-from progra_core.methods import recipe
+from progra_core.schemas import ROLLOUTS
+from progra_core.train import grpo as core
+from progra_core.train import rollout
+from progra_core.train.curves import plot_curves
+from progra_core.train.methods import recipe
 from storage import DatasetRef, DatasetStore, fingerprint
-from tasks._common import (
-    Progress,
-    dataset_cache_key,
-    flow_run_id,
-    policy_path,
-    publish_curves,
-    register_model,
-)
+from tasks.artifacts import Progress, log_train_step, publish_image
+from tasks.models import policy_path, register_model
+from tasks.runtime import dataset_cache_key, flow_run_id
+from tasks.stage import stage_fingerprint
+
+STAGE = stages.get("grpo")
 
 
 def grpo_fingerprint(cfg: PipelineConfig, trajectories: DatasetRef, init: DatasetRef | None) -> str:
-    r = recipe(cfg.method)
-    payload = {"grpo": cfg.section("grpo"), "mode": r.grpo, "loss_type": r.loss_type(cfg.grpo.loss_type),
-               "scale_rewards": r.scale_rewards(), "awareness_prompt": r.awareness_prompt, "policy": cfg.models.policy}
-    return fingerprint(core.STAGE, payload, [trajectories.dataset_id, init.dataset_id if init else "base"], core.CODE_VERSION)
+    return stage_fingerprint("grpo", cfg, [trajectories.dataset_id, init.dataset_id if init else "base"])
 
 
 @task(name="grpo", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
 def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: DatasetRef | None, output_stage: str = "models",
          dataset_id: str | None = None) -> DatasetRef:
-    import pyarrow as pa
-
     store = DatasetStore(root)
     dataset_id = dataset_id or grpo_fingerprint(cfg, trajectories, init)
     if store.exists(output_stage, dataset_id):
@@ -50,15 +46,15 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     get_run_logger().info("grpo (%s rollouts, from %s): %d episodes, %d rejects", r.grpo, adapter or "base", len(episodes), len(rejects))
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
         metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,
-                                         progress=Progress("grpo-progress", cfg.grpo.max_steps))
+                                         progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step)
         png = plot_curves(metrics["log_history"], ["reward", "kl", "rewards/reward_acc/mean"], f"{out}/curves.png",
                           f"PAG-RL ({r.name})")
         if png:
-            publish_curves("grpo-curves", png, "reward and KL per step")
-        store.write("rollouts", table.cast(core.ROLLOUTS) if table.num_rows else pa.Table.from_pylist([], schema=core.ROLLOUTS),
+            publish_image("grpo-curves", png, f"PAG-RL ({r.name}): mean reward, KL to the reference and SUCCESS per step")
+        store.write("rollouts", table.cast(ROLLOUTS) if table.num_rows else pa.Table.from_pylist([], schema=ROLLOUTS),
                     dataset_id=fingerprint("rollouts", {}, [dataset_id]), parents=[dataset_id], flow_run_id=flow_run_id(),
                     stats={"rows": table.num_rows})
         parents = [trajectories.dataset_id] + ([init.dataset_id] if init else [])
-        return register_model(store, core.STAGE, dataset_id, out, base=cfg.models.policy, method=r.name, parents=parents,
-                              config={"grpo": cfg.section("grpo"), "method": r.name}, code_version=core.CODE_VERSION,
+        return register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=r.name, parents=parents,
+                              config={"grpo": cfg.section("grpo"), "method": r.name}, code_version=STAGE.code_version,
                               metrics=metrics, rejects=rejects)

@@ -6,26 +6,29 @@ from __future__ import annotations
 import tempfile
 
 from prefect import get_run_logger, task
+from transformers import AutoTokenizer
 
-from progra_core import sft as core
+from progra_core import stages
 from progra_core.config import PipelineConfig
-from progra_core.methods import recipe
-from storage import DatasetRef, DatasetStore, fingerprint
-from tasks._common import Progress, ancestor, dataset_cache_key, policy_path, publish_curves, register_model
+from progra_core.train import sft as core
+from progra_core.train.curves import plot_curves
+from progra_core.train.methods import recipe
+from storage import DatasetRef, DatasetStore
+from tasks.artifacts import Progress, log_train_step, publish_image
+from tasks.models import policy_path, register_model
+from tasks.runtime import dataset_cache_key
+from tasks.stage import ancestor, stage_fingerprint
+
+STAGE = stages.get("sft")
 
 
 def sft_fingerprint(cfg: PipelineConfig, examples: DatasetRef) -> str:
-    """Methods that share the SFT data share the adapter (progra, w/o PAG-RL, PAG+MT-GRPO)."""
-    payload = {"sft": cfg.section("sft"), "data": recipe(cfg.method).sft, "policy": cfg.models.policy,
-               "validation_percent": cfg.sft_data.validation_percent}
-    return fingerprint(core.STAGE, payload, [examples.dataset_id], core.CODE_VERSION)
+    return stage_fingerprint("sft", cfg, [examples.dataset_id])
 
 
 @task(name="sft", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
 def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str = "models",
         dataset_id: str | None = None) -> DatasetRef:
-    from transformers import AutoTokenizer
-
     store = DatasetStore(root)
     dataset_id = dataset_id or sft_fingerprint(cfg, examples)
     if store.exists(output_stage, dataset_id):
@@ -38,13 +41,11 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
     get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])
     with tempfile.TemporaryDirectory(prefix="progra-sft-out-") as out:
         metrics = core.train_sft(rows, base, cfg.sft, out, seed=cfg.sft_data.seed,
-                                 progress=Progress("sft-progress", cfg.sft.max_steps))
-        from progra_core.curves import plot_curves
-
+                                 progress=Progress("sft-progress", cfg.sft.max_steps, what="steps"), log=log_train_step)
         png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
         metrics |= fit
         if png:
-            publish_curves("sft-curves", png, "SFT loss per step")
-        return register_model(store, core.STAGE, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
+            publish_image("sft-curves", png, "SFT warm-up: training loss and gradient norm per step")
+        return register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
                               parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
-                              code_version=core.CODE_VERSION, metrics=metrics, rejects=rejects)
+                              code_version=STAGE.code_version, metrics=metrics, rejects=rejects)

@@ -1,5 +1,6 @@
-"""The environment protocol every benchmark's executor satisfies, and the one factory that builds
-an episode's environment from a ``trajectories`` row.
+"""The environment protocol every benchmark's executor satisfies, and what all envs share: the
+build error, JSON configs, call-text parsing and BFCL's multiset response check. The factory
+that picks a concrete env is :mod:`progra_core.envs.factory`.
 
 Segmentation, rollouts, rewards and evaluation talk to an :class:`Env`, never to a benchmark:
 they hand it parsed :class:`~progra_core.calls.Call` objects (or call text, which it parses with
@@ -9,18 +10,28 @@ ground truth. Every constructed env is its own episode: no state is shared betwe
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from progra_core.calls import Call, CallParseError, parse_calls
 
-__all__ = ["Env", "ENV_KINDS", "make_env", "parse_step"]
+__all__ = ["Env", "EnvError", "json_config", "missing_observations", "parse_step"]
 
-#: trajectories.env values and what they mean for ``involved_classes`` / ``initial_config``.
-ENV_KINDS = {
-    "bfcl": "involved_classes = BFCL API classes; initial_config = their scenario config (JSON)",
-    "tau2": "involved_classes = [tau2 domain]; initial_config = the task's initial_state (JSON, may be null)",
-}
+
+class EnvError(ValueError):
+    """The environment cannot be built (unknown class, config the class rejects)."""
+
+
+def json_config(raw: Any, what: str) -> Any:
+    """A config given as JSON text or already parsed; bad JSON is an :class:`EnvError`."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise EnvError(f"{what} is not valid JSON: {e}") from None
 
 
 @runtime_checkable
@@ -67,16 +78,16 @@ def parse_step(calls: Sequence[Call] | str) -> tuple[list[Call], str | None]:
         return [], f"Error during parsing: {e}"
 
 
-def make_env(kind: str | None, involved_classes: Sequence[str], initial_config: Any, long_context: bool = False) -> Env:
-    """A fresh env for one episode of a ``trajectories`` row (``env`` column: bfcl or tau2)."""
-    from progra_core.envs.bfcl import BFCLEnv, EnvError
 
-    if kind in (None, "", "bfcl"):
-        return BFCLEnv(initial_config, involved_classes, long_context=long_context)
-    if kind == "tau2":
-        from progra_core.envs.tau2 import Tau2Env
 
-        if len(involved_classes) != 1:
-            raise EnvError(f"a tau2 episode names exactly one domain in involved_classes, got {list(involved_classes)}")
-        return Tau2Env(involved_classes[0], initial_state=initial_config)
-    raise EnvError(f"unknown env kind {kind!r}; known: {sorted(ENV_KINDS)}")
+def missing_observations(expected: Sequence[str], got: Sequence[str]) -> list[str]:
+    """BFCL's response check: the expected observations not found among ``got`` (a multiset:
+    each found item is used once; order does not matter)."""
+    pool = Counter(got)
+    out = []
+    for item in expected:
+        if pool[item] > 0:
+            pool[item] -= 1
+        else:
+            out.append(item)
+    return out

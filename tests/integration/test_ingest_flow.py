@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from progra_core import ingest as core
 from progra_core.config import load_config
+from progra_core.data import ingest as core
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

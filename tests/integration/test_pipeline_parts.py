@@ -80,7 +80,7 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
     monkeypatch.setattr(store.DatasetStore, "write", lambda self, st, *a, **k: written.append(st) or real_write(self, st, *a, **k))
     again = stage("segment", traj, overrides=_overrides(root, srv.api_base, "openai/echo"), profile="embedded")
     assert again == ids and written == []
-    with pytest.raises(ValueError, match="needs an input"):
+    with pytest.raises(ValueError, match="reads .segments.; got 0 input"):
         stage("awareness", None, config=cfg)
     with pytest.raises(ValueError, match="unknown stage"):
         stage("nope", traj, config=cfg)
@@ -89,13 +89,14 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
 
 
 def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
-    """run_llm_stage maps one task per shard over the flow's task runner (a thread pool by
+    """A sharded stage maps one task per shard over the flow's task runner (a thread pool by
     default): shards overlap in time, each is stored, and the rows keep the plan's order."""
     from prefect import flow
 
     from flows.runners import task_runner, with_runner
-    from storage import DatasetStore
-    from tasks._common import run_llm_stage
+    from progra_core.sharding import run_sharded
+    from storage import DatasetStore, ShardIO
+    from tasks.shards import shard_mapper
 
     cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
     assert type(task_runner(cfg)).__name__ == "ThreadPoolTaskRunner" and task_runner(cfg)._max_workers == 3
@@ -113,19 +114,16 @@ def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
             live[0] -= 1
         return pa.table({"id": [p["id"] for p in part]})
 
-    class Parent:
-        dataset_id = "parent0000000000"
+    shards = ShardIO(DatasetStore(tmp_path), "awareness", "probe00000000000")
 
     @flow(name="shard-probe")
     def probe():
-        store = DatasetStore(tmp_path)
-        return run_llm_stage(cfg, str(tmp_path), store, "awareness", "probe00000000000", items, "id", 2, work,
-                             lambda t: (t, [], {}), config={}, parent=Parent, code_version="1", title="probe")
+        return run_sharded(items, "id", 2, None, shards, mapper=shard_mapper(cfg, str(tmp_path), "probe", work, []))
 
-    ref = with_runner(probe, cfg)()
-    assert ref.rows == 12 and ref.stats["shards"] == 6 and ref.stats["shards_computed"] == 6
+    table, stats = with_runner(probe, cfg)()
+    assert table.num_rows == 12 and stats["shards"] == 6 and stats["shards_computed"] == 6 and len(shards.done()) == 6
     assert peak[0] == 3 and len(threads) == 3  # max_workers shard tasks at once
-    assert DatasetStore(tmp_path).read(ref).column("id").to_pylist() == [i["id"] for i in items]
+    assert table.column("id").to_pylist() == [i["id"] for i in items]
 
 
 def test_export_parquet_jsonl_hf(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from progra_core.config import load_config
-from progra_core.synthesize import STOP_REASONS
+from progra_core.data.synthesize import STOP_REASONS
 from tests.integration.test_data_flow import one_stage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -53,7 +53,7 @@ def test_synthesis_attempts_against_the_embedded_model_are_all_accounted_for(tmp
     failed = {r["stop_reason"]: r["n"] for r in cat.sql(
         "select stop_reason, count(*) n from synthesis_attempts where not accepted group by stop_reason").to_pylist()}
     rej = {r["reason"]: r["n"] for r in cat.sql(
-        "select reason, count(*) n from rejects where stage = 'synthesized' group by reason").to_pylist()}
+        "select reason, count(*) n from rejects where stage = 'synthesize' group by reason").to_pylist()}
     assert rej == failed
     # the per-attempt accounting matches what the server saw (remote roles: no guided steps, no cache)
     calls = cat.sql("select sum(llm_calls) n from synthesis_attempts").to_pylist()[0]["n"]

@@ -19,8 +19,8 @@ def note(k: int) -> str:
 
 def bfcl_segment_rows(limit: int = 3) -> list[dict]:
     """Real segments of the first BFCL base trajectories (executed ground truth)."""
-    from progra_core import ingest, segment
     from progra_core.config import IngestConfig, SegmentConfig
+    from progra_core.data import ingest, segment
 
     trajectories, _, _ = ingest.ingest(IngestConfig(limit=limit))
     table, _, _ = segment.segment(trajectories, SegmentConfig())
@@ -37,7 +37,7 @@ def write_echo_segments(root: Path | str, n: int, base: list[dict]) -> str:
     """Store ``n`` such segments as a ``segments`` dataset under ``root``; returns its id."""
     import pyarrow as pa
 
-    from progra_core.segment import SEGMENTS
+    from progra_core.data.segment import SEGMENTS
     from storage import DatasetStore
 
     table = pa.Table.from_pylist(echo_segment_rows(n, base), schema=SEGMENTS)

@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from progra_core.datasets.bfcl import (
+from progra_core.sources.bfcl import (
     ADDED_FUNCTIONS_PROMPT,
     CATEGORIES,
     entry_to_trajectory,
@@ -66,7 +66,7 @@ def test_miss_func_and_miss_param_turns():
 
 
 def test_broken_entry_becomes_a_reject(monkeypatch):
-    from progra_core.datasets import bfcl
+    from progra_core.sources import bfcl
 
     real = bfcl.load_entries
 

@@ -1,6 +1,6 @@
 import json
 
-from progra_core.datasets.chat import iter_hf_folder, iter_jsonl
+from progra_core.sources.chat import iter_hf_folder, iter_jsonl
 from tests.reliability.corpus import chat as good  # the corpus's good record: two turns, three calls
 
 

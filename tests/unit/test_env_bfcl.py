@@ -5,7 +5,8 @@ import pytest
 
 from progra_core.calls import Call, parse_calls
 from progra_core.envs import bfcl as bfcl_env
-from progra_core.envs.bfcl import BFCLEnv, EnvError
+from progra_core.envs.base import EnvError
+from progra_core.envs.bfcl import BFCLEnv
 
 FS = {"GorillaFileSystem": {"root": {"alice": {"type": "directory", "contents": {
     "notes.txt": {"type": "file", "content": "hello world"},

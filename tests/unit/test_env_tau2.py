@@ -15,10 +15,11 @@ from pydantic import ValidationError
 
 from progra_core.calls import Call, calls_from_records, format_call
 from progra_core.config import EvaluateConfig, IngestConfig, load_config
-from progra_core.envs.base import Env, make_env
-from progra_core.envs.bfcl import BFCLEnv, EnvError
+from progra_core.envs.base import Env, EnvError
+from progra_core.envs.bfcl import BFCLEnv
+from progra_core.envs.factory import make_env
 from progra_core.envs.tau2 import DOMAINS, Tau2Env, load_tasks, reference_calls, safe_calculate
-from progra_core.evaluate import Subject
+from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.gateway import ChatResult
 
 FS = {"GorillaFileSystem": {"root": {"alice": {"type": "directory", "contents": {
@@ -190,7 +191,7 @@ def _tau2_cfg(**kw) -> EvaluateConfig:
 
 
 def _play(tasks, silent=False, **kw) -> pa.Table:
-    from progra_core.evaluate_tau2 import run_tau2
+    from progra_core.evaluation.tau2 import run_tau2
 
     table, rejects = run_tau2(tasks, ScriptedGateway(tasks, silent), Subject("base", "base", "local/smollm2"), _tau2_cfg(**kw),
                               {"model": "local/smollm2"})
@@ -244,7 +245,7 @@ def test_telecom_cannot_be_selected_for_training():
         IngestConfig(tau2_domains=["bank"])
     assert IngestConfig(tau2_domains=["airline", "retail"]).tau2_domains == ["airline", "retail"]
     assert EvaluateConfig(tau2_domains=["telecom"]).tau2_domains == ["telecom"]  # evaluating on it is the point
-    from progra_core.datasets import tau2 as tau2_data
+    from progra_core.sources import tau2 as tau2_data
 
     with pytest.raises(ValueError, match="not a training domain"):
         next(tau2_data.iter_trajectories(["telecom"]))
@@ -253,10 +254,11 @@ def test_telecom_cannot_be_selected_for_training():
 def test_train_tasks_become_trajectories_and_rl_episodes_rewarded_by_the_env(embedded_model):
     from transformers import AutoTokenizer
 
-    from progra_core.datasets.tau2 import iter_trajectories
-    from progra_core.rewards import RewardWeights
-    from progra_core.rollout import episodes_from_trajectories, run_episodes
+    from progra_core.config import GRPOConfig
     from progra_core.schemas import TRAJECTORIES
+    from progra_core.sources.tau2 import iter_trajectories
+    from progra_core.train.rewards import Rubric
+    from progra_core.train.rollout import episodes_from_trajectories, run_episodes
 
     pairs = list(iter_trajectories(["airline", "retail"], limit=3))
     rows = [r for r, rej in pairs if r is not None]
@@ -282,7 +284,7 @@ def test_train_tasks_become_trajectories_and_rl_episodes_rewarded_by_the_env(emb
         return lambda ctxs: [tok(next(it), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _ in ctxs]
 
     gold = [f"<answer>[{', '.join(format_call(c) for s in write_ep.turns[0]['steps'] for c in s)}]</answer>", "<answer>Done.</answer>"]
-    [won] = run_episodes([write_ep], script(gold), tok, "raw", RewardWeights(), max_actions=4)
-    [lost] = run_episodes([write_ep], script(["<answer>Sorry, I cannot help.</answer>"]), tok, "raw", RewardWeights())
+    [won] = run_episodes([write_ep], script(gold), tok, "raw", Rubric.from_config(GRPOConfig()), max_actions=4)
+    [lost] = run_episodes([write_ep], script(["<answer>Sorry, I cannot help.</answer>"]), tok, "raw", Rubric.from_config(GRPOConfig()))
     assert won.turns_passed == [True] and lost.turns_passed == [False]
     assert won.returns["acc"] == 1.0 and lost.returns["acc"] == 0.0

@@ -11,10 +11,16 @@ import pytest
 
 from progra_core.calls import Call, format_call
 from progra_core.config import EvaluateConfig
-from progra_core.datasets.bfcl import eval_entries, load_entries
-from progra_core.evaluate import Subject, bfcl_system_prompt, decode_response, run_bfcl, select_test_entries
+from progra_core.evaluation.bfcl import (
+    Subject,
+    bfcl_system_prompt,
+    decode_response,
+    run_bfcl,
+    select_test_entries,
+)
+from progra_core.evaluation.scoring import check_entry, ground_truth_calls
 from progra_core.llm.gateway import ChatResult
-from progra_core.scoring import check_entry, ground_truth_calls
+from progra_core.sources.bfcl import eval_entries, load_entries
 
 # -- agreement with bfcl-eval's checker ----------------------------------------------------------
 
@@ -242,7 +248,7 @@ def test_select_held_out_slice():
     cfg = _cfg(limit=2, select="shortest", categories=["base", "miss_param"])
     entries = select_test_entries(cfg)
     assert [e["category"] for e in entries] == ["base", "base", "miss_param", "miss_param"]
-    from progra_core.datasets.bfcl import split_of
+    from progra_core.sources.bfcl import split_of
 
     assert all(split_of(e["id"]) == "held_out" for e in entries)
 
@@ -273,8 +279,8 @@ def test_eval_summary_view_and_table1(tmp_path):
     per-turn accuracy over checked turns only (null turns are not BFCL-checked)."""
     import pyarrow as pa
 
-    from progra_core import report
-    from progra_core.evaluate import EVAL_RESULTS
+    from progra_core.evaluation import report
+    from progra_core.evaluation.bfcl import EVAL_RESULTS
     from storage import Catalog, DatasetStore
 
     def row(cat, entry, trial, passed, turns):

@@ -7,16 +7,16 @@ import random
 import pyarrow as pa
 import pytest
 
-from progra_core import segment as seg
-from progra_core.augment import choose_op, map_back, schema_perturb, word_mask
-from progra_core.awareness import AwarenessParseError, parse_awareness, select_segments
 from progra_core.calls import Call, calls_to_records, parse_calls
 from progra_core.config import AugmentConfig, SegmentConfig, SFTDataConfig
-from progra_core.datasets.bfcl import entry_to_trajectory, load_entries
+from progra_core.data import segment as seg
+from progra_core.data.augment import choose_op, map_back, schema_perturb, word_mask
+from progra_core.data.awareness import AwarenessParseError, parse_awareness, select_segments
+from progra_core.data.sft_data import sft_data
+from progra_core.data.verify import judge
 from progra_core.envs.bfcl import BFCLEnv
-from progra_core.sft_data import sft_data
 from progra_core.sharding import MemoryShards, StageIncomplete, run_sharded
-from progra_core.verify import judge
+from progra_core.sources.bfcl import entry_to_trajectory, load_entries
 
 
 def _traj():
@@ -87,8 +87,8 @@ class ScriptedGateway:
 
 
 def test_awareness_retries_bad_output_with_the_reason_then_rejects():
-    from progra_core.awareness import annotate
     from progra_core.config import AwarenessConfig
+    from progra_core.data.awareness import annotate
 
     rows = seg.segment_trajectory(_traj(), SegmentConfig())
     good = "<summary>The user wants to enter folder a and list it</summary><plan>Change into a, then list files</plan>"

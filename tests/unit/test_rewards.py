@@ -1,19 +1,14 @@
-"""Eq. 14 terms on hand-made actions: TEMPLATE, SCHEMA, SUCCESS (state and response checks), penalty, Eq. 6."""
+"""Eq. 14 terms on hand-made actions: TEMPLATE, SCHEMA, SUCCESS (state and response checks), penalty,
+Eq. 6, and the rubric that weights named terms (a new term needs no rollout change)."""
 
 import json
 
 import pytest
 
 from progra_core.calls import Call
-from progra_core.rewards import (
-    RewardWeights,
-    action_reward,
-    discounted_return,
-    parse_action,
-    responses_ok,
-    schema_ok,
-    template_ok,
-)
+from progra_core.config import GRPOConfig
+from progra_core.prompts.policy import parse_action, template_ok
+from progra_core.train.rewards import Played, Rubric, Step, discounted_return, responses_ok, schema_ok
 
 TOOLS = json.dumps([
     {"name": "cd", "parameters": {"type": "dict", "properties": {"folder": {"type": "string"}}, "required": ["folder"]}},
@@ -73,14 +68,33 @@ def test_responses_are_a_multiset_containment():
     assert not responses_ok(["a"], [])
 
 
-def test_action_reward_terms_and_discounted_return():
-    w = RewardWeights(alpha_fmt=0.1, alpha_schema=0.2, alpha_acc=1.0, penalty=0.05, gamma=0.5)
-    r1 = action_reward(True, True, False, True, w)
-    assert r1 == {"fmt": 0.1, "schema": 0.2, "acc": 0.0, "pen": -0.05}
-    r2 = action_reward(True, False, True, False, w)  # a closing message: no call, no penalty
-    assert r2 == {"fmt": 0.1, "schema": 0.0, "acc": 1.0, "pen": -0.0}
-    R = discounted_return([r1, r2], w.gamma)
-    assert R["fmt"] == pytest.approx(0.1 + 0.5 * 0.1)
-    assert R["acc"] == pytest.approx(0.5)
-    assert R["pen"] == pytest.approx(-0.05)
-    assert R["total"] == pytest.approx(sum(r1.values()) + 0.5 * sum(r2.values()))
+def _played(*texts_and_success, prompted=True):
+    steps = [Step(t, parse_action(t), 0, ok is not None, ok) for t, ok in texts_and_success]
+    return Played("e", TOOLS, ["q"], prompted, steps)
+
+
+def test_the_rubric_weights_the_eq14_terms_and_discounts_the_return():
+    cfg = GRPOConfig(alpha_fmt=0.1, alpha_schema=0.2, alpha_acc=1.0, penalty=0.05, gamma=0.5)
+    call = "<summary>s</summary><think>t</think><answer>[cd(folder='a')]</answer>"
+    done = "<summary>s</summary><think>t</think><answer>Done.</answer>"
+    [(per_action, R)] = Rubric.from_config(cfg).score([_played((call, None), (done, True))])
+    assert per_action[0] == pytest.approx({"fmt": 0.1, "schema": 0.2, "acc": 0.0, "pen": -0.05})
+    assert per_action[1] == pytest.approx({"fmt": 0.1, "schema": 0.0, "acc": 1.0, "pen": 0.0})  # a closing message
+    assert R["fmt"] == pytest.approx(0.1 + 0.5 * 0.1) and R["acc"] == pytest.approx(0.5) and R["pen"] == pytest.approx(-0.05)
+    assert R["total"] == pytest.approx(sum(per_action[0].values()) + 0.5 * sum(per_action[1].values()))
+    assert discounted_return(per_action, 0.5, ("acc",)) == pytest.approx({"acc": 0.5, "total": 0.5})
+
+
+def test_a_new_term_is_a_named_weighted_callable():
+    def brevity(played):  # pays for short actions: no edit to the rollout or the rubric
+        return [[1.0 if len(s.text) < 60 else 0.0 for s in p.steps] for p in played]
+
+    cfg = GRPOConfig(term_weights={"brevity": 0.3})
+    rubric = Rubric.from_config(cfg, ("acc", "brevity"), extra={"brevity": brevity})
+    assert rubric.names == ("acc", "brevity")
+    [(per_action, R)] = rubric.score([_played(("<answer>Done.</answer>", True))])
+    assert per_action == [pytest.approx({"acc": 1.0, "brevity": 0.3})] and R["total"] == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="unknown reward terms"):
+        Rubric.from_config(cfg, ("acc", "nope"))
+    with pytest.raises(ValueError, match="no weight"):
+        Rubric.from_config(GRPOConfig(), ("brevity",), extra={"brevity": brevity})

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from progra_core import synthesize as syn
 from progra_core.config import SegmentConfig, SynthesizeConfig
+from progra_core.data import synthesize as syn
 from progra_core.envs.bfcl import BFCLEnv
 from progra_core.llm import EndpointUnavailable, Gateway
 from progra_core.schemas import TRAJECTORIES
@@ -201,7 +201,7 @@ def test_attempts_stop_at_the_first_failed_turn_and_keep_a_long_enough_prefix():
     assert stats["turns"]["0"] == {"reached": 3, "query_ok": 3, "consensus": 3, "verified": 1}
 
     # the row feeds segment unchanged: one segment per call, nothing rejected
-    from progra_core import segment as seg
+    from progra_core.data import segment as seg
 
     segments, seg_rejects, _ = seg.segment(trajs, SegmentConfig())
     assert segments.num_rows == 3 and seg_rejects == []
@@ -241,7 +241,7 @@ def test_an_endpoint_that_stays_down_fails_the_wave_and_is_never_recorded_as_dat
 def test_mix_takes_a_stable_share_and_refuses_duplicate_ids():
     import pyarrow as pa
 
-    from progra_core.mix import mix
+    from progra_core.data.mix import mix
 
     def rows(prefix, n, source):
         return [{"trajectory_id": f"{prefix}{i}", "source": source, "turns": [], "n_turns": 0, "n_calls": 0} for i in range(n)]

@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from progra_core.config import GRPOConfig, PipelineConfig, SFTConfig
-from progra_core.methods import RECIPES, recipe
-from progra_core.sft import fit_length, sft_rows, train_sft
+from progra_core.train.methods import RECIPES, recipe
+from progra_core.train.sft import fit_length, sft_rows, train_sft
 from tests.unit.test_rollout import GOLD, Scripted, act
 
 SEG = {"segment_id": "t1#t0s0", "trajectory_id": "t1", "split": "train", "tools": "[]", "scenario": "",
@@ -86,7 +86,7 @@ def _episode():
 
     from progra_core.calls import Call
     from progra_core.envs.bfcl import function_docs
-    from progra_core.rollout import Episode
+    from progra_core.train.rollout import Episode
     from tests.unit.test_rollout import CONFIG, Q1, Q2
 
     return Episode("ep1", ["GorillaFileSystem"], json.dumps(CONFIG), json.dumps(function_docs(["GorillaFileSystem"])), "",
@@ -99,8 +99,8 @@ def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_ll
     advantages, so the policy adapter moves while TRL's frozen ``ref`` copy stays the SFT adapter."""
     from peft import PeftModel
 
-    from progra_core import grpo as core
-    from progra_core import rollout
+    from progra_core.train import grpo as core
+    from progra_core.train import rollout
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     bad = [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4
@@ -128,7 +128,7 @@ def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_ll
 
 
 def test_grpo_from_the_base_model_uses_dr_grpo_and_the_base_as_reference(tiny_llama, tmp_path):
-    from progra_core import grpo as core
+    from progra_core.train import grpo as core
 
     cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=1, max_action_tokens=8, max_steps=1, max_seq_len=4096)
     metrics, table = core.train_grpo([_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g")

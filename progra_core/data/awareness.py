@@ -1,0 +1,248 @@
+"""Stage ``awareness`` (Eq. 8): LLM_gen writes S^a = summary + plan + rationale for each segment.
+
+A response is accepted when it has a summary and a plan and contains no literal function call;
+otherwise the request is asked again with the reason fed back (``max_attempts`` in all), then the
+segment is rejected with that reason. Transport faults are retried inside the gateway and counted
+per row (``retries``); an endpoint that stays down fails the shard, never the segment. Work is
+done shard by shard (``progra_core.sharding``), so a killed run resumes and a rerun asks nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from progra_core import versioning
+from progra_core.config import AwarenessConfig
+from progra_core.llm import ChatRequest, Gateway
+from progra_core.prompts import awareness as prompts
+from progra_core.prompts import tools as prompt_tools
+from progra_core.schemas import AWARENESS, reject, tool_functions
+
+__all__ = ["STAGE", "CODE_VERSION", "AWARENESS", "AwarenessParseError", "parse_awareness", "annotate", "awareness_id",
+           "tool_names", "select_segments", "split_outcomes"]
+
+STAGE = "awareness"
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prompt_tools)
+
+#: Shard rows carry their outcome; rejected rows are split off into ``rejects`` at the end.
+AWARENESS_SHARD = AWARENESS.append(pa.field("reject_reason", pa.string())).append(pa.field("reject_detail", pa.string()))
+
+_SECTIONS = ("summary", "plan", "rationale")
+_TAG = {s: re.compile(rf"<{s}>\s*(.*?)\s*(?:</{s}>|(?=<(?:{'|'.join(_SECTIONS)})>)|\Z)", re.S | re.I) for s in _SECTIONS}
+_HEADER = re.compile(r"^\s*(?:#+\s*|\*\*)?\s*(summary|plan|future plan|rationale)\s*(?:\*\*)?\s*:?\s*(?:\*\*)?\s*$|"
+                     r"^\s*(?:\*\*)?(summary|plan|rationale)(?:\*\*)?\s*:\s*(.+)$", re.I | re.M)
+_CALL_LIST = re.compile(r"\[\s*[A-Za-z_]\w*\s*\(.*?\)\s*(?:,\s*[A-Za-z_]\w*\s*\(.*?\)\s*)*\]", re.S)
+
+
+#: A section with fewer words than this is not a description (e.g. an echo of the format line).
+_MIN_WORDS = {"summary": 4, "plan": 3}
+
+
+def _echoes(section: str, placeholder: str) -> bool:
+    """The section opens with the format placeholder, or most of its words come from it."""
+    words = re.findall(r"[a-z]{2,}", section.lower())
+    ph = re.findall(r"[a-z]{2,}", placeholder.lower())
+    if words[:4] == ph[:4]:  # opens with the placeholder (then rambles on)
+        return True
+    return bool(words) and sum(w in set(ph) for w in words) >= 0.8 * len(words)
+
+
+class AwarenessParseError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def tool_names(tools_json: str | None) -> list[str]:
+    return [fn["name"] for fn in tool_functions(tools_json) if fn.get("name")]
+
+
+def _by_headers(text: str) -> dict[str, str]:
+    """Fallback for 'Summary:' / '## Plan' style answers."""
+    marks = []
+    for m in _HEADER.finditer(text):
+        name = (m.group(1) or m.group(2)).lower().replace("future plan", "plan")
+        marks.append((m.start(), m.end(), name, m.group(3)))
+    out: dict[str, str] = {}
+    for k, (_, end, name, inline) in enumerate(marks):
+        stop = marks[k + 1][0] if k + 1 < len(marks) else len(text)
+        body = ((inline or "") + "\n" + text[end:stop]).strip().lstrip("*: ").strip()
+        if body and name not in out:
+            out[name] = body
+    return out
+
+
+def parse_awareness(text: str | None, names: list[str] | tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """(summary, plan, rationale) from a generator answer, or :class:`AwarenessParseError`."""
+    if not text or not text.strip():
+        raise AwarenessParseError("empty", "the answer is empty")
+    found = {s: m.group(1).strip() for s in _SECTIONS if (m := _TAG[s].search(text)) and m.group(1).strip()}
+    if not found:
+        found = _by_headers(text)
+    if not found.get("summary") or not found.get("plan"):
+        missing = [s for s in ("summary", "plan") if not found.get(s)]
+        raise AwarenessParseError("no_sections", f"missing {' and '.join(missing)} section")
+    echo = [s for s in ("summary", "plan") if _echoes(found[s], prompts.AWARENESS_PLACEHOLDERS[s])]
+    if echo:
+        raise AwarenessParseError("template_echo", f"{' and '.join(echo)} repeats the format instructions instead of content")
+    thin = [s for s in ("summary", "plan") if len(re.findall(r"[A-Za-z]{2,}", found[s])) < _MIN_WORDS[s]]
+    if thin:
+        raise AwarenessParseError("empty_sections", f"{' and '.join(thin)} has almost no content")
+    body = " ".join(found.values())
+    if names:
+        pat = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) + r")\s*\(")
+        m = pat.search(body)
+        if m:
+            raise AwarenessParseError("contains_function_call", f"it writes a call to {m.group(1)}(...) instead of describing it")
+    m = _CALL_LIST.search(body)
+    if m:
+        raise AwarenessParseError("contains_function_call", "it contains a literal call list")
+    rationale = found.get("rationale", "")
+    if rationale and _echoes(rationale, prompts.AWARENESS_PLACEHOLDERS["rationale"]):
+        rationale = ""  # optional section: an echo of its placeholder is dropped, not fatal
+    return found["summary"], found["plan"], rationale
+
+
+def awareness_id(segment_id: str, generator: str, prompt_version: str) -> str:
+    return hashlib.sha256(f"{segment_id}|{generator}|{prompt_version}".encode()).hexdigest()[:16]
+
+
+def _tools(seg: dict, mode: str) -> str | None:
+    """The segment's tool docs, or (``used``) only those its conversation, a_fc or c_fut call."""
+    if mode == "all" or not seg.get("tools"):
+        return seg.get("tools")
+    text = " ".join((m.get("content") or "") for k in ("history", "prior_steps", "future") for m in (seg.get(k) or []))
+    called = {c["name"] for c in seg.get("target_calls") or []}
+    docs = [d for d in json.loads(seg["tools"]) if (n := d.get("function", d).get("name")) in called
+            or re.search(rf"(?<![\w.]){re.escape(n)}\s*\(", text)]
+    return json.dumps(docs)
+
+
+def _accumulate(acc: dict, ans) -> None:
+    acc["retries"] += max(0, ans.attempts - 1)
+    acc["latency_ms"] += ans.latency_ms
+    acc["prompt_tokens"] += ans.prompt_tokens
+    acc["completion_tokens"] += ans.completion_tokens
+
+
+def _generate(gateway: Gateway, convs: list[list[dict]], ids: list[str], generator: str, cfg: AwarenessConfig,
+              accs: list[dict], api_base: str | None, api_key_env: str | None) -> list:
+    """One answer per conversation. Remote models answer in one request; local models, when
+    ``cfg.guided``, write the sections one after another with each opening tag prefilled."""
+    local = generator.startswith("local/")
+    base = dict(role="generator", temperature=cfg.temperature, api_base=api_base, api_key_env=api_key_env, seed=0)
+    if not (local and cfg.guided):
+        extra = {"repetition_penalty": cfg.repetition_penalty} if local else {}
+        answers = gateway.batch([ChatRequest(c, generator, id=i, max_tokens=cfg.max_tokens, extra=extra, stop=prompts.AWARENESS_STOP,
+                                             prefix=prompts.AWARENESS_PREFIX, **base) for c, i in zip(convs, ids, strict=True)])
+        for acc, ans in zip(accs, answers, strict=True):
+            _accumulate(acc, ans)
+        return answers
+    budgets = {"summary": cfg.max_tokens // 2, "plan": cfg.max_tokens // 3, "rationale": cfg.max_tokens - cfg.max_tokens // 2 - cfg.max_tokens // 3}
+    texts = [""] * len(convs)
+    answers = [None] * len(convs)
+    live = list(range(len(convs)))
+    for k, section in enumerate(_SECTIONS):
+        opener = (f"</{_SECTIONS[k - 1]}>\n" if k else "") + f"<{section}>" + prompts.AWARENESS_OPENERS[section]
+        reqs = [ChatRequest(convs[i], generator, id=ids[i], max_tokens=budgets[section], prefix=texts[i] + opener,
+                            stop=[f"</{section}>"], extra={"repetition_penalty": cfg.repetition_penalty}, **base) for i in live]
+        still = []
+        for i, ans in zip(live, gateway.batch(reqs), strict=True):
+            _accumulate(accs[i], ans)
+            answers[i] = ans
+            if ans.ok:
+                texts[i] = ans.text
+                still.append(i)
+        live = still
+    for i in range(len(convs)):
+        if answers[i] is not None and answers[i].ok:
+            answers[i].text = texts[i] + "</rationale>"
+    return answers
+
+
+def annotate(segments: list[dict], gateway: Gateway, generator: str, cfg: AwarenessConfig,
+             api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
+    """One shard: rounds of batch requests; failed parses are asked again with the reason fed back."""
+    acc = [{"attempts": 0, "retries": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for _ in segments]
+    names = [tool_names(s.get("tools")) for s in segments]
+    convs = [prompts.awareness_messages(s, prompt_tools.render_tools(_tools(s, cfg.tools)), cfg.future_chars) for s in segments]
+    result: dict[int, dict] = {}
+    pending = list(range(len(segments)))
+    for _ in range(cfg.max_attempts):
+        if not pending:
+            break
+        answers = _generate(gateway, [convs[i] for i in pending], [segments[i]["segment_id"] for i in pending], generator,
+                            cfg, [acc[i] for i in pending], api_base, api_key_env)
+        still = []
+        for i, ans in zip(pending, answers, strict=True):
+            acc[i]["attempts"] += 1
+            if not ans.ok:
+                result[i] = {"reject_reason": "llm_error", "reject_detail": ans.error}
+                continue
+            try:
+                summary, plan, rationale = parse_awareness(ans.text, names[i])
+            except AwarenessParseError as e:
+                result[i] = {"reject_reason": e.reason, "reject_detail": e.detail, "text": ans.text}
+                convs[i] = convs[i] + [{"role": "assistant", "content": ans.text},
+                                       {"role": "user", "content": prompts.AWARENESS_RETRY.format(reason=e.detail)}]
+                still.append(i)
+                continue
+            result[i] = {"text": ans.text.strip(), "summary": summary, "plan": plan, "rationale": rationale,
+                         "reject_reason": None, "reject_detail": None}
+        pending = still
+    now = datetime.now(UTC)
+    rows = []
+    for i, s in enumerate(segments):
+        r = result[i]
+        rows.append({
+            "awareness_id": awareness_id(s["segment_id"], generator, cfg.prompt_version),
+            "segment_id": s["segment_id"],
+            "generator": generator,
+            "prompt_version": cfg.prompt_version,
+            "text": r.get("text"),
+            "summary": r.get("summary"),
+            "plan": r.get("plan"),
+            "rationale": r.get("rationale"),
+            "created_at": now,
+            "reject_reason": r.get("reject_reason"),
+            "reject_detail": r.get("reject_detail"),
+            **acc[i],
+        })
+    return pa.Table.from_pylist(rows, schema=AWARENESS_SHARD)
+
+
+def select_segments(segments: list[dict], limit: int | None, how: str = "first") -> list[dict]:
+    """The slice a ``limit`` keeps: first by id, or the segments with the least context."""
+    ordered = sorted(segments, key=lambda r: r["segment_id"])
+    if how == "shortest":
+        def size(r):
+            return sum(len(m["content"] or "") for m in (r.get("history") or []) + (r.get("prior_steps") or [])) + len(r["query"] or "")
+        ordered.sort(key=lambda r: (size(r), r["segment_id"]))
+    return ordered if limit is None else ordered[:limit]
+
+
+def split_outcomes(table: pa.Table | None) -> tuple[pa.Table, list[dict], dict]:
+    """Accepted rows (AWARENESS schema) and rejects from the concatenated shard tables."""
+    if table is None or table.num_rows == 0:
+        return AWARENESS.empty_table(), [], {"rows": 0, "rejects": 0, "rejects_by_reason": {}}
+    rows = table.to_pylist()
+    ok = [r for r in rows if r["reject_reason"] is None]
+    bad = [reject(STAGE, r["segment_id"], r["reject_reason"], r["reject_detail"] or "", r.get("text")) for r in rows
+           if r["reject_reason"] is not None]
+    out = pa.Table.from_pylist([{k: r[k] for k in AWARENESS.names} for r in ok], schema=AWARENESS)
+    stats = {
+        "rows": len(ok), "rejects": len(bad), "rejects_by_reason": dict(Counter(r["reason"] for r in bad)),
+        "attempts_histogram": dict(Counter(int(r["attempts"]) for r in rows)),
+        "transport_retries": int(sum(r["retries"] for r in rows)),
+        "prompt_tokens": int(sum(r["prompt_tokens"] for r in rows)),
+        "completion_tokens": int(sum(r["completion_tokens"] for r in rows)),
+    }
+    return out, bad, stats

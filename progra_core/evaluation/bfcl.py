@@ -1,0 +1,230 @@
+"""Stage ``evaluate`` (§4.2): BFCL multi-turn (base, miss_func, miss_param) run the way bfcl-eval
+runs a prompting model, scored with :mod:`progra_core.evaluation.scoring`.
+
+Per entry, per turn, per step, as ``BaseHandler.inference_multi_turn_prompting`` does:
+
+* the system prompt is BFCL's default (Python call format, JSON docs of the functions available
+  at turn 0), built from bfcl-eval's own templates; ``prompt: policy`` uses the policy's training
+  prompt instead (:mod:`progra_core.prompts.policy`);
+* a miss_func turn that adds functions is a user message carrying their docs and BFCL's
+  "I have updated some more functions" line; the system prompt never lists them before;
+* each output is decoded into calls with :func:`~progra_core.calls.parse_calls` (the
+  ``<answer>`` region if the model wrote tags, else the text without ``<think>``/``<summary>``);
+  an output without calls ends the turn; calls run in the entry's own fresh ``BFCLEnv`` and their
+  observations go back as ``tool`` messages (local models) or one user message (endpoints);
+* more than ``max_steps_per_turn`` steps in a turn force-quits the entry (BFCL: 20).
+
+Entries (× trials) play in lockstep: every active entry's next step is one ``Gateway.batch``
+call, so a local model generates them in batches and an endpoint gets them concurrently.
+
+bfcl-eval's data is imported inside the functions that use it: heavy, and only some callers need it."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import pyarrow as pa
+
+from progra_core import versioning
+from progra_core.calls import Call, CallParseError, format_call, parse_calls
+from progra_core.config import EvaluateConfig
+from progra_core.envs.base import EnvError
+from progra_core.envs.bfcl import BFCLEnv
+from progra_core.evaluation import scoring
+from progra_core.llm.gateway import ChatRequest, ChatResult
+from progra_core.prompts import policy as policy_prompts
+from progra_core.prompts import tools as prompt_tools
+from progra_core.prompts.policy import parse_action
+from progra_core.schemas import EVAL_RESULTS, reject
+from progra_core.sources import bfcl as bfcl_data
+
+__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt", "decode_response", "visible_text",
+           "select_test_entries", "run_bfcl"]
+
+STAGE = "evaluate"
+OUTPUT = "eval_results"
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], scoring, policy_prompts, prompt_tools)
+
+PromptStyle = Literal["bfcl", "policy"]
+
+_COT = ("\n\nBefore you answer, reason step by step inside <think></think>: what the user wants, what "
+        "has been done, and which call comes next. Then write the function calls (or your reply) after </think>.")
+_REASONING = re.compile(r"<(think|summary)>.*?(?:</\1>|$)", re.S)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A model under test: how rows name it and how the gateway reaches it."""
+
+    model_ref: str  # "base", a models-view model_id, or a LiteLLM string
+    method: str  # "base", "reasoning", or the training recipe that produced it
+    model: str  # gateway model string: local/<name> or a LiteLLM model
+    api_base: str | None = None
+    api_key_env: str | None = None
+    cot: bool = False  # add the reasoning instruction (the Reasoning baseline)
+    awareness: bool = False  # prompt: policy -> the awareness (summary/think/answer) format
+
+
+def bfcl_system_prompt(functions: list[dict]) -> str:
+    """bfcl-eval's default system prompt (python calls, no tool-call tag, JSON docs, plaintext,
+    classic style), composed from its own templates."""
+    from bfcl_eval.constants import default_prompts as d
+
+    style = d.PROMPT_STYLE_TEMPLATES["classic"]
+    return d.PROMPT_TEMPLATE_MAPPING["plaintext"].format(
+        persona=style["persona"], task=style["task"],
+        tool_call_format=style["tool_call_no_tag"].format(output_format=d.OUTPUT_FORMAT_MAPPING["python"],
+                                                          param_types=d.PARAM_TYPE_MAPPING["python"]),
+        multiturn_behavior=style["multiturn_behavior"],
+        available_tools=style["available_tools"].format(format="json", functions=json.dumps(functions, indent=4)))
+
+
+def added_functions_message(functions: list[dict]) -> str:
+    from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING
+
+    return DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING.format(functions=functions)
+
+
+def decode_response(text: str) -> tuple[list[Call] | None, str | None]:
+    """Calls in a model output, or ``(None, reason)``. Tags are honoured (``<answer>`` wins;
+    ``<think>``/``<summary>`` are dropped), then BFCL's leniency: backticks stripped and a missing
+    ``[``/``]`` added. Parsing is :func:`parse_calls` (``ast``), never ``eval``."""
+    body = visible_text(text)
+    if not body:
+        return None, "empty output"
+    try:
+        return parse_calls(body) or None, None
+    except CallParseError:
+        pass
+    wrapped = body.strip("`\n ")
+    wrapped = ("" if wrapped.startswith("[") else "[") + wrapped + ("" if wrapped.endswith("]") else "]")
+    try:
+        return parse_calls(wrapped) or None, None
+    except CallParseError as e:
+        return None, str(e)
+
+
+def visible_text(text: str) -> str:
+    """What a reader of the output sees: the ``<answer>`` region if tagged, else the text without
+    ``<think>``/``<summary>`` regions."""
+    answer = parse_action(text or "").answer
+    return (answer if answer is not None else _REASONING.sub("", text or "")).strip()
+
+
+def select_test_entries(cfg: EvaluateConfig, held_out_percent: int = 50) -> list[dict]:
+    """The evaluation slice: per category, the entries on ``cfg.split`` (held-out by default),
+    ``cfg.limit`` of them, the first by BFCL order or the cheapest (smallest prompt) ones."""
+    out = []
+    for cat in cfg.categories:
+        entries = bfcl_data.eval_entries(cat, None if cfg.split == "all" else cfg.split, held_out_percent)
+        if cfg.select == "shortest":
+            entries.sort(key=lambda e: (len(json.dumps(e["function"])) + len(json.dumps(e["question"])), e["id"]))
+        out.extend(entries if cfg.limit is None else entries[:cfg.limit])
+    return out
+
+
+class _Run:
+    """One (entry, trial) in flight: its messages, its environment, the calls of each turn."""
+
+    def __init__(self, entry: dict, trial: int, subject: Subject, cfg: EvaluateConfig):
+        self.entry, self.trial, self.cfg = entry, trial, cfg
+        self.remote = not subject.model.startswith("local/")
+        long_context = entry["category"] == "long_context"
+        self.env = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
+        if cfg.prompt == "bfcl":
+            system = bfcl_system_prompt(entry["function"])
+        else:
+            system = policy_prompts.policy_system(json.dumps(entry["function"]), self.env.scenario(), awareness=subject.awareness)
+        self.system = system + (_COT if subject.cot else "")
+        self.messages: list[dict] = []
+        self.turns: list[list[list[Call]]] = []
+        self.steps: list[dict] = []
+        self.turn = -1
+        self.step = 0
+        self.done = False
+        self.ended: str | None = None
+        self.detail: str | None = None
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 0.0}
+        self._next_turn()
+
+    def _next_turn(self) -> None:
+        self.turn += 1
+        self.step = 0
+        if self.turn >= len(self.entry["question"]):
+            self.done = True
+            return
+        msgs = [dict(m) for m in self.entry["question"][self.turn]]
+        added = (self.entry.get("missed_function") or {}).get(str(self.turn))
+        if added:
+            msgs = [{"role": "user", "content": added_functions_message(added)}]
+        if self.turn == 0:  # BFCL: the default system prompt goes first, merged with any given one
+            if msgs and msgs[0]["role"] == "system":
+                msgs[0]["content"] = self.system + "\n\n" + msgs[0]["content"]
+            else:
+                msgs.insert(0, {"role": "system", "content": self.system})
+        self.messages.extend(msgs)
+        self.turns.append([])
+
+    def advance(self, res: ChatResult) -> None:
+        for k in self.usage:
+            self.usage[k] += getattr(res, k) or 0
+        if res.error is not None or res.text is None:
+            self.done, self.ended, self.detail = True, "inference_error", res.error or "no text"
+            return
+        self.messages.append({"role": "assistant", "content": res.text})
+        calls, err = decode_response(res.text)
+        log = {"turn": self.turn, "step": self.step, "text": res.text, "calls": [], "observations": [], "decode_error": err}
+        self.steps.append(log)
+        if not calls:
+            self._next_turn()
+            return
+        obs = self.env.execute(calls)
+        log["calls"], log["observations"] = [format_call(c) for c in calls], obs
+        self.turns[-1].append(calls)
+        results = [{"role": "tool", "name": format_call(c), "content": o} for c, o in zip(calls, obs, strict=True)]
+        self.messages.extend([{"role": "user", "content": repr(results)}] if self.remote else results)
+        self.step += 1
+        if self.step > self.cfg.max_steps_per_turn:
+            self.done, self.ended = True, "force_terminated"
+            self.detail = f"more than {self.cfg.max_steps_per_turn} steps in turn {self.turn}"
+
+    def row(self, subject: Subject) -> dict:
+        score = scoring.check_entry(self.entry, self.turns, ended=self.ended, ended_detail=self.detail)
+        return {
+            "model_ref": subject.model_ref, "method": subject.method, "model": subject.model, "prompt": self.cfg.prompt,
+            "benchmark": "bfcl", "category": self.entry["category"], "entry_id": self.entry["id"], "trial": self.trial,
+            "passed": score.passed, "turn_passed": score.turn_passed, "turn_errors": score.turn_errors,
+            "first_failed_turn": score.first_failed_turn, "n_turns": len(self.entry["question"]),
+            "turns_played": len(self.turns), "n_steps": len(self.steps),
+            "n_calls": sum(len(s["calls"]) for s in self.steps), "error_type": score.error_type, "error": score.error,
+            "steps": self.steps, **self.usage, "created_at": datetime.now(UTC),
+        }
+
+
+def run_bfcl(entries: Sequence[dict], gateway, subject: Subject, cfg: EvaluateConfig,
+             progress: Callable[[int, int], None] | None = None) -> tuple[pa.Table, list[dict]]:
+    """Play every entry ``cfg.trials`` times in lockstep and score each run: one row per run, and
+    a reject per entry whose environment cannot be built. ``gateway`` is anything with
+    ``batch(list[ChatRequest]) -> list[ChatResult]``."""
+    runs, rejects = [], []
+    for e in entries:
+        try:
+            runs += [_Run(e, t, subject, cfg) for t in range(cfg.trials)]
+        except (EnvError, KeyError, TypeError, ValueError) as ex:
+            rejects.append(reject(STAGE, e.get("id"), "env_error", f"{type(ex).__name__}: {ex}"))
+    total = len(runs)
+    while active := [r for r in runs if not r.done]:
+        reqs = [ChatRequest(messages=list(r.messages), model=subject.model, role="policy", temperature=cfg.temperature,
+                            max_tokens=cfg.max_tokens, seed=cfg.seed + r.trial, sample=r.trial, api_base=subject.api_base,
+                            api_key_env=subject.api_key_env, id=f"{r.entry['id']}#{r.trial}") for r in active]
+        for r, res in zip(active, gateway.batch(reqs), strict=True):
+            r.advance(res)
+        if progress is not None:
+            progress(sum(r.done for r in runs), total)
+    return pa.Table.from_pylist([r.row(subject) for r in runs], schema=EVAL_RESULTS), rejects

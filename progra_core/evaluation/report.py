@@ -1,0 +1,98 @@
+"""Table 1 of the paper from ``eval_summary`` rows: one row per model/method, BFCL accuracy per
+category and Overall (the mean of the Base, Miss F. and Miss P. columns, as the paper computes
+it), plus per-turn accuracy, then τ²-bench Airline and Retail (Table 1) and Telecom (Table 3,
+the out-of-domain test) as pass rates averaged over trials. ``compare`` puts several runs side by side with the change in
+Overall. Pure functions over dict rows: the CLI prints them with rich, the flow publishes them
+as a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from progra_core.config import PipelineConfig
+
+__all__ = ["COLUMNS", "TABLE_TITLE", "table1", "compare", "to_markdown", "report_note"]
+
+TABLE_TITLE = "Accuracy (%): BFCL multi-turn and tau2-bench"
+
+#: eval_summary category -> Table 1 column, in the paper's order.
+COLUMNS = {"base": "Base", "miss_func": "Miss F.", "miss_param": "Miss P.", "long_context": "Long ctx",
+           "airline": "Airline", "retail": "Retail", "telecom": "Telecom"}
+OVERALL_OF = ("base", "miss_func", "miss_param")
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _rows_by_model(summary: Sequence[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in summary:
+        out.setdefault((r["model_ref"], r["method"]), {})[r["category"]] = r
+    return out
+
+
+def _overall(cats: dict[str, dict], key: str) -> float | None:
+    vals = [cats[c][key] for c in OVERALL_OF if c in cats and cats[c][key] is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def table1(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: Model, Method, Overall, one column per category present, per-turn
+    Overall, runs (entries × trials)."""
+    cats = [c for c in COLUMNS if any(r["category"] == c for r in summary)]
+    headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs"]
+    body = []
+    for (model, method), by_cat in _rows_by_model(summary).items():
+        runs = sum(int(r["runs"]) for r in by_cat.values())
+        body.append([model, method, _fmt(_overall(by_cat, "accuracy")),
+                     *(_fmt(by_cat[c]["accuracy"]) if c in by_cat else "–" for c in cats),
+                     _fmt(_overall(by_cat, "turn_accuracy")), str(runs)])
+    return headers, body
+
+
+def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list[list[str]]]:
+    """Side by side: for each model/method, Overall and each category per run, and Δ Overall of
+    the last run against the first."""
+    labels = [label for label, _ in runs]
+    per_run = [_rows_by_model(s) for _, s in runs]
+    cats = [c for c in COLUMNS if any(r["category"] == c for _, s in runs for r in s)]
+    headers = ["Model", "Method"]
+    for name in ["Overall", *(COLUMNS[c] for c in cats)]:
+        headers += [f"{name} [{label}]" for label in labels]
+    headers.append("Δ Overall")
+    keys = list(dict.fromkeys(k for p in per_run for k in p))
+    body = []
+    for key in keys:
+        overall = [_overall(p[key], "accuracy") if key in p else None for p in per_run]
+        row = [key[0], key[1], *map(_fmt, overall)]
+        for c in cats:
+            row += [_fmt(p[key][c]["accuracy"]) if key in p and c in p[key] else "–" for p in per_run]
+        first, last = overall[0], overall[-1]
+        row.append("–" if first is None or last is None else f"{last - first:+.2f}")
+        body.append(row)
+    return headers, body
+
+
+def to_markdown(headers: list[str], body: list[list[str]], title: str | None = None) -> str:
+    md = [f"# {title}", ""] if title else []
+    md += ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(md)
+
+
+def report_note(cfg: PipelineConfig) -> str:
+    """What the table's numbers are (and are not comparable with)."""
+    ev = cfg.evaluate
+    parts = []
+    if ev.categories:
+        parts.append(f"BFCL: {ev.split} split, {ev.limit or 'all'} entries per category. Overall = mean of Base, Miss F., "
+                     "Miss P. (as in the paper). Turn acc. = share of user turns that pass BFCL's state and response checks.")
+    if ev.tau2_domains:
+        local_user = cfg.models.user_simulator.startswith("local/")
+        parts.append(f"tau2-bench: {ev.tau2_split} split, {ev.tau2_limit or 'all'} tasks per domain, scored by tau2's evaluator "
+                     f"(pass rate over trials); user simulator `{cfg.models.user_simulator}`"
+                     + (" (a local model, not the paper's GPT-4o: these tau2 numbers are NOT comparable with the paper's)."
+                        if local_user else "."))
+    parts.append(f"{ev.trials} trial(s), prompt `{ev.prompt}`.")
+    return " ".join(parts)

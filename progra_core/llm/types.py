@@ -1,0 +1,82 @@
+"""The request and result every LLM role exchanges with the gateway (remote or ``local/``).
+
+Kept apart from the gateway so the backends (``local``) and the failure rules (``errors``) can
+name them without importing the gateway that imports them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["ChatRequest", "ChatResult", "Endpoint", "LOCAL_PREFIX"]
+
+LOCAL_PREFIX = "local/"
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion. ``sample`` separates otherwise identical requests in the cache (e.g.
+    the K candidates of a majority vote); ``id`` is the caller's item id, for accounting only."""
+
+    messages: list[dict]
+    model: str
+    role: str = "default"
+    temperature: float = 0.0
+    max_tokens: int = 256
+    stop: list[str] | None = None
+    seed: int | None = None
+    sample: int = 0
+    api_base: str | None = None
+    api_key_env: str | None = None
+    id: str | None = None
+    extra: dict = field(default_factory=dict)
+    #: Assistant-turn prefill (e.g. "<summary>") for ``local/`` models: generation continues from
+    #: it and the returned text starts with it. Remote endpoints ignore it.
+    prefix: str | None = None
+
+    def cache_key(self) -> str:
+        payload = {
+            "model": self.model,
+            "messages": self.messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "seed": self.seed,
+            "sample": self.sample,
+            "api_base": self.api_base,
+            "extra": self.extra,
+            "prefix": self.prefix if self.model.startswith(LOCAL_PREFIX) else None,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ChatResult:
+    text: str | None
+    model: str
+    role: str = "default"
+    id: str | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    attempts: int = 0  # HTTP/generation attempts made for this result (0 = served from cache)
+    cached: bool = False
+    #: The failure is the endpoint's, not the request's: asking again later may succeed.
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How one role reaches its model: the model string, an ``api_base`` and the name of the
+    environment variable holding its key (never the key itself)."""
+
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None

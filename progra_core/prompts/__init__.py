@@ -1,0 +1,1 @@
+"""Prompts: tool rendering, the PAG data roles, the policy's format, synthesis."""

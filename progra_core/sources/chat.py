@@ -1,0 +1,342 @@
+"""Trajectories from OpenAI chat-format records (JSONL files or a local HF ``datasets`` folder).
+
+A record is ``{"id"?, "messages": [...], "tools"?: [...], "scenario"?, "env"?, "involved_classes"?,
+"initial_config"?}`` where messages use the OpenAI roles ``system | user | assistant | tool`` and
+assistant tool calls look like ``{"id", "type": "function", "function": {"name", "arguments":
+"<json>"}}``. Each user message opens a turn; each assistant message with ``tool_calls`` is one
+action whose observations are the following ``tool`` messages (matched by ``tool_call_id`` when
+given, else by order); a plain assistant message is the turn's reply.
+
+A record may instead be in BFCL's multi-turn format, ``{"id", "question": [[messages of turn 0],
+...], "ground_truth": [[call strings of turn 0], ...], "involved_classes", "initial_config"?,
+"missed_function"?}``: its call strings are parsed with ``ast`` (never evaluated), checked against
+the classes' functions, and executed in ``BFCLEnv`` as BFCL's own data is.
+
+Bad records never stop a run: they come back as ``rejects`` rows with a specific reason.
+
+datasets is imported inside the functions that use it: heavy, and only some callers need it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from progra_core.calls import Call, CallParseError, calls_to_records, parse_calls
+from progra_core.envs.base import EnvError
+from progra_core.envs.bfcl import function_docs
+from progra_core.schemas import reject
+from progra_core.sources.bfcl import entry_to_trajectory
+
+__all__ = ["RecordError", "record_to_trajectory", "iter_jsonl", "iter_hf_folder", "MAX_RECORD_BYTES", "MAX_FIELD_CHARS"]
+
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_FIELD_CHARS = 1_000_000
+_ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+class RecordError(ValueError):
+    """A record that cannot become a trajectory; ``reason`` is a stable code for the rejects table."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):  # OpenAI content parts
+        parts = []
+        for p in content:
+            if isinstance(p, dict) and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+            else:
+                raise RecordError("bad_content", f"{where}: content parts must be objects with a text field")
+        text = "".join(parts)
+    else:
+        raise RecordError("bad_content", f"{where}: content must be a string, got {type(content).__name__}")
+    if len(text) > MAX_FIELD_CHARS:
+        raise RecordError("field_too_large", f"{where}: {len(text)} characters (limit {MAX_FIELD_CHARS})")
+    return text
+
+
+def _tool_call(tc: Any, where: str) -> tuple[str | None, Call]:
+    if not isinstance(tc, dict):
+        raise RecordError("bad_tool_call", f"{where}: tool call must be an object")
+    fn = tc.get("function")
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+        raise RecordError("bad_tool_call", f"{where}: tool call lacks function.name")
+    name = fn["name"].strip()
+    if not name.isidentifier() or name.startswith("_"):
+        raise RecordError("bad_function_name", f"{where}: {name[:80]!r} is not a public identifier")
+    raw = fn.get("arguments", "{}")
+    if isinstance(raw, str):
+        try:
+            args = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:
+            raise RecordError("bad_arguments_json", f"{where}: arguments are not JSON ({e.msg})") from None
+    else:
+        args = raw
+    if not isinstance(args, dict):
+        raise RecordError("bad_arguments_json", f"{where}: arguments must be a JSON object, got {type(args).__name__}")
+    return tc.get("id"), Call(name, args)
+
+
+def _tool_names(tools: Any) -> set[str] | None:
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise RecordError("bad_tools", "tools must be a list")
+    names = set()
+    for t in tools:
+        if not isinstance(t, dict):
+            raise RecordError("bad_tools", "each tool must be an object")
+        fn = t.get("function", t)
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise RecordError("bad_tools", "tool without a name")
+        names.add(fn["name"])
+    return names
+
+
+def bfcl_record_to_trajectory(rec: dict, source: str, source_id: str) -> dict[str, Any]:
+    """Convert one BFCL-format record; raises :class:`RecordError` with a specific reason."""
+    question, truth = rec.get("question"), rec.get("ground_truth")
+    if not isinstance(question, list) or not question or not all(
+            isinstance(t, list) and all(isinstance(m, dict) and isinstance(m.get("content", ""), str) for m in t) for t in question):
+        raise RecordError("bad_question", "'question' must be a non-empty list of turns, each a list of {role, content} messages")
+    big = max((len(m.get("content") or "") for t in question for m in t), default=0)
+    if big > MAX_FIELD_CHARS:
+        raise RecordError("field_too_large", f"question: a message of {big} characters (limit {MAX_FIELD_CHARS})")
+    if not any(m.get("role") == "user" and str(m.get("content", "")).strip() for t in question for m in t):
+        raise RecordError("empty_turn", "no turn has a non-empty user message")
+    if not isinstance(truth, list) or len(truth) != len(question) or not all(
+            isinstance(t, list) and all(isinstance(c, str) for c in t) for t in truth):
+        raise RecordError("ground_truth_mismatch", f"'ground_truth' must be a list of call-string lists, one per turn "
+                                                   f"({len(question)} turns)")
+    classes = rec.get("involved_classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise RecordError("bad_involved_classes", "involved_classes must be a non-empty list of BFCL class names")
+    try:
+        names = {d["name"] for d in function_docs(classes)}
+    except EnvError as e:
+        raise RecordError("bad_environment", str(e)) from None
+    for t, turn in enumerate(truth):
+        for j, text in enumerate(turn):
+            where = f"ground_truth[{t}][{j}]"
+            if len(text) > MAX_FIELD_CHARS:
+                raise RecordError("field_too_large", f"{where}: {len(text)} characters (limit {MAX_FIELD_CHARS})")
+            try:
+                calls = parse_calls(text)
+            except CallParseError as e:
+                raise RecordError("bad_call_string", f"{where}: {e}") from None
+            unknown = [c.name for c in calls if c.name not in names]
+            if unknown:
+                raise RecordError("unknown_function", f"{where}: {unknown[0]!r} is not a function of {', '.join(classes)}")
+    cfg = rec.get("initial_config", {})
+    if not isinstance(cfg, dict):
+        raise RecordError("bad_initial_config", "initial_config must be an object")
+    entry = {"id": source_id, "question": question, "ground_truth": truth, "involved_classes": classes, "initial_config": cfg,
+             "missed_function": rec.get("missed_function") or {}, "category": rec.get("category") or "base"}
+    try:
+        row = entry_to_trajectory(entry, source=source, split=rec.get("split") if rec.get("split") in ("train", "held_out") else "train")
+    except EnvError as e:
+        raise RecordError("bad_environment", str(e)) from None
+    except Exception as e:  # anything else the conversion trips on is this record's problem
+        raise RecordError("bfcl_conversion_failed", f"{type(e).__name__}: {e}") from None
+    return row
+
+
+def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any]:
+    """Convert one chat (or BFCL-format) record; raises :class:`RecordError` with a specific reason."""
+    if not isinstance(rec, dict):
+        raise RecordError("not_an_object", f"record is a {type(rec).__name__}, expected an object")
+    if "question" in rec and "messages" not in rec:
+        return bfcl_record_to_trajectory(rec, source, source_id)
+    msgs = rec.get("messages")
+    if msgs is None:
+        raise RecordError("missing_messages", "record has no 'messages'")
+    if not isinstance(msgs, list):
+        raise RecordError("bad_messages", f"'messages' must be a list, got {type(msgs).__name__}")
+    if not msgs:
+        raise RecordError("empty_messages", "'messages' is empty")
+    tools = rec.get("tools")
+    tool_names = _tool_names(tools)
+    system_parts: list[str] = []
+    turns: list[dict] = []
+    pending: dict[str, int] = {}  # tool_call_id -> index in current action's observations
+    n_calls = 0
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise RecordError("bad_message", f"{where} is not an object")
+        role = m.get("role")
+        if role not in _ROLES:
+            raise RecordError("unknown_role", f"{where}: role {str(role)[:40]!r}")
+        if role in ("system", "developer"):
+            system_parts.append(_text(m.get("content"), where))
+            continue
+        if role == "user":
+            q = _text(m.get("content"), where)
+            if not q.strip():
+                raise RecordError("empty_turn", f"{where}: empty user message")
+            turns.append({"query": q, "actions": [], "reply": None, "tools_added": []})
+            pending = {}
+            continue
+        if not turns:
+            raise RecordError("no_user_turn", f"{where}: {role} message before any user message")
+        turn = turns[-1]
+        if role == "assistant":
+            tcs = m.get("tool_calls")
+            if tcs:
+                if not isinstance(tcs, list):
+                    raise RecordError("bad_tool_call", f"{where}: tool_calls must be a list")
+                parsed = [_tool_call(tc, f"{where}.tool_calls[{j}]") for j, tc in enumerate(tcs)]
+                if tool_names is not None:
+                    unknown = [c.name for _, c in parsed if c.name not in tool_names]
+                    if unknown:
+                        raise RecordError("unknown_function", f"{where}: {unknown[0]!r} is not among the record's tools")
+                pending = {cid: j for j, (cid, _) in enumerate(parsed) if cid}
+                turn["actions"].append({"calls": calls_to_records([c for _, c in parsed]), "observations": [None] * len(parsed)})
+                n_calls += len(parsed)
+            else:
+                turn["reply"] = _text(m.get("content"), where)
+            continue
+        # role == "tool"
+        if not turn["actions"]:
+            raise RecordError("orphan_tool_message", f"{where}: tool message without a preceding tool call")
+        obs = turn["actions"][-1]["observations"]
+        cid = m.get("tool_call_id")
+        if cid is not None and cid in pending:
+            slot = pending.pop(cid)
+        else:
+            free = [j for j, o in enumerate(obs) if o is None]
+            if not free:
+                raise RecordError("extra_tool_message", f"{where}: more tool results than calls")
+            slot = free[0]
+        obs[slot] = _text(m.get("content"), where)
+    if not turns:
+        raise RecordError("no_user_turn", "record has no user message")
+    for t in turns:
+        for a in t["actions"]:
+            a["observations"] = ["" if o is None else o for o in a["observations"]]
+    cfg = rec.get("initial_config")
+    if cfg is not None and not isinstance(cfg, (dict, str)):
+        raise RecordError("bad_initial_config", "initial_config must be an object")
+    if isinstance(cfg, str):
+        try:
+            cfg = json.loads(cfg)
+        except json.JSONDecodeError:
+            raise RecordError("bad_initial_config", "initial_config is not JSON") from None
+    involved = rec.get("involved_classes") or []
+    if not isinstance(involved, list) or not all(isinstance(c, str) for c in involved):
+        raise RecordError("bad_involved_classes", "involved_classes must be a list of strings")
+    scenario = rec.get("scenario")
+    scenario = _text(scenario, "scenario") if scenario is not None else "\n".join(system_parts)
+    return {
+        "trajectory_id": f"{source}:{source_id}",
+        "source": source,
+        "source_id": source_id,
+        "category": rec.get("category") if isinstance(rec.get("category"), str) else None,
+        "split": rec.get("split") if rec.get("split") in ("train", "held_out") else "train",
+        "env": rec.get("env") if isinstance(rec.get("env"), str) else ("bfcl" if involved else None),
+        "involved_classes": involved,
+        "initial_config": json.dumps(cfg) if cfg is not None else None,
+        "tools": json.dumps(tools) if tools is not None else None,
+        "scenario": scenario,
+        "long_context": bool(rec.get("long_context", False)),
+        "turns": turns,
+        "n_turns": len(turns),
+        "n_calls": n_calls,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _records_to_rows(records: Iterable[tuple[str, Any, str | None]], source: str) -> Iterator[tuple[dict | None, dict | None]]:
+    """``records`` yields (fallback id, parsed record or exception, raw text for the payload)."""
+    seen: set[str] = set()
+    for fallback_id, rec, raw in records:
+        if isinstance(rec, RecordError):
+            yield None, reject("ingest", f"{source}:{fallback_id}", rec.reason, rec.detail, raw)
+            continue
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        sid = str(rid) if isinstance(rid, (str, int)) and str(rid).strip() else fallback_id
+        if sid in seen:
+            yield None, reject("ingest", f"{source}:{sid}", "duplicate_id", f"id {sid!r} appeared earlier in this source", raw)
+            continue
+        try:
+            row = record_to_trajectory(rec, source, sid)
+        except RecordError as e:
+            yield None, reject("ingest", f"{source}:{sid}", e.reason, e.detail, raw)
+            continue
+        except RecursionError:
+            yield None, reject("ingest", f"{source}:{sid}", "too_deep", "record nests too deeply", raw)
+            continue
+        seen.add(sid)
+        yield row, None
+
+
+def iter_jsonl(path: str | Path, source: str = "jsonl") -> Iterator[tuple[dict | None, dict | None]]:
+    """Rows and rejects from a JSONL file, read as bytes so one bad line cannot stop the file."""
+    path = Path(path)
+    stem = path.stem
+
+    def records():
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                fid = f"{stem}:{lineno}"
+                if not line.strip():
+                    continue
+                if len(line) > MAX_RECORD_BYTES:
+                    yield fid, RecordError("record_too_large", f"line {lineno}: {len(line)} bytes (limit {MAX_RECORD_BYTES})"), None
+                    continue
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield fid, RecordError("not_utf8", f"line {lineno}: invalid UTF-8 at byte {e.start}"), line[:200].decode("utf-8", "replace")
+                    continue
+                try:
+                    rec = json.loads(text)
+                except json.JSONDecodeError as e:
+                    yield fid, RecordError("invalid_json", f"line {lineno}: {e.msg} at column {e.colno}"), text
+                    continue
+                except RecursionError:
+                    yield fid, RecordError("too_deep", f"line {lineno}: JSON nests too deeply"), text
+                    continue
+                yield fid, rec, text
+
+    yield from _records_to_rows(records(), source)
+
+
+def iter_hf_folder(path: str | Path, source: str = "hf", split: str | None = None) -> Iterator[tuple[dict | None, dict | None]]:
+    """Rows and rejects from a local ``datasets.save_to_disk`` folder (a Dataset or a DatasetDict)."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        parts = [ds[split]] if split else [ds[k] for k in ds]
+    else:
+        parts = [ds]
+    stem = Path(path).name
+
+    def records():
+        n = 0
+        for part in parts:
+            for rec in part:
+                n += 1
+                rec = dict(rec)
+                # Arrow stores tool-call arguments as strings already; tools may be JSON text.
+                if isinstance(rec.get("tools"), str):
+                    try:
+                        rec["tools"] = json.loads(rec["tools"])
+                    except json.JSONDecodeError:
+                        yield f"{stem}:{n}", RecordError("bad_tools", "tools is a string but not JSON"), None
+                        continue
+                yield f"{stem}:{n}", rec, None
+
+    yield from _records_to_rows(records(), source)

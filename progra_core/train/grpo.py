@@ -1,0 +1,220 @@
+"""Stage ``grpo`` (§3.3): PAG-RL with TRL's ``GRPOTrainer`` and a ``rollout_func`` that plays whole
+episodes in BFCL environments (:mod:`progra_core.train.rollout`).
+
+* The rollout returns one stream per episode with ``env_mask`` (observations excluded from loss
+  and KL) and the episode's discounted return per reward term of the recipe's rubric
+  (:mod:`progra_core.train.rewards`); one TRL reward function per term hands them to TRL, which
+  sums them into R(τ) and logs each one (``rewards/reward_<term>/mean``).
+* TRL normalises R(τ) within each group of ``num_generations`` rollouts and puts that advantage on
+  every model token of the episode (Eq. 15); Dr. GRPO recipes use ``loss_type="dr_grpo"`` without
+  std scaling.
+* Started from a loaded SFT adapter (``PeftModel.from_pretrained(..., is_trainable=True)``, no
+  ``peft_config``), TRL copies it into a frozen ``ref`` adapter, so the KL term (β) is to the SFT
+  policy π_θ' without a second model in memory; started from the base model, the reference is the
+  base (adapter disabled).
+* Every rollout becomes a ``rollouts`` row (actions, reward terms, advantage, tokens).
+
+datasets, PEFT, torch, transformers, TRL are imported inside the functions that use them: heavy, and only some callers need them."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from progra_core import versioning
+from progra_core.config import GRPOConfig
+from progra_core.llm.hf import quiet_hf
+from progra_core.prompts import policy as policy_prompts
+from progra_core.prompts import tools as prompt_tools
+from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
+from progra_core.train import rewards, rollout
+from progra_core.train.methods import Recipe
+from progra_core.train.rewards import Rubric
+from progra_core.train.sft import device_kwargs, lora_config, quiet_trainer, step_callbacks
+
+__all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "train_grpo", "reward_functions",
+           "Recorder", "rubric_for"]
+
+STAGE = "grpo"
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], rollout, rewards, policy_prompts, prompt_tools)
+
+
+
+def select_episodes(episodes: list[rollout.Episode], cfg: GRPOConfig) -> list[rollout.Episode]:
+    """``episodes`` limit: the first by id, or those with the shortest prompts (cheap CPU runs)."""
+    eps = sorted(episodes, key=lambda e: e.episode_id)
+    if cfg.select == "shortest":
+        # what the prompt holds: tool docs, the scenario (τ²: the whole domain policy) and the queries
+        eps.sort(key=lambda e: (len(e.tools) + len(e.scenario) + sum(len(t["query"]) for t in e.turns[: cfg.max_turns or None]),
+                                e.episode_id))
+    return eps[: cfg.episodes] if cfg.episodes else eps
+
+
+def _term_reward(term: str):
+    def reward(prompts, completions, **kwargs) -> list[float]:
+        return [float(v) for v in kwargs[f"r_{term}"]]
+
+    reward.__name__ = f"reward_{term}"
+    return reward
+
+
+def reward_functions(rubric: Rubric) -> list:
+    """One TRL reward function per rubric term (it hands TRL the episode's discounted, weighted
+    term); TRL's sum of them is R(τ)."""
+    return [_term_reward(t) for t in rubric.names]
+
+
+def rubric_for(r: Recipe, cfg: GRPOConfig, extra: dict | None = None) -> Rubric:
+    """The recipe's reward terms with the config's weights."""
+    return Rubric.from_config(cfg, r.reward_terms, extra)
+
+
+class Recorder:
+    """Collects each step's rollouts and, once TRL has computed them, their advantages."""
+
+    def __init__(self, run: str, method: str, mode: str, num_generations: int):
+        self.run, self.method, self.mode, self.k = run, method, mode, num_generations
+        self.pending: list[tuple[int, str, rollout.Rollout]] = []
+        self.rows: list[dict] = []
+        self.step_seconds: list[float] = []
+
+    def add(self, step: int, prompts: Sequence[str], results: Sequence[rollout.Rollout]) -> None:
+        self.pending = [(step, p, r) for p, r in zip(prompts, results, strict=True)]
+
+    def attach(self, advantages: Sequence[float]) -> None:
+        for i, ((step, prompt, r), adv) in enumerate(zip(self.pending, advantages, strict=True)):
+            self.rows.append({
+                "run": self.run, "method": self.method, "mode": self.mode, "step": step, "prompt_id": prompt,
+                "generation": i % self.k, "actions": r.actions,
+                "rewards": {t: v for t, v in r.returns.items() if t != "total"},
+                "total_reward": r.returns["total"], "advantage": float(adv), "n_actions": len(r.actions),
+                "tokens": r.model_tokens, "env_tokens": len(r.env_mask) - r.model_tokens, "turns_passed": r.turns_passed,
+                "n_turns": len(r.turns_passed), "stop_reason": r.stop_reason,
+            })
+        self.pending = []
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows, schema=ROLLOUTS)
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    class PAGRLTrainer(GRPOTrainer):
+        """GRPOTrainer that hands each batch's advantages to the recorder (for the rollouts dataset)."""
+
+        recorder: Recorder | None = None
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if self.recorder is not None and self.recorder.pending:
+                self.recorder.attach(out["advantages"].detach().float().cpu().tolist())
+            return out
+
+    return PAGRLTrainer
+
+
+def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConfig, tok, recorder: Recorder, rubric: Rubric):
+    from trl.models import unwrap_model_for_generation
+
+    def rollout_func(prompts: list[str], trainer) -> dict:
+        import torch
+
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad():
+            generate = rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
+                                          seed=cfg.seed + trainer.state.global_step)
+            results = rollout.run_episodes([episodes[p] for p in prompts], generate, tok, r.grpo, rubric,
+                                           cfg.max_actions, cfg.max_seq_len, awareness_prompt=r.awareness_prompt or r.grpo == "awareness")
+        recorder.add(trainer.state.global_step + 1, prompts, results)
+        out = {"prompt_ids": [x.prompt_ids for x in results], "completion_ids": [x.completion_ids for x in results],
+               "logprobs": None, "env_mask": [x.env_mask for x in results]}
+        out |= {f"r_{t}": [x.returns[t] for x in results] for t in rubric.names}
+        return out
+
+    return rollout_func
+
+
+def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
+               out_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
+               rubric: Rubric | None = None, log: Callable[[dict], None] | None = None) -> tuple[dict, pa.Table]:
+    """Train with PAG-RL (or the recipe's baseline rollout) and save the adapter to ``out_dir``;
+    ``rubric`` defaults to the recipe's terms. Returns (metrics incl. TRL's log history, the
+    rollouts table)."""
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig as TRLGRPOConfig
+
+    if not episodes:
+        raise ValueError("no GRPO episodes")
+    quiet_hf()
+    tok = AutoTokenizer.from_pretrained(adapter_path or base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    peft_config = None
+    if adapter_path:  # PAG-RL starts from π_θ'; TRL keeps a frozen copy as the KL reference
+        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+    else:
+        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    by_id = {e.episode_id: e for e in episodes}
+    recorder = Recorder(run, r.name, r.grpo, cfg.num_generations)
+    rubric = rubric or rubric_for(r, cfg)
+    vllm = {} if cfg.use_vllm == "off" else {"use_vllm": True, "vllm_mode": cfg.use_vllm,
+                                             **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
+    with tempfile.TemporaryDirectory(prefix="progra-grpo-") as tmp:
+        args = TRLGRPOConfig(
+            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+            num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
+            loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
+            temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(), **vllm)
+        trainer = _trainer_class()(
+            model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
+            train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),
+            rollout_func=_rollout_func(by_id, r, cfg, tok, recorder, rubric), callbacks=step_callbacks(progress, log))
+        trainer.recorder = recorder
+        quiet_trainer(trainer)
+        init = _adapter_weights(trainer.model, "default") if adapter_path else {}
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+        reference = _check_reference(trainer.model, init)
+        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+        tok.save_pretrained(str(out_dir))
+        history = list(trainer.state.log_history)
+    table = recorder.table()
+    steps = trainer.state.global_step
+    metrics = {
+        "steps": steps, "seconds": round(seconds, 2), "seconds_per_step": round(seconds / max(steps, 1), 3),
+        "episodes": len(episodes), "rollouts": table.num_rows, **reference,
+        "mean_reward_first": _mean_at(table, min(table.column("step").to_pylist() or [0])),
+        "mean_reward_last": _mean_at(table, max(table.column("step").to_pylist() or [0])),
+        "model_tokens_per_step": round(sum(table.column("tokens").to_pylist()) / max(steps, 1), 1),
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "log_history": history,
+    }
+    return metrics, table
+
+
+def _adapter_weights(model, name: str) -> dict:
+    return {k.replace(f".{name}.", "."): v.detach().clone() for k, v in model.named_parameters() if f".{name}." in k}
+
+
+def _check_reference(model, init: dict) -> dict:
+    """What the KL term was measured against, checked on the weights after training: with a loaded
+    adapter, TRL's frozen ``ref`` copy must still equal the SFT adapter (π_θ')."""
+    if "ref" not in getattr(model, "peft_config", {}):
+        return {"kl_reference": "base_model"}
+    ref = _adapter_weights(model, "ref")
+    now = _adapter_weights(model, "default")
+    same = bool(init) and ref.keys() == init.keys() and all(bool((ref[k] == init[k]).all()) for k in init)
+    moved = max((float((now[k] - init[k]).abs().max()) for k in init), default=0.0)
+    return {"kl_reference": "sft_adapter_copy", "ref_equals_sft_adapter": same, "policy_max_weight_change": moved}
+
+
+def _mean_at(table: pa.Table, step: int) -> float | None:
+    vals = [t for s, t in zip(table.column("step").to_pylist(), table.column("total_reward").to_pylist(), strict=True) if s == step]
+    return round(sum(vals) / len(vals), 4) if vals else None

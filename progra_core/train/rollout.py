@@ -1,0 +1,328 @@
+"""Multi-turn rollouts in fresh environments (§3.3.1), as one token stream per episode.
+
+An episode is a task of any :class:`~progra_core.envs.base.Env` (BFCL, τ² airline/retail): env
+kind, initial config, involved classes (τ²: the domain), the user turns and, for the reward only,
+the ground-truth calls per turn. The policy acts; its calls run in the episode's own env; a twin
+env replays the reference calls turn by turn to give the target state and observations, and the
+env's own ``success`` judges the turn (BFCL: state and response checks; τ²: its database check;
+see :mod:`progra_core.train.rewards`).
+
+Three modes, one per family of methods:
+
+* ``awareness`` (PROGRA, w/o PAG): at each step the policy is sampled from info_meta, the current
+  query Q_i and its own latest ``<summary>`` (Eq. 12) plus this turn's steps; earlier turns'
+  raw queries, calls and observations are not in the context;
+* ``raw`` (MT-GRPO, PAG+MT-GRPO): the context is the whole conversation so far;
+* ``single`` (ST-GRPO): one segment, its raw prefix replayed into the env first, one action.
+
+The training sequence TRL scores is ``prompt_ids`` (turn 1's context) followed by
+``completion_ids``: model tokens (``env_mask`` 1) interleaved with environment tokens (``env_mask``
+0: chat scaffolding, observations, later user turns), so loss and KL see only what the model
+wrote. In ``awareness`` mode the stream keeps turns back to back, so at training time a token
+attends to earlier turns that were not in its sampling context; without vLLM logprobs TRL
+recomputes the old log-probs on the stream, which keeps the ratio exact for the stream.
+
+torch is imported inside the functions that use it: heavy, and only some callers need it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from progra_core.calls import Call, calls_from_records, format_call
+from progra_core.config import SegmentConfig
+from progra_core.data.segment import segment_trajectory
+from progra_core.data.sft_data import build_prompt
+from progra_core.envs.base import EnvError
+from progra_core.envs.factory import make_env
+from progra_core.prompts import policy as policy_prompts
+from progra_core.prompts.policy import parse_action
+from progra_core.schemas import reject
+from progra_core.train.rewards import Played, Rubric, Step
+
+__all__ = ["Episode", "Rollout", "ChatPieces", "Mode", "MODES", "episodes_from_trajectories", "single_step_episodes",
+           "run_episodes", "hf_sampler"]
+
+Mode = Literal["awareness", "raw", "single"]
+MODES: tuple[str, ...] = ("awareness", "raw", "single")
+STAGE = "grpo"
+
+#: contexts (token ids) -> generated token ids, one list per context, ending at EOS when it stopped.
+GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+
+
+@dataclass
+class Episode:
+    episode_id: str
+    involved_classes: list[str]
+    initial_config: str
+    tools: str
+    scenario: str
+    turns: list[dict]  # {"query": str, "steps": [[Call, ...], ...]} ground truth per turn
+    long_context: bool = False
+    prefix: list[dict] | None = None  # single mode: the raw-prefix messages before the action
+    setup: list[Call] = field(default_factory=list)  # single mode: ground-truth calls replayed first
+    env: str = "bfcl"  # trajectories.env: which Env runs the episode
+
+    def make_env(self):
+        return make_env(self.env, self.involved_classes, self.initial_config, self.long_context)
+
+
+@dataclass
+class Rollout:
+    episode_id: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    actions: list[dict]
+    turns_passed: list[bool]
+    returns: dict[str, float]
+    stop_reason: str
+
+    @property
+    def model_tokens(self) -> int:
+        return sum(self.env_mask)
+
+
+# -- episodes --------------------------------------------------------------------------------
+
+def _gt_steps(turn: dict) -> list[list[Call]]:
+    return [calls_from_records(a.get("calls")) for a in (turn.get("actions") or []) if a.get("calls")]
+
+
+def episodes_from_trajectories(rows: Sequence[dict], max_turns: int | None = None) -> tuple[list[Episode], list[dict]]:
+    """One episode per train-split trajectory (held-out scenarios never enter RL). A trajectory
+    whose environment cannot be built is a reject, and so is one that doing nothing would win
+    (τ²'s success is its database check: a task whose reference actions only read gives no signal)."""
+    out, rejects = [], []
+    for t in rows:
+        if t.get("split") == "held_out":
+            continue
+        turns = [{"query": tr.get("query") or "", "steps": _gt_steps(tr)} for tr in (t.get("turns") or [])]
+        turns = turns[:max_turns] if max_turns else turns
+        if not turns:
+            rejects.append(reject(STAGE, t.get("trajectory_id"), "no_turns", "trajectory has no user turn"))
+            continue
+        ep = Episode(t["trajectory_id"], list(t.get("involved_classes") or []), t.get("initial_config") or "{}",
+                     t.get("tools") or "[]", t.get("scenario") or "", turns, bool(t.get("long_context")), env=t.get("env") or "bfcl")
+        try:
+            idle, target = ep.make_env(), ep.make_env()
+        except EnvError as e:
+            rejects.append(reject(STAGE, t.get("trajectory_id"), "env_error", str(e)))
+            continue
+        expected = [o for tr in turns for step in tr["steps"] for o in target.execute(step)]
+        if idle.success(target, expected, []):
+            rejects.append(reject(STAGE, t.get("trajectory_id"), "vacuous_success", (
+                f"a policy that does nothing passes the {ep.env} success check on every turn (the reference actions "
+                "leave the state unchanged and produce no observation the check asks for): no learning signal")))
+            continue
+        out.append(ep)
+    return out, rejects
+
+
+def single_step_episodes(rows: Sequence[dict]) -> tuple[list[Episode], list[dict]]:
+    """ST-GRPO: every function-call step of every train trajectory is its own one-action episode,
+    with the raw prefix as context and the earlier ground-truth calls replayed into the env."""
+    eps, rejects = [], []
+    base, rej = episodes_from_trajectories(rows)
+    rejects += rej
+    by_id = {t["trajectory_id"]: t for t in rows}
+    for ep in base:
+        for seg in segment_trajectory(by_id[ep.episode_id], SegmentConfig()):
+            i, j = seg["turn_index"], seg["step_index"]
+            setup = [c for tr in ep.turns[:i] for s in tr["steps"] for c in s] + [c for s in ep.turns[i]["steps"][:j] for c in s]
+            step = calls_from_records(seg["target_calls"])
+            eps.append(Episode(seg["segment_id"], ep.involved_classes, ep.initial_config, seg["tools"], ep.scenario,
+                               [{"query": seg["query"], "steps": [step]}], ep.long_context,
+                               prefix=build_prompt(seg, awareness=False), setup=setup, env=ep.env))
+    return eps, rejects
+
+
+# -- chat scaffolding as token pieces --------------------------------------------------------
+
+class ChatPieces:
+    """Token pieces of the policy's chat template, derived by rendering and diffing, so any
+    template works: the opening context, and what follows a generated action (the assistant
+    close, the next messages, the next generation prompt)."""
+
+    _MARK = "\u2063ACTION\u2063"
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        render = lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)  # noqa: E731
+        self._render = render
+        probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+        with_action = render(probe + [{"role": "assistant", "content": self._MARK}], False)
+        self._probe = probe
+        self._with_action = with_action
+        self.close = with_action[with_action.index(self._MARK) + len(self._MARK):]
+        self.eos_ids = {i for i in [tokenizer.eos_token_id, *(getattr(tokenizer, "additional_eos_ids", None) or [])] if i is not None}
+        self.eos_text = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else ""
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def start(self, messages: list[dict]) -> list[int]:
+        return self.encode(self._render(messages, True))
+
+    def after(self, generated: list[int], messages: list[dict]) -> list[int]:
+        """Environment tokens after an action: close the assistant message (unless the model's
+        EOS already did), then ``messages`` (tool results or a user turn), then the generation prompt."""
+        full = self._render(self._probe + [{"role": "assistant", "content": self._MARK}] + messages, True)
+        suffix = full[len(self._with_action):] if full.startswith(self._with_action) else full
+        close = self.close
+        if generated and generated[-1] in self.eos_ids and close.startswith(self.eos_text):
+            close = close[len(self.eos_text):]
+        return self.encode(close + suffix)
+
+
+# -- the rollout -----------------------------------------------------------------------------
+
+class _Play:
+    """One episode in flight."""
+
+    def __init__(self, ep: Episode, mode: Mode, pieces: ChatPieces, awareness_prompt: bool):
+        self.ep, self.mode, self.p = ep, mode, pieces
+        self.env, self.target = ep.make_env(), ep.make_env()
+        for env in (self.env, self.target):
+            env.execute(ep.setup)
+        self.awareness = mode == "awareness"  # compact context: info_meta, Q_i, own summary
+        self.prompted = awareness_prompt  # asked for <summary> (TEMPLATE requires it)
+        self.system = policy_prompts.policy_system(ep.tools, ep.scenario, awareness=awareness_prompt)
+        self.turn = 0
+        self.progress: str | None = None
+        self.actions: list[dict] = []
+        self.steps: list[Step] = []
+        self.turns_passed: list[bool] = []
+        self.done = False
+        self.stop_reason = ""
+        first = self._turn_messages()
+        self.prompt_ids = pieces.start(first)
+        self.turn_ctx = list(self.prompt_ids)  # the sampling context of the current turn (awareness mode)
+        self.completion: list[int] = []
+        self.mask: list[int] = []
+        self._begin_turn()
+
+    def _turn_messages(self) -> list[dict]:
+        if self.ep.prefix is not None:
+            return self.ep.prefix
+        q = self.ep.turns[self.turn]["query"]
+        user = policy_prompts.progress_query(q, self.progress) if self.awareness else q
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def _begin_turn(self) -> None:
+        self.turn_obs: list[str] = []
+        self.target_obs = [o for step in self.ep.turns[self.turn]["steps"] for o in self.target.execute(step)]
+
+    def context(self) -> list[int]:
+        return self.turn_ctx if self.awareness else self.prompt_ids + self.completion
+
+    def _extend(self, ids: list[int], model: bool) -> None:
+        self.completion += ids
+        self.mask += [1 if model else 0] * len(ids)
+        self.turn_ctx += ids
+
+    def step(self, generated: list[int], max_actions: int, max_seq_len: int) -> None:
+        ctx_tokens = len(self.context())
+        self._extend(generated, model=True)
+        text = self.p.tok.decode(generated, skip_special_tokens=True)
+        act = parse_action(text)
+        if act.summary:
+            self.progress = act.summary
+        if act.has_calls:
+            act.observations = self.env.execute(act.calls)
+            self.turn_obs += act.observations
+        n = len(self.actions) + 1
+        single = self.ep.prefix is not None
+        out_of_budget = n >= max_actions or len(self.prompt_ids) + len(self.completion) >= max_seq_len
+        turn_ends = single or not act.has_calls or out_of_budget
+        success = None
+        if turn_ends:
+            success = self.env.success(self.target, self.target_obs, self.turn_obs)
+            self.turns_passed.append(success)
+        self.steps.append(Step(text, act, self.turn, turn_ends, success, list(act.observations)))
+        self.actions.append({
+            "turn": self.turn, "text": text, "summary": act.summary, "calls": [format_call(c) for c in act.calls or []],
+            "observations": act.observations, "has_calls": act.has_calls, "turn_end": turn_ends, "success": success,
+            "context_tokens": ctx_tokens, "model_tokens": len(generated),
+        })
+        if single or (turn_ends and self.turn + 1 >= len(self.ep.turns)):
+            self.done, self.stop_reason = True, "done"
+        elif out_of_budget:
+            self.done = True
+            self.stop_reason = "max_actions" if n >= max_actions else "max_seq_len"
+        if self.done:
+            return
+        if not turn_ends:  # the observations go back to the policy
+            self._extend(self.p.after(generated, [{"role": "tool", "content": o} for o in act.observations]), model=False)
+            return
+        self.turn += 1
+        self._begin_turn()
+        user = self._turn_messages()[-1]
+        self._extend(self.p.after(generated, [user]), model=False)
+        if self.awareness:  # a fresh context: info_meta, Q_i and the policy's own summary only
+            self.turn_ctx = self.p.start(self._turn_messages())
+
+    def played(self) -> Played:
+        return Played(self.ep.episode_id, self.ep.tools, [t["query"] for t in self.ep.turns], self.prompted, self.steps)
+
+    def result(self, per_action: list[dict[str, float]], returns: dict[str, float]) -> Rollout:
+        passed = self.turns_passed + [False] * (len(self.ep.turns) - len(self.turns_passed))
+        for a, terms in zip(self.actions, per_action, strict=True):
+            a["terms"], a["reward"] = terms, sum(terms.values())
+        return Rollout(self.ep.episode_id, self.prompt_ids, self.completion, self.mask, self.actions, passed, returns,
+                       self.stop_reason)
+
+
+def run_episodes(episodes: Sequence[Episode], generate: GenerateFn, tokenizer, mode: Mode, rubric: Rubric,
+                 max_actions: int = 10, max_seq_len: int = 16384, awareness_prompt: bool | None = None) -> list[Rollout]:
+    """Play all episodes in lockstep: each round asks ``generate`` once for every episode still
+    running, so a batched backend sees one batch per round; then ``rubric`` scores them all at once.
+    ``awareness_prompt`` (default: the ``awareness`` mode) asks for ``<summary>`` in the system
+    prompt and the template check."""
+    if mode not in MODES:
+        raise ValueError(f"unknown rollout mode {mode!r}; choose from {MODES}")
+    pieces = ChatPieces(tokenizer)
+    prompted = mode == "awareness" if awareness_prompt is None else awareness_prompt
+    plays = [_Play(ep, mode, pieces, prompted) for ep in episodes]
+    while active := [p for p in plays if not p.done]:
+        outs = generate([p.context() for p in active])
+        for p, ids in zip(active, outs, strict=True):
+            p.step(list(ids), max_actions, max_seq_len)
+    scores = rubric.score([p.played() for p in plays])
+    return [p.result(per_action, returns) for p, (per_action, returns) in zip(plays, scores, strict=True)]
+
+
+def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
+               seed: int | None = None) -> GenerateFn:
+    """Batched sampling with a transformers model (left padding), cut after the first EOS."""
+    import torch
+
+    cfg_eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = sorted({tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rng = random.Random(seed)
+
+    def generate(contexts: list[list[int]]) -> list[list[int]]:
+        out: list[list[int]] = []
+        device = next(model.parameters()).device
+        for b in range(0, len(contexts), batch_size):
+            chunk = contexts[b:b + batch_size]
+            width = max(len(c) for c in chunk)
+            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)
+            attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
+            if seed is not None:
+                torch.manual_seed(rng.randrange(2**31))
+            with torch.no_grad():
+                gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
+                                     do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                                     top_p=1.0, top_k=0, eos_token_id=eos, pad_token_id=pad)
+            for row in gen[:, width:].tolist():
+                cut = next((k for k, t in enumerate(row) if t in eos), None)
+                out.append(row if cut is None else row[:cut + 1])
+        return out
+
+    return generate
+

@@ -1,0 +1,172 @@
+"""Stage ``sft`` (§3.2 "Model Warm-Up"): LoRA SFT of the target policy on D_sft → π_θ'.
+
+Rows are prompt/completion conversations, so TRL computes the loss on the completion (the
+assistant's ``<summary>…<answer>`` target) only; SmolLM2's stock template has no
+``{% generation %}`` markers for ``assistant_only_loss``. An example longer than ``max_length``
+loses its oldest history messages first (TRL would otherwise cut the end, i.e. the target); one
+that still does not fit is a ``too_long`` reject. Evaluation loss on the validation split is
+measured before and after training: the paper's check that warm-up moved the model.
+
+datasets, PEFT, torch, transformers, TRL are imported inside the functions that use them: heavy, and only some callers need them."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from progra_core import versioning
+from progra_core.config import SFTConfig
+from progra_core.data.sft_data import build_prompt, split_for
+from progra_core.llm.hf import quiet_hf
+from progra_core.prompts import policy as policy_prompts
+from progra_core.prompts import tools as prompt_tools
+from progra_core.schemas import reject
+from progra_core.train.methods import Recipe
+
+__all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
+           "quiet_trainer"]
+
+STAGE = "sft"
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts, prompt_tools)
+
+
+def sft_rows(r: Recipe, examples: Sequence[dict], segments: Sequence[dict], validation_percent: int = 10,
+             seed: int = 0) -> list[dict]:
+    """Training rows for a recipe: ``pag`` = the sft_examples (awareness + cold start); ``plain``
+    (the SFT baseline) = every train segment with its raw prefix and a calls-only target."""
+    if r.sft == "pag":
+        return [{"id": e["example_id"], "kind": e["kind"], "prompt": e["prompt"], "completion": e["completion"],
+                 "split": e["split"]} for e in examples]
+    if r.sft == "plain":
+        rows = []
+        for seg in segments:
+            if seg.get("split") == "held_out":
+                continue
+            target = policy_prompts.format_policy_target("[" + ", ".join(c["text"] for c in seg["target_calls"]) + "]")
+            rows.append({"id": f"plain:{seg['segment_id']}", "kind": "plain", "prompt": build_prompt(seg, awareness=False),
+                         "completion": [{"role": "assistant", "content": target}],
+                         "split": split_for(seg["trajectory_id"], validation_percent, seed)})
+        return rows
+    return []
+
+
+def fit_length(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[list[dict], list[dict], dict]:
+    """Drop the oldest history messages of too-long examples (never the system prompt, the current
+    query or the target); examples that still do not fit become ``too_long`` rejects."""
+
+    def length(prompt, completion) -> int:
+        text = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    kept, rejects, trimmed = [], [], 0
+    for row in rows:
+        prompt = list(row["prompt"])
+        last_user = max(i for i, m in enumerate(prompt) if m["role"] == "user")
+        n = length(prompt, row["completion"])
+        cut = 0
+        while n > max_length and 1 + cut < last_user:
+            cut += 1
+            while 1 + cut < last_user and prompt[1 + cut]["role"] != "user":  # start history at a user turn
+                cut += 1
+            n = length(prompt[:1] + prompt[1 + cut:], row["completion"])
+        if n > max_length:
+            rejects.append(reject(STAGE, row["id"], "too_long", f"{n} tokens without history > max_length {max_length}"))
+            continue
+        trimmed += cut > 0
+        kept.append({**row, "prompt": prompt[:1] + prompt[1 + cut:], "tokens": n})
+    return kept, rejects, {"trimmed": trimmed, "too_long": len(rejects)}
+
+
+def lora_config(r: int, alpha: int, dropout: float = 0.05):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def device_kwargs() -> dict:
+    """TRL configs default to bf16 and gradient checkpointing even on CPU: set both explicitly.
+    The trainer's own progress bar and printed log dicts are off: the stage reports steps through
+    its callbacks (:func:`step_callbacks`) and TRL's logs land in ``train_log``."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"bf16": cuda and torch.cuda.is_bf16_supported(), "fp16": False, "gradient_checkpointing": False,
+            "use_cpu": not cuda, "report_to": [], "save_strategy": "no", "logging_steps": 1, "dataloader_num_workers": 0,
+            "disable_tqdm": True}
+
+
+def step_callbacks(progress: Callable[[int, int], None] | None, log: Callable[[dict], None] | None = None) -> list:
+    """A TrainerCallback reporting (step, max_steps) after every optimizer step and handing each
+    of TRL's log dicts to ``log`` (the stage's logger) instead of printing it."""
+    from transformers import TrainerCallback
+
+    class _Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if log is not None and logs:
+                log({"step": state.global_step, **logs})
+
+    return [_Steps()]
+
+
+def quiet_trainer(trainer):
+    """Drop the callbacks that print to the terminal (per-step log dicts, the tqdm bar)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer
+
+
+def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str | Path, seed: int = 0,
+              progress: Callable[[int, int], None] | None = None, log: Callable[[dict], None] | None = None) -> dict:
+    """LoRA SFT with TRL on the train split, eval loss on the validation split before and after.
+    Saves the adapter (``PeftModel.from_pretrained``-loadable) and tokenizer to ``out_dir``."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    quiet_hf()
+    tok = AutoTokenizer.from_pretrained(base_path)
+    train = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "train"]
+    val = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "validation"]
+    if not train:
+        raise ValueError("no SFT training rows: the train split is empty")
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    with tempfile.TemporaryDirectory(prefix="progra-sft-") as tmp:
+        args = TRLSFTConfig(
+            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+            lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, completion_only_loss=True, seed=seed,
+            eval_strategy="no", **device_kwargs())
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                             eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
+                             peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
+                             callbacks=step_callbacks(progress, log))
+        quiet_trainer(trainer)
+        before = trainer.evaluate()["eval_loss"] if val else None
+        t0 = time.perf_counter()
+        out = trainer.train()
+        seconds = time.perf_counter() - t0
+        after = trainer.evaluate()["eval_loss"] if val else None
+        trainer.model.save_pretrained(str(out_dir))
+        tok.save_pretrained(str(out_dir))
+        history = list(trainer.state.log_history)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {
+        "train_loss": out.training_loss, "eval_loss_before": before, "eval_loss_after": after,
+        "steps": trainer.state.global_step, "seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / max(trainer.state.global_step, 1), 3),
+        "train_examples": len(train), "validation_examples": len(val), "trainable_params": trainable,
+        "kinds": dict(Counter(r["kind"] for r in rows)), "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "log_history": history,
+    }

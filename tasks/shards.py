@@ -1,0 +1,62 @@
+"""Shards of a paid stage as Prefect tasks on the flow's task runner (threads, Dask, Ray)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.context import FlowRunContext
+from prefect.futures import as_completed
+
+from progra_core.llm import Gateway
+
+__all__ = ["llm_shard", "shard_mapper"]
+
+
+@task(name="shard", task_run_name="{stage}-shard-{key}", cache_policy=NONE)
+def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict], work) -> tuple:
+    """One shard on whatever worker the task runner picked: its own gateway (same response cache
+    on the shared root; local models are loaded once per process), its rows and the gateway's
+    usage records. A retry (``llm.shard_retries``) replays the answers already cached and asks
+    only for the requests the endpoint did not answer."""
+    gateway = Gateway.from_config(cfg, root)
+    try:
+        return work(part, gateway), gateway.usage
+    finally:
+        gateway.close()
+
+
+def shard_mapper(cfg, root: str, stage: str, work, usage: list[dict]):
+    """A ``run_sharded`` mapper: ``llm_shard`` tasks over the flow's task runner, at most
+    ``dispatch.max_workers`` submitted at a time and yielded as they finish. After a shard fails
+    (past its retries) no new shard starts: the ones in flight finish and are stored, then the
+    failure is raised. Outside a flow run: one after another in this process."""
+
+    def mapper(_process, jobs):
+        if FlowRunContext.get() is None:
+            for key, part in jobs:
+                table, used = llm_shard.fn(cfg, root, stage, key, part, work)
+                usage.extend(used)
+                yield key, table
+            return
+        shard = llm_shard.with_options(retries=cfg.llm.shard_retries, retry_delay_seconds=cfg.llm.shard_retry_delay_s)
+        pending, inflight, failure = list(jobs), {}, None
+        while pending or inflight:
+            while pending and failure is None and len(inflight) < cfg.dispatch.max_workers:
+                key, part = pending.pop(0)
+                f = shard.submit(cfg, root, stage, key, part, work)
+                inflight[f.task_run_id] = (key, f)
+            if not inflight:
+                break
+            f = next(as_completed([f for _, f in inflight.values()]))
+            key, _ = inflight.pop(f.task_run_id)
+            try:
+                table, used = f.result()
+            except Exception as e:
+                failure = failure or e
+                continue
+            usage.extend(used)
+            yield key, table
+        if failure is not None:
+            raise failure
+
+    return mapper

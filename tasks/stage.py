@@ -1,0 +1,99 @@
+"""The Prefect task of every ``table`` and ``sharded`` stage, built from its declaration in
+:mod:`progra_core.stages`: the dataset fingerprint is the cache key, inputs and their ancestors
+are read from the store, paid stages run shard by shard (each stored as it finishes, mapped over
+the flow's task runner), and the result is committed with its rejects and a funnel artifact."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from progra_core import stages
+from progra_core.config import PipelineConfig
+from progra_core.llm.gateway import summarize_usage
+from progra_core.sharding import run_sharded
+from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
+from tasks.artifacts import Progress, funnel_markdown, publish_markdown
+from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
+from tasks.shards import shard_mapper
+
+__all__ = ["stage_fingerprint", "ancestor", "commit", "run_data_stage", "TASKS"]
+
+
+def stage_fingerprint(name: str, cfg: PipelineConfig, parents: list[str]) -> str:
+    """The id of what stage ``name`` writes from these parents under this config."""
+    st = stages.get(name)
+    return fingerprint(st.output, st.config(cfg), parents, st.code_version)
+
+
+def ancestor(store: DatasetStore, ref: DatasetRef, stage: str) -> DatasetRef:
+    """Walk first parents from ``ref`` up to the dataset of ``stage`` (lineage, not in-memory objects)."""
+    cur = ref
+    while cur.stage != stage:
+        if not cur.parents:
+            raise LookupError(f"{ref.stage} {ref.dataset_id} has no {stage} ancestor")
+        cur = store.find(cur.parents[0])
+    return cur
+
+
+def commit(store: DatasetStore, st: stages.Stage, table, *, dataset_id: str, config, parents: list[str], rejects: list[dict],
+           stats: dict, rows_in: int, usage: dict | None = None, title: str | None = None) -> DatasetRef:
+    """Write a stage's dataset, log it, and publish its funnel artifact."""
+    if usage:
+        stats = {**stats, "usage": usage}
+    ref = store.write(st.output, table, dataset_id=dataset_id, config=config, parents=parents, code_version=st.code_version,
+                      rejects=rejects, flow_run_id=flow_run_id(), stats=stats)
+    get_run_logger().info("%s -> %s %s: %d in, %d rows, %d rejects", st.name, st.output, ref.dataset_id, rows_in, ref.rows,
+                          ref.rejects)
+    publish_markdown(f"{st.name.replace('_', '-')}-funnel", funnel_markdown(
+        title or st.title, [(st.output, rows_in, ref.rows, ref.rejects)], stats.get("rejects_by_reason"), usage,
+        {st.output: ref.path}), f"{st.name}: rows in and out, rejects by reason, LLM usage ({st.help})")
+    return ref
+
+
+def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], output_stage: str, dataset_id: str) -> DatasetRef:
+    st = stages.get(name)
+    store = DatasetStore(root)
+    if store.exists(output_stage, dataset_id):
+        return store.ref(output_stage, dataset_id)
+    tables = {label: store.read(ref) for label, ref in zip(st.inputs, inputs, strict=True)}
+    for label in st.reads:
+        tables[label] = store.read(ancestor(store, inputs[0], label))
+    usage: list[dict] = []
+    if st.kind == "sharded":
+        items = st.items(cfg, tables)
+        ep = endpoint(cfg, st.role)
+        shards = ShardIO(store, output_stage, dataset_id)
+        table, shard_stats = run_sharded(items, st.id_key, st.shard_size(cfg), None, shards,
+                                         Progress(f"{name.replace('_', '-')}-progress", len(items)),
+                                         mapper=shard_mapper(cfg, root, name, lambda part, gw: st.process(cfg, part, gw, ep), usage))
+        out, rejects, stats = st.finish(table)
+        stats = {**stats, **shard_stats, "rows_in": len(items)}
+    else:
+        progress = Progress(f"{name.replace('_', '-')}-progress", inputs[0].rows if inputs else 0, what="rows in")
+        out, rejects, stats = st.run(cfg, tables, progress)
+        progress(progress.total)  # table stages report when they are done
+        shards = None
+    rows_in = int(stats.get("rows_in", inputs[0].rows if inputs else out.num_rows + len(rejects)))
+    ref = commit(store, st, out, dataset_id=dataset_id, config=st.config(cfg), parents=[i.dataset_id for i in inputs],
+                 rejects=rejects, stats=stats, rows_in=rows_in, usage=summarize_usage(usage) if usage else None)
+    if shards is not None:
+        shards.clear()
+    return ref
+
+
+#: One Prefect task per table/sharded stage, named for the stage (the run graph shows the paper's steps).
+TASKS = {st.name: task(name=st.name, cache_key_fn=dataset_cache_key, persist_result=True)(_run)
+         for st in stages.STAGES if st.kind != "custom"}
+
+
+def run_data_stage(name: str, cfg: PipelineConfig, *inputs: DatasetRef) -> DatasetRef:
+    """Stage ``name`` on these input datasets, as a task of the calling flow (cached by fingerprint)."""
+    st = stages.get(name)
+    if len(inputs) != len(st.inputs):
+        raise ValueError(f"stage {name!r} reads {len(st.inputs)} input dataset(s) ({', '.join(st.inputs) or 'none'}), "
+                         f"got {len(inputs)}")
+    for want, ref in zip(st.inputs, inputs, strict=True):
+        if ref.stage != want:
+            raise ValueError(f"stage {name!r} reads a {want!r} dataset, but {ref.dataset_id} is {ref.stage!r}")
+    dataset_id = stage_fingerprint(name, cfg, [i.dataset_id for i in inputs])
+    return TASKS[name](name, cfg, cfg.storage.root, list(inputs), output_stage=st.output, dataset_id=dataset_id)
