@@ -16,7 +16,7 @@ from prefect import flow
 from flows.evaluate import evaluate_models
 from progra_core import stages
 from progra_core.config import PipelineConfig, resolve_config
-from progra_core.train.methods import recipe
+from progra_core.methods import recipe
 from storage import Catalog, DatasetRef, DatasetStore
 from tasks.grpo import grpo, grpo_fingerprint
 from tasks.runtime import flow_run_id

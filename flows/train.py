@@ -10,7 +10,7 @@ from prefect import flow
 
 from flows.dispatch import gpu_stage
 from progra_core.config import PipelineConfig, load_config
-from progra_core.train.methods import recipe
+from progra_core.methods import recipe
 from storage import DatasetRef, DatasetStore
 from tasks.stage import ancestor
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from progra_core.envs.bfcl import BFCL_CLASSES
 from progra_core.envs.tau2 import DOMAINS, TRAIN_DOMAINS
+from progra_core.methods import RECIPES
 
 __all__ = [
     "PipelineConfig",
@@ -30,6 +31,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 BFCL_CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
+#: Tokens an action needs besides its awareness note: the think and the call list.
+ANSWER_TOKENS = 64
 
 
 def _bfcl_categories(cls, v: list[str]) -> list[str]:
@@ -60,6 +63,8 @@ class ModelsConfig(Section):
     action: str = Field("local/smollm2", description="Synthesis action voters.")
     reviewer: str = Field("local/smollm2", description="Synthesis reviewers for read-only turns.")
     user_simulator: str = Field("local/smollm2", description="User simulator for tau2-bench evaluation.")
+    judge: str = Field("local/smollm2", description="Turn-level judge (TARL): scores each finished RL turn -1/0/1 "
+                                                   "for methods whose reward has the judge term (progra_tarl).")
     api_base: dict[str, str] = Field(default_factory=dict, description="Per-role api_base, e.g. {generator: http://gpu:8000/v1}.")
     api_key_env: dict[str, str] = Field(default_factory=dict, description="Per-role env var holding the API key (never the key).")
     api_key_secret: dict[str, str] = Field(default_factory=dict, description=(
@@ -189,6 +194,9 @@ class SFTDataConfig(Section):
     cold_start_ratio: float = Field(0.5, ge=0, description="Cold-start examples per awareness example.")
     cold_start_min: int = Field(16, ge=0, description="At least this many cold-start examples (keeps D_sft non-empty).")
     validation_percent: int = Field(10, ge=0, le=100)
+    turn_ends: bool = Field(True, description=(
+        "Add a turn-end example per turn of the trajectories used: the prompt after the turn's last call and its "
+        "result, the target a plain answer. BFCL turns carry no reply; without these the policy never learns to end a turn."))
     seed: int = 0
 
 
@@ -215,6 +223,9 @@ class GRPOConfig(Section):
     batch_size: int = Field(8, ge=1, description="Episodes (prompts) per step (paper: 8).")
     num_generations: int = Field(8, ge=2, description="Rollouts per episode, the GRPO group (paper: 8).")
     max_actions: int = Field(10, ge=1, description="H: actions per rollout (paper: 10).")
+    max_turn_actions: int = Field(5, ge=1, description=(
+        "Actions per user turn: past it the turn fails and the next turn starts, so a turn that never ends cannot "
+        "use up H (BFCL turns need 1-4 calls and the closing answer)."))
     max_action_tokens: int = Field(512, ge=8, description="New tokens per action (summary + think + answer).")
     max_turns: int | None = Field(None, ge=1, description="Play at most this many user turns per episode (None: all).")
     episodes: int | None = Field(None, ge=1, description="Use at most this many training episodes (None: all).")
@@ -231,9 +242,13 @@ class GRPOConfig(Section):
     alpha_acc: float = Field(1.0, ge=0, description="Eq. 14: weight of SUCCESS.")
     penalty: float = Field(0.02, ge=0, description="Eq. 14: lambda, cost per action that issues calls.")
     gamma: float = Field(1.0, gt=0, le=1, description="Eq. 6: discount over the global action index.")
-    term_weights: dict[str, float] = Field(default_factory=dict, description=(
-        "Weights of reward terms beyond Eq. 14's four (whose weights are alpha_fmt, alpha_schema, alpha_acc, penalty)."))
+    term_weights: dict[str, float] = Field(default_factory=lambda: {"judge": 0.5}, description=(
+        "Weights of reward terms beyond Eq. 14's four (whose weights are alpha_fmt, alpha_schema, alpha_acc, penalty): "
+        "judge = the TARL turn judge's -1/0/1 per finished turn."))
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("grpo", description="TRL loss; *_dr_grpo methods force dr_grpo.")
+    dr_grpo_tokens: int | None = Field(None, ge=1, description=(
+        "Dr. GRPO's constant normaliser (tokens per rollout). None: the mean model tokens per rollout of the first "
+        "step, then fixed. TRL's default, max_completion_length (16,384), shrinks multi-turn gradients 20-30x."))
     use_vllm: Literal["off", "colocate", "server"] = Field("off", description="GPU boxes: generate rollouts with vLLM.")
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
     sample_batch_size: int = Field(8, ge=1, description="Contexts per generate() call in the CPU/transformers sampler.")
@@ -269,6 +284,10 @@ class EvaluateConfig(Section):
     tau2_max_errors: int = Field(10, ge=1, description="Failed tool calls per tau2 conversation before it ends (tau2: 10).")
     user_temperature: float = Field(0.0, ge=0, description="User simulator temperature (tau2's default: 0).")
     user_max_tokens: int = Field(256, ge=8, description="New tokens per user-simulator message.")
+    next_call_limit: int = Field(0, ge=0, description=(
+        "Held-out next-call cases: this many call steps (and a quarter as many turn ends) of held-out BFCL base "
+        "scenarios, shortest prompts first, each answered once with the training prompt (0: off)."))
+    next_call_max_tokens: int = Field(256, ge=8, description="New tokens per next-call answer (a note, a think and the calls).")
 
     _cats = field_validator("categories")(_bfcl_categories)
 
@@ -282,8 +301,8 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _something(self) -> EvaluateConfig:
-        if not self.categories and not self.tau2_domains:
-            raise ValueError("evaluate needs BFCL categories or tau2_domains (both are empty)")
+        if not self.categories and not self.tau2_domains and not self.next_call_limit:
+            raise ValueError("evaluate needs BFCL categories, tau2_domains or next_call_limit (all are empty)")
         return self
 
 
@@ -309,8 +328,12 @@ class PipelineConfig(Section):
 
     profile: str = Field("embedded", description="Profile this config came from.")
     method: Literal[
-        "progra", "reasoning", "sft", "st_grpo", "st_dr_grpo", "mt_grpo", "mt_dr_grpo", "wo_pag", "wo_pag_rl", "pag_mt_grpo"
+        "progra", "reasoning", "sft", "st_grpo", "st_dr_grpo", "mt_grpo", "mt_dr_grpo", "wo_pag", "wo_pag_rl", "pag_mt_grpo",
+        "sft_mt_grpo", "progra_tarl",
     ] = Field("progra", description="Method / baseline / ablation to run.")
+    tool_docs: Literal["json", "compact"] = Field("json", description=(
+        "How the policy is shown tool docs, the same in SFT, RL and evaluation: json (bfcl-eval's own rendering) or "
+        "compact (one line per function with types, enums and required flags: short prompts for small models)."))
     storage: StorageConfig = StorageConfig()
     models: ModelsConfig = ModelsConfig()
     llm: LLMConfig = LLMConfig()
@@ -325,6 +348,18 @@ class PipelineConfig(Section):
     grpo: GRPOConfig = GRPOConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     dispatch: DispatchConfig = DispatchConfig()
+
+    @model_validator(mode="after")
+    def _budgets_agree(self) -> PipelineConfig:
+        """An action in RL holds the awareness note SFT taught (summary, plan, rationale: up to
+        ``awareness.max_tokens``) plus the think and answer; a smaller action budget cuts it."""
+        r = RECIPES.get(self.method)
+        need = self.awareness.max_tokens + ANSWER_TOKENS
+        if r is not None and r.grpo and (r.awareness_prompt or r.grpo == "awareness") and self.grpo.max_action_tokens < need:
+            raise ValueError(f"grpo.max_action_tokens ({self.grpo.max_action_tokens}) is smaller than awareness.max_tokens "
+                             f"({self.awareness.max_tokens}) + {ANSWER_TOKENS} for the think and answer: {self.method}'s "
+                             f"actions would be cut mid-note and score no TEMPLATE; raise it to at least {need}")
+        return self
 
     def section(self, name: str) -> dict[str, Any]:
         """A stage's own section as plain JSON data (what enters its fingerprint)."""

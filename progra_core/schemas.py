@@ -182,6 +182,10 @@ AUGMENTED = pa.schema(
         ("target_calls", pa.list_(CALL)),
         ("mapping", pa.string()),
         ("augmenter", pa.string()),
+        # the example's own inputs where the op changed them (null: the segment's)
+        ("history", pa.list_(MESSAGE)),
+        ("query", pa.string()),
+        ("prior_steps", pa.list_(MESSAGE)),
     ]
 )
 SFT_EXAMPLES = pa.schema(
@@ -231,6 +235,8 @@ EVAL_RESULTS = pa.schema([
     ("created_at", pa.timestamp("us", tz="UTC")),
     # τ² only: the evaluator's reward and the conversation as τ² messages (JSON)
     ("reward", pa.float64()), ("transcript", pa.string()),
+    # next_call only: the output decodes to calls / calls the target's functions (``passed`` = exact)
+    ("valid_call", pa.bool_()), ("right_function", pa.bool_()),
 ])
 
 #: Every dataset the pipeline writes, by the name its catalog view has.

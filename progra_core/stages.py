@@ -27,12 +27,13 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from progra_core import methods
 from progra_core.config import PipelineConfig
 from progra_core.data import augment, awareness, ingest, mix, segment, sft_data, synthesize, verify
 from progra_core.evaluation import harness
 from progra_core.llm.types import Endpoint
 from progra_core.schemas import DATASETS
-from progra_core.train import grpo, methods, sft
+from progra_core.train import grpo, sft
 
 __all__ = ["Stage", "STAGES", "STAGE_NAMES", "get", "Outcome", "Progress"]
 
@@ -107,13 +108,15 @@ def _synthesize_payload(cfg: PipelineConfig) -> dict:
 def _sft_payload(cfg: PipelineConfig) -> dict:
     """Methods that share the SFT data share the adapter (progra, w/o PAG-RL, PAG+MT-GRPO)."""
     return {"sft": cfg.section("sft"), "data": methods.recipe(cfg.method).sft, "policy": cfg.models.policy,
-            "validation_percent": cfg.sft_data.validation_percent}
+            "validation_percent": cfg.sft_data.validation_percent, "tool_docs": cfg.tool_docs}
 
 
 def _grpo_payload(cfg: PipelineConfig) -> dict:
     r = methods.recipe(cfg.method)
     return {"grpo": cfg.section("grpo"), "mode": r.grpo, "loss_type": r.loss_type(cfg.grpo.loss_type),
-            "scale_rewards": r.scale_rewards(), "awareness_prompt": r.awareness_prompt, "policy": cfg.models.policy}
+            "scale_rewards": r.scale_rewards(), "awareness_prompt": r.awareness_prompt, "policy": cfg.models.policy,
+            "reward_terms": list(r.reward_terms), "tool_docs": cfg.tool_docs,
+            **({"judge": role_payload(cfg, "judge")} if "judge" in r.reward_terms else {})}
 
 
 STAGES: tuple[Stage, ...] = (
@@ -153,8 +156,10 @@ STAGES: tuple[Stage, ...] = (
           finish=augment.split_outcomes),
     Stage("sft_data", "sft_examples", "D_sft = D_aug + D_cs as chat examples, train/validation", "sft_data",
           sft_data.CODE_VERSION, "table", inputs=("augmented",), reads=("segments",), title="SFT data",
+          payload=lambda cfg: {"section": cfg.section("sft_data"), "tool_docs": cfg.tool_docs},
           run=lambda cfg, t, progress: sft_data.sft_data(t["augmented"].to_pylist(),
-                                                          {r["segment_id"]: r for r in t["segments"].to_pylist()}, cfg.sft_data)),
+                                                          {r["segment_id"]: r for r in t["segments"].to_pylist()}, cfg.sft_data,
+                                                          cfg.tool_docs)),
     Stage("sft", "models", "LoRA warm-up SFT on D_sft -> pi_theta' (3.2)", "sft", sft.CODE_VERSION, "custom",
           inputs=("sft_examples",), gpu=_always, gpu_pool=True, payload=_sft_payload, also_writes=("train_log",)),
     Stage("grpo", "models", "PAG-RL: awareness-guided multi-turn GRPO in the executable envs (3.3)", "grpo",

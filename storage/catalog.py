@@ -56,6 +56,8 @@ SELECT dataset_id AS eval_id, model_ref, method, prompt, benchmark, category,
        round(avg(n_steps), 2) AS steps_per_run,
        count(*) FILTER (WHERE error_type = 'multi_turn:inference_error') AS inference_errors,
        count(*) FILTER (WHERE error_type = 'multi_turn:force_terminated') AS force_terminated,
+       round(100 * avg(valid_call::DOUBLE), 2) AS valid_rate,
+       round(100 * avg(right_function::DOUBLE), 2) AS function_rate,
        max(created_at) AS created_at
 FROM eval_results GROUP BY ALL
 """

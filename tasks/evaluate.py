@@ -15,7 +15,7 @@ from progra_core.config import PipelineConfig
 from progra_core.evaluation import harness
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm import Gateway
-from progra_core.train.methods import RECIPES
+from progra_core.methods import RECIPES
 from storage import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress
 from tasks.models import policy_path
@@ -83,9 +83,10 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
     dataset_id = dataset_id or evaluate_fingerprint(cfg, subject, parents)
     if store.exists(output_stage, dataset_id):
         return store.ref(output_stage, dataset_id)
-    entries, tasks = harness.planned_runs(cfg)
-    get_run_logger().info("evaluate %s (%s, prompt %s): %d BFCL entries + %d tau2 tasks x %d trials", subject.model_ref,
-                          subject.method, cfg.evaluate.prompt, len(entries), len(tasks), cfg.evaluate.trials)
+    entries, tasks, cases = harness.planned_runs(cfg)
+    get_run_logger().info("evaluate %s (%s, prompt %s): %d next-call cases, %d BFCL entries + %d tau2 tasks x %d trials",
+                          subject.model_ref, subject.method, cfg.evaluate.prompt, len(cases), len(entries), len(tasks),
+                          cfg.evaluate.trials)
     gateway = Gateway.from_config(cfg, root)
     gateway.local_models.update(local_models)
     try:

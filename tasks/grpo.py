@@ -10,15 +10,17 @@ from prefect import get_run_logger, task
 
 from progra_core import stages
 from progra_core.config import PipelineConfig
+from progra_core.llm import Gateway
+from progra_core.methods import recipe
 from progra_core.schemas import ROLLOUTS
 from progra_core.train import grpo as core
 from progra_core.train import rollout
 from progra_core.train.curves import plot_curves
-from progra_core.train.methods import recipe
+from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.models import policy_path, register_model
-from tasks.runtime import dataset_cache_key, flow_run_id
+from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 from tasks.stage import stage_fingerprint
 
 STAGE = stages.get("grpo")
@@ -38,15 +40,24 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     r = recipe(cfg.method)
     rows = store.read(trajectories).to_pylist()
     if r.grpo == "single":
-        episodes, rejects = rollout.single_step_episodes(rows)
+        episodes, rejects = rollout.single_step_episodes(rows, cfg.tool_docs)
     else:
         episodes, rejects = rollout.episodes_from_trajectories(rows, cfg.grpo.max_turns)
     episodes = core.select_episodes(episodes, cfg.grpo)
     adapter = store.read(init).to_pylist()[0]["adapter_path"] if init else None
     get_run_logger().info("grpo (%s rollouts, from %s): %d episodes, %d rejects", r.grpo, adapter or "base", len(episodes), len(rejects))
+    judge_stats: dict = {}
+    extra = {}
+    if "judge" in r.reward_terms:  # TARL: one gateway for every verdict of the run (cached, batched)
+        gateway = Gateway.from_config(cfg, root)
+        extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
         metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,
-                                         progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step)
+                                         progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step,
+                                         docs_style=cfg.tool_docs, rubric=core.rubric_for(r, cfg.grpo, extra))
+        if extra:
+            gateway.close()
+            metrics["judge"] = judge_stats
         png = plot_curves(metrics["log_history"], ["reward", "kl", "rewards/reward_acc/mean"], f"{out}/curves.png",
                           f"PAG-RL ({r.name})")
         if png:

@@ -10,9 +10,9 @@ from transformers import AutoTokenizer
 
 from progra_core import stages
 from progra_core.config import PipelineConfig
+from progra_core.methods import recipe
 from progra_core.train import sft as core
 from progra_core.train.curves import plot_curves
-from progra_core.train.methods import recipe
 from storage import DatasetRef, DatasetStore
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.models import policy_path, register_model
@@ -35,7 +35,8 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
         return store.ref(output_stage, dataset_id)
     r = recipe(cfg.method)
     segments = store.read(ancestor(store, examples, "segments")).to_pylist() if r.sft == "plain" else []
-    rows = core.sft_rows(r, store.read(examples).to_pylist(), segments, cfg.sft_data.validation_percent, cfg.sft_data.seed)
+    rows = core.sft_rows(r, store.read(examples).to_pylist(), segments, cfg.sft_data.validation_percent, cfg.sft_data.seed,
+                         cfg.tool_docs, cfg.sft_data.turn_ends)
     base = policy_path(cfg, root)
     rows, rejects, fit = core.fit_length(rows, AutoTokenizer.from_pretrained(base), cfg.sft.max_length)
     get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])

@@ -5,9 +5,15 @@ awareness id from the configured weights, plus the original (op ``none``):
   every function name and quoted argument value the original mentioned, else it is rejected;
 * ``schema_perturb`` - renames one target function and/or changes one argument value within its
   documented range (enum, numeric bounds) or a file/identifier-like string, applied consistently
-  to the tool docs, S^a and a_fc; the mapping is recorded so the perturbed call can be mapped back;
+  to the tool docs, S^a, a_fc and the example's inputs (the query, c_his and this turn's steps:
+  the user who asked about ``report.pdf`` now asks about ``report_v2.pdf``); the mapping is
+  recorded so the perturbed call can be mapped back;
 * ``word_mask`` - masks a fraction of the function-related words (function and parameter names)
-  in S^a with ``[MASK]``.
+  in the example's inputs with ``[MASK]``: the model learns to act on incomplete inputs, and is
+  never taught to write a mask.
+
+An op that changes the inputs stores them on its row (``history``, ``query``, ``prior_steps``), so
+D_aug says exactly what each training example shows.
 """
 
 from __future__ import annotations
@@ -105,9 +111,26 @@ def _new_value(value, schema: dict, rng: random.Random):
     return None
 
 
-def schema_perturb(text: str, tools_json: str, target: list[Call], rng: random.Random) -> tuple[str, str, list[Call], dict] | None:
-    """(text, tools, calls, mapping) with one function renamed and/or one value changed, consistently;
+def _subst(pattern: re.Pattern, new: str, context: dict) -> dict:
+    """``pattern`` -> ``new`` in every message of an example's inputs."""
+    def msgs(ms):
+        return [{**m, "content": pattern.sub(new, m["content"] or "")} for m in ms or []]
+    return {"history": msgs(context.get("history")), "query": pattern.sub(new, context.get("query") or ""),
+            "prior_steps": msgs(context.get("prior_steps"))}
+
+
+def _call_name(name: str) -> re.Pattern:
+    return re.compile(r"(?<![\w.])" + re.escape(name) + r"(?=\s*\()")
+
+
+def schema_perturb(text: str, tools_json: str, target: list[Call], rng: random.Random,
+                   context: dict | None = None) -> tuple[str, str, list[Call], dict, dict] | None:
+    """(text, tools, calls, mapping, inputs) with one function renamed and/or one value changed,
+    consistently everywhere: the docs, S^a, a_fc and the inputs (a renamed function in the
+    calls of c_his; a changed value wherever the query, c_his or the turn's steps mention it).
     None when nothing can be changed coherently."""
+    context = {"history": list((context or {}).get("history") or []), "query": (context or {}).get("query") or "",
+               "prior_steps": list((context or {}).get("prior_steps") or [])}
     docs = json.loads(tools_json) if tools_json else []
     by_name = {(d.get("function", d)).get("name"): d for d in docs}
     mapping: dict = {"functions": {}, "values": []}
@@ -123,6 +146,7 @@ def schema_perturb(text: str, tools_json: str, target: list[Call], rng: random.R
             if fn.get("name") == old:
                 fn["name"] = new
         text = _word(old).sub(new, text)
+        context = _subst(_call_name(old), new, context)
         calls = [Call(new if c.name == old else c.name, c.args, c.positional) for c in calls]
     options = []
     for ci, c in enumerate(target):
@@ -136,12 +160,13 @@ def schema_perturb(text: str, tools_json: str, target: list[Call], rng: random.R
         if new_v is None:
             continue
         text = _word(str(v)).sub(str(new_v), text)
+        context = _subst(_word(str(v)), str(new_v), context)
         calls[ci] = Call(calls[ci].name, {**calls[ci].args, k: new_v}, calls[ci].positional)
         mapping["values"].append({"call": ci, "param": k, "old": v, "new": new_v})
         break
     if not mapping["functions"] and not mapping["values"]:
         return None
-    return text, json.dumps(docs), calls, mapping
+    return text, json.dumps(docs), calls, mapping, context
 
 
 def map_back(calls: list[Call], mapping: dict) -> list[Call]:
@@ -150,8 +175,9 @@ def map_back(calls: list[Call], mapping: dict) -> list[Call]:
     return [Call(back.get(c.name, c.name), c.args, c.positional) for c in calls]
 
 
-def word_mask(text: str, tools_json: str, fraction: float, rng: random.Random) -> tuple[str, int] | None:
-    """Mask ``fraction`` (at least one) of the occurrences of function/parameter names in ``text``."""
+def word_mask(context: dict, tools_json: str, fraction: float, rng: random.Random) -> tuple[dict, int] | None:
+    """The example's inputs (query, c_his, the turn's steps) with ``fraction`` (at least one) of
+    their function and parameter names masked; None when they mention none."""
     docs = json.loads(tools_json) if tools_json else []
     words = set()
     for d in docs:
@@ -162,14 +188,19 @@ def word_mask(text: str, tools_json: str, fraction: float, rng: random.Random) -
     if not words:
         return None
     pat = re.compile(r"(?<![\w])(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")(?![\w])")
-    spans = [m.span() for m in pat.finditer(text)]
+    texts = [m["content"] or "" for m in context.get("history") or []] + [context.get("query") or ""]
+    texts += [m["content"] or "" for m in context.get("prior_steps") or []]
+    spans = [(i, m.span()) for i, t in enumerate(texts) for m in pat.finditer(t)]
     if not spans:
         return None
     k = max(1, math.ceil(fraction * len(spans)))
-    chosen = sorted(rng.sample(spans, k), reverse=True)
-    for a, b in chosen:
-        text = text[:a] + MASK + text[b:]
-    return text, k
+    for i, (a, b) in sorted(rng.sample(spans, k), reverse=True):
+        texts[i] = texts[i][:a] + MASK + texts[i][b:]
+    n_hist = len(context.get("history") or [])
+    out = {"history": [{**m, "content": t} for m, t in zip(context.get("history") or [], texts[:n_hist], strict=True)],
+           "query": texts[n_hist],
+           "prior_steps": [{**m, "content": t} for m, t in zip(context.get("prior_steps") or [], texts[n_hist + 1:], strict=True)]}
+    return out, k
 
 
 def _facts(text: str, calls: list[Call]) -> list[str]:
@@ -185,19 +216,20 @@ def _aug_id(awareness_id: str, op: str) -> str:
 def augment_items(verified: pa.Table, awareness: pa.Table, segments: pa.Table) -> list[dict]:
     """D_ver: the awareness rows the verifier rebuilt (``equal``), joined with their segment's tools and a_fc."""
     keep = {r["awareness_id"] for r in verified.select(["awareness_id", "equal"]).to_pylist() if r["equal"]}
-    segs = {r["segment_id"]: r for r in segments.select(["segment_id", "tools", "target_calls"]).to_pylist()}
-    return [{**a, "tools": segs[a["segment_id"]]["tools"], "target_calls": segs[a["segment_id"]]["target_calls"]}
-            for a in awareness.to_pylist() if a["awareness_id"] in keep]
+    cols = ["segment_id", "tools", "target_calls", "history", "query", "prior_steps"]
+    segs = {r["segment_id"]: r for r in segments.select(cols).to_pylist()}
+    return [{**a, **{c: segs[a["segment_id"]][c] for c in cols[1:]}} for a in awareness.to_pylist() if a["awareness_id"] in keep]
 
 
 def augment_shard(items: list[dict], gateway: Gateway, augmenter: str, cfg: AugmentConfig,
                   api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
-    """``items``: verified-equal awareness rows joined with their segment (tools, target_calls)."""
+    """``items``: verified-equal awareness rows joined with their segment (tools, target_calls and
+    the inputs: history, query, prior_steps)."""
     rows: list[dict] = []
 
-    def row(it, op, text, tools, calls, mapping=None, who="rule", reason=None, detail=None, parsed=None):
+    def row(it, op, text, tools, calls, mapping=None, who="rule", reason=None, detail=None, parsed=None, context=None):
         s, p, r = parsed or (it["summary"], it["plan"], it["rationale"])
-        if op in ("schema_perturb", "word_mask") and text is not None and parsed is None:
+        if op == "schema_perturb" and text is not None and parsed is None:
             try:
                 s, p, r = parse_awareness(text)
             except AwarenessParseError:
@@ -206,6 +238,7 @@ def augment_shard(items: list[dict], gateway: Gateway, augmenter: str, cfg: Augm
                      "op": op, "text": text, "summary": s, "plan": p, "rationale": r, "tools": tools,
                      "target_calls": calls_to_records(calls) if calls is not None else [],
                      "mapping": json.dumps(mapping, default=str) if mapping else None, "augmenter": who,
+                     **(context or {"history": None, "query": None, "prior_steps": None}),
                      "reject_reason": reason, "reject_detail": detail})
 
     para: list[dict] = []
@@ -217,18 +250,20 @@ def augment_shard(items: list[dict], gateway: Gateway, augmenter: str, cfg: Augm
         if op == "paraphrase":
             para.append(it)
         elif op == "schema_perturb":
-            out = schema_perturb(it["text"], it["tools"], target, _rng(cfg, it["awareness_id"], op))
+            out = schema_perturb(it["text"], it["tools"], target, _rng(cfg, it["awareness_id"], op), it)
             if out is None:
                 row(it, op, None, None, None, reason="no_perturbation", detail="no function or value could be changed coherently")
             else:
-                text, tools, calls, mapping = out
-                row(it, op, text, tools, calls, mapping)
+                text, tools, calls, mapping, context = out
+                row(it, op, text, tools, calls, mapping, context=context)
         elif op == "word_mask":
-            out = word_mask(it["text"], it["tools"], cfg.mask_fraction, _rng(cfg, it["awareness_id"], op))
+            out = word_mask(it, it["tools"], cfg.mask_fraction, _rng(cfg, it["awareness_id"], op))
             if out is None:
-                row(it, op, None, None, None, reason="nothing_to_mask", detail="no function-related word in the awareness text")
+                row(it, op, None, None, None, reason="nothing_to_mask", detail="the inputs mention no function or parameter name")
             else:
-                row(it, op, out[0], it["tools"], target, {"masked": out[1]})
+                context, k = out
+                row(it, op, it["text"], it["tools"], target, {"masked": k}, parsed=(it["summary"], it["plan"], it["rationale"]),
+                    context=context)
     if para:
         reqs = [ChatRequest(prompts.paraphrase_messages(it["text"]), augmenter, role="augmenter", temperature=0.7,
                             max_tokens=max(128, len(it["text"]) // 2), api_base=api_base, api_key_env=api_key_env,

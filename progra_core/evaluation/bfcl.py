@@ -8,8 +8,9 @@ Per entry, per turn, per step, as ``BaseHandler.inference_multi_turn_prompting``
   prompt instead (:mod:`progra_core.prompts.policy`);
 * a miss_func turn that adds functions is a user message carrying their docs and BFCL's
   "I have updated some more functions" line; the system prompt never lists them before;
-* each output is decoded into calls with :func:`~progra_core.calls.parse_calls` (the
-  ``<answer>`` region if the model wrote tags, else the text without ``<think>``/``<summary>``);
+* each output is decoded into calls with :func:`~progra_core.prompts.policy.decode_calls`, the
+  decoder RL uses too (the ``<answer>`` region if the model wrote tags, else the text without
+  ``<think>``/``<summary>``, parsed with ``ast``, with BFCL's leniency);
   an output without calls ends the turn; calls run in the entry's own fresh ``BFCLEnv`` and their
   observations go back as ``tool`` messages (local models) or one user message (endpoints);
 * more than ``max_steps_per_turn`` steps in a turn force-quits the entry (BFCL: 20).
@@ -22,7 +23,6 @@ bfcl-eval's data is imported inside the functions that use it: heavy, and only s
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ from typing import Literal
 import pyarrow as pa
 
 from progra_core import versioning
-from progra_core.calls import Call, CallParseError, format_call, parse_calls
+from progra_core.calls import Call, format_call
 from progra_core.config import EvaluateConfig
 from progra_core.envs.base import EnvError
 from progra_core.envs.bfcl import BFCLEnv
@@ -40,11 +40,12 @@ from progra_core.evaluation import scoring
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
-from progra_core.prompts.policy import parse_action
+from progra_core.prompts.policy import decode_calls
+from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
 
-__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt", "decode_response", "visible_text",
+__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt",
            "select_test_entries", "run_bfcl"]
 
 STAGE = "evaluate"
@@ -55,7 +56,6 @@ PromptStyle = Literal["bfcl", "policy"]
 
 _COT = ("\n\nBefore you answer, reason step by step inside <think></think>: what the user wants, what "
         "has been done, and which call comes next. Then write the function calls (or your reply) after </think>.")
-_REASONING = re.compile(r"<(think|summary)>.*?(?:</\1>|$)", re.S)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,10 @@ class Subject:
     awareness: bool = False  # prompt: policy -> the awareness (summary/think/answer) format
 
 
-def bfcl_system_prompt(functions: list[dict]) -> str:
-    """bfcl-eval's default system prompt (python calls, no tool-call tag, JSON docs, plaintext,
-    classic style), composed from its own templates."""
+def bfcl_system_prompt(functions: list[dict], docs_style: DocStyle = "json") -> str:
+    """bfcl-eval's default system prompt (python calls, no tool-call tag, plaintext, classic style),
+    composed from its own templates. With ``json`` docs it is bfcl-eval's prompt to the byte; with
+    ``compact`` the docs are the one-line rendering the policy was trained with."""
     from bfcl_eval.constants import default_prompts as d
 
     style = d.PROMPT_STYLE_TEMPLATES["classic"]
@@ -82,39 +83,16 @@ def bfcl_system_prompt(functions: list[dict]) -> str:
         tool_call_format=style["tool_call_no_tag"].format(output_format=d.OUTPUT_FORMAT_MAPPING["python"],
                                                           param_types=d.PARAM_TYPE_MAPPING["python"]),
         multiturn_behavior=style["multiturn_behavior"],
-        available_tools=style["available_tools"].format(format="json", functions=json.dumps(functions, indent=4)))
+        available_tools=style["available_tools"].format(format="json" if docs_style == "json" else "compact text",
+                                                        functions=render_tools(functions, style=docs_style)))
 
 
-def added_functions_message(functions: list[dict]) -> str:
+def added_functions_message(functions: list[dict], docs_style: DocStyle = "json") -> str:
+    """bfcl-eval's miss_func turn: the new docs (as bfcl-eval writes them, or compact) and its line."""
     from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING
 
-    return DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING.format(functions=functions)
-
-
-def decode_response(text: str) -> tuple[list[Call] | None, str | None]:
-    """Calls in a model output, or ``(None, reason)``. Tags are honoured (``<answer>`` wins;
-    ``<think>``/``<summary>`` are dropped), then BFCL's leniency: backticks stripped and a missing
-    ``[``/``]`` added. Parsing is :func:`parse_calls` (``ast``), never ``eval``."""
-    body = visible_text(text)
-    if not body:
-        return None, "empty output"
-    try:
-        return parse_calls(body) or None, None
-    except CallParseError:
-        pass
-    wrapped = body.strip("`\n ")
-    wrapped = ("" if wrapped.startswith("[") else "[") + wrapped + ("" if wrapped.endswith("]") else "]")
-    try:
-        return parse_calls(wrapped) or None, None
-    except CallParseError as e:
-        return None, str(e)
-
-
-def visible_text(text: str) -> str:
-    """What a reader of the output sees: the ``<answer>`` region if tagged, else the text without
-    ``<think>``/``<summary>`` regions."""
-    answer = parse_action(text or "").answer
-    return (answer if answer is not None else _REASONING.sub("", text or "")).strip()
+    docs = functions if docs_style == "json" else render_tools(functions, style=docs_style)
+    return DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING.format(functions=docs)
 
 
 def select_test_entries(cfg: EvaluateConfig, held_out_percent: int = 50) -> list[dict]:
@@ -132,15 +110,15 @@ def select_test_entries(cfg: EvaluateConfig, held_out_percent: int = 50) -> list
 class _Run:
     """One (entry, trial) in flight: its messages, its environment, the calls of each turn."""
 
-    def __init__(self, entry: dict, trial: int, subject: Subject, cfg: EvaluateConfig):
-        self.entry, self.trial, self.cfg = entry, trial, cfg
+    def __init__(self, entry: dict, trial: int, subject: Subject, cfg: EvaluateConfig, docs_style: DocStyle = "json"):
+        self.entry, self.trial, self.cfg, self.docs_style = entry, trial, cfg, docs_style
         self.remote = not subject.model.startswith("local/")
         long_context = entry["category"] == "long_context"
         self.env = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
         if cfg.prompt == "bfcl":
-            system = bfcl_system_prompt(entry["function"])
+            system = bfcl_system_prompt(entry["function"], docs_style)
         else:
-            system = policy_prompts.policy_system(json.dumps(entry["function"]), self.env.scenario(), awareness=subject.awareness)
+            system = policy_prompts.policy_system(entry["function"], self.env.scenario(), docs_style, subject.awareness)
         self.system = system + (_COT if subject.cot else "")
         self.messages: list[dict] = []
         self.turns: list[list[list[Call]]] = []
@@ -162,7 +140,7 @@ class _Run:
         msgs = [dict(m) for m in self.entry["question"][self.turn]]
         added = (self.entry.get("missed_function") or {}).get(str(self.turn))
         if added:
-            msgs = [{"role": "user", "content": added_functions_message(added)}]
+            msgs = [{"role": "user", "content": added_functions_message(added, self.docs_style)}]
         if self.turn == 0:  # BFCL: the default system prompt goes first, merged with any given one
             if msgs and msgs[0]["role"] == "system":
                 msgs[0]["content"] = self.system + "\n\n" + msgs[0]["content"]
@@ -178,7 +156,7 @@ class _Run:
             self.done, self.ended, self.detail = True, "inference_error", res.error or "no text"
             return
         self.messages.append({"role": "assistant", "content": res.text})
-        calls, err = decode_response(res.text)
+        calls, err = decode_calls(res.text)
         log = {"turn": self.turn, "step": self.step, "text": res.text, "calls": [], "observations": [], "decode_error": err}
         self.steps.append(log)
         if not calls:
@@ -208,14 +186,14 @@ class _Run:
 
 
 def run_bfcl(entries: Sequence[dict], gateway, subject: Subject, cfg: EvaluateConfig,
-             progress: Callable[[int, int], None] | None = None) -> tuple[pa.Table, list[dict]]:
+             progress: Callable[[int, int], None] | None = None, docs_style: DocStyle = "json") -> tuple[pa.Table, list[dict]]:
     """Play every entry ``cfg.trials`` times in lockstep and score each run: one row per run, and
     a reject per entry whose environment cannot be built. ``gateway`` is anything with
     ``batch(list[ChatRequest]) -> list[ChatResult]``."""
     runs, rejects = [], []
     for e in entries:
         try:
-            runs += [_Run(e, t, subject, cfg) for t in range(cfg.trials)]
+            runs += [_Run(e, t, subject, cfg, docs_style) for t in range(cfg.trials)]
         except (EnvError, KeyError, TypeError, ValueError) as ex:
             rejects.append(reject(STAGE, e.get("id"), "env_error", f"{type(ex).__name__}: {ex}"))
     total = len(runs)

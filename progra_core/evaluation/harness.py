@@ -13,17 +13,17 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from progra_core import versioning
+from progra_core import methods, versioning
 from progra_core.config import PipelineConfig
 from progra_core.envs.tau2 import tau2_version
-from progra_core.evaluation import bfcl, tau2
+from progra_core.evaluation import bfcl, next_call, tau2
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import Endpoint
 from progra_core.schemas import EVAL_RESULTS
 
 __all__ = ["CODE_VERSION", "payload", "evaluate_subject", "planned_runs"]
 
-CODE_VERSION = versioning.code_version(bfcl.CODE_VERSION, sys.modules[__name__])
+CODE_VERSION = versioning.code_version(bfcl.CODE_VERSION, sys.modules[__name__], next_call)
 
 #: Fields of the section that name who is tested or how to reach it, not what the test is.
 _NOT_THE_TEST = ("models", "api_base", "api_key_env", "api_key_secret")
@@ -34,19 +34,23 @@ def payload(cfg: PipelineConfig, subject: Subject) -> dict:
     subject, the base policy and the BFCL split; with τ², the user simulator too."""
     section = {k: v for k, v in cfg.section("evaluate").items() if k not in _NOT_THE_TEST}
     out = {"evaluate": section, "subject": asdict(subject), "policy": cfg.models.policy,
-           "held_out_percent": cfg.ingest.held_out_percent}
+           "held_out_percent": cfg.ingest.held_out_percent, "tool_docs": cfg.tool_docs}
+    if cfg.evaluate.next_call_limit:  # the cases are asked in the run's method's prompt style
+        out["next_call_prompt"] = {"awareness": methods.recipe(cfg.method).awareness_prompt}
     if cfg.evaluate.tau2_domains:  # the user simulator shapes every tau2 conversation
         out["user_simulator"] = {"model": cfg.models.user_simulator, "api_base": cfg.models.api_base.get("user_simulator"),
                                  "tau2": tau2_version(), "code": tau2.CODE_VERSION}
     return out
 
 
-def planned_runs(cfg: PipelineConfig) -> tuple[list[dict], list]:
-    """The BFCL entries and τ² tasks of this evaluation."""
+def planned_runs(cfg: PipelineConfig) -> tuple[list[dict], list, list[dict]]:
+    """The BFCL entries, τ² tasks and next-call cases of this evaluation."""
     ev = cfg.evaluate
     entries = bfcl.select_test_entries(ev, cfg.ingest.held_out_percent) if ev.categories else []
     tasks = tau2.select_tau2_tasks(ev) if ev.tau2_domains else []
-    return entries, tasks
+    cases = next_call.next_call_cases(ev, cfg.ingest.held_out_percent, methods.recipe(cfg.method).awareness_prompt,
+                                      cfg.tool_docs)
+    return entries, tasks, cases
 
 
 def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpoint,
@@ -54,25 +58,31 @@ def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpo
     """Play ``subject`` on the BFCL slice and the τ² slice; ``progress(benchmark, runs)`` makes a
     progress callback for each. Returns (rows, rejects, stats)."""
     ev = cfg.evaluate
-    entries, tasks = planned_runs(cfg)
+    entries, tasks, cases = planned_runs(cfg)
     t0 = time.perf_counter()
     tables, rejects, seconds = [], [], {}
+    if cases:
+        tables.append(next_call.run_next_call(cases, gateway, subject, ev, progress("next-call", len(cases))))
+        seconds["next_call"] = round(time.perf_counter() - t0, 2)
     if entries:
-        table, rej = bfcl.run_bfcl(entries, gateway, subject, ev, progress("bfcl", len(entries) * ev.trials))
+        t1 = time.perf_counter()
+        table, rej = bfcl.run_bfcl(entries, gateway, subject, ev, progress("bfcl", len(entries) * ev.trials), cfg.tool_docs)
         tables.append(table)
         rejects += rej
-        seconds["bfcl"] = round(time.perf_counter() - t0, 2)
+        seconds["bfcl"] = round(time.perf_counter() - t1, 2)
     if tasks:
         t1 = time.perf_counter()
         user_fields = {"model": user.model, "api_base": user.api_base, "api_key_env": user.api_key_env}
-        table, rej = tau2.run_tau2(tasks, gateway, subject, ev, user_fields, progress("tau2", len(tasks) * ev.trials))
+        table, rej = tau2.run_tau2(tasks, gateway, subject, ev, user_fields, docs_style=cfg.tool_docs,
+                                   progress=progress("tau2", len(tasks) * ev.trials))
         tables.append(table)
         rejects += rej
         seconds["tau2"] = round(time.perf_counter() - t1, 2)
     table = pa.concat_tables(tables) if tables else EVAL_RESULTS.empty_table()
     wall = time.perf_counter() - t0
     stats = {"model_ref": subject.model_ref, "method": subject.method, "entries": len(entries), "tau2_tasks": len(tasks),
+             "next_call_cases": len(cases),
              "runs": table.num_rows, "passed": sum(table.column("passed").to_pylist()), "seconds": round(wall, 2),
              "seconds_by_benchmark": seconds, "seconds_per_run": round(wall / max(table.num_rows, 1), 2),
-             "rows_in": (len(entries) + len(tasks)) * ev.trials}
+             "rows_in": (len(entries) + len(tasks)) * ev.trials + len(cases)}
     return table, rejects, stats

@@ -19,6 +19,9 @@ TABLE_TITLE = "Accuracy (%): BFCL multi-turn and tau2-bench"
 COLUMNS = {"base": "Base", "miss_func": "Miss F.", "miss_param": "Miss P.", "long_context": "Long ctx",
            "airline": "Airline", "retail": "Retail", "telecom": "Telecom"}
 OVERALL_OF = ("base", "miss_func", "miss_param")
+#: Held-out next-call columns: (header, eval_summary category, column).
+NEXT_CALL = (("Next: valid", "call", "valid_rate"), ("Next: func", "call", "function_rate"),
+             ("Next: exact", "call", "accuracy"), ("Next: ends turn", "end", "accuracy"))
 
 
 def _fmt(v: float | None) -> str:
@@ -41,13 +44,15 @@ def table1(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows: Model, Method, Overall, one column per category present, per-turn
     Overall, runs (entries × trials)."""
     cats = [c for c in COLUMNS if any(r["category"] == c for r in summary)]
-    headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs"]
+    nxt = [col for col in NEXT_CALL if any(r["category"] == col[1] for r in summary)]
+    headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs", *(h for h, _, _ in nxt)]
     body = []
     for (model, method), by_cat in _rows_by_model(summary).items():
-        runs = sum(int(r["runs"]) for r in by_cat.values())
+        runs = sum(int(r["runs"]) for c, r in by_cat.items() if c in COLUMNS)
         body.append([model, method, _fmt(_overall(by_cat, "accuracy")),
                      *(_fmt(by_cat[c]["accuracy"]) if c in by_cat else "–" for c in cats),
-                     _fmt(_overall(by_cat, "turn_accuracy")), str(runs)])
+                     _fmt(_overall(by_cat, "turn_accuracy")), str(runs),
+                     *(_fmt(by_cat[c][k]) if c in by_cat else "–" for _, c, k in nxt)])
     return headers, body
 
 
@@ -94,5 +99,9 @@ def report_note(cfg: PipelineConfig) -> str:
                      f"(pass rate over trials); user simulator `{cfg.models.user_simulator}`"
                      + (" (a local model, not the paper's GPT-4o: these tau2 numbers are NOT comparable with the paper's)."
                         if local_user else "."))
+    if ev.next_call_limit:
+        parts.append(f"Next call: {ev.next_call_limit} held-out BFCL base steps (+ {max(1, ev.next_call_limit // 4)} turn ends), "
+                     "ground-truth prefix replayed, the training prompt: valid = decodes to calls, func = the right "
+                     "functions, exact = schema_equal with a_fc, ends turn = answers without calls when the turn is done.")
     parts.append(f"{ev.trials} trial(s), prompt `{ev.prompt}`.")
     return " ".join(parts)

@@ -5,7 +5,7 @@ The conversation follows τ²'s orchestrator protocol:
 
 * the agent opens with τ²'s greeting; the user simulator gets τ²'s own system prompt (its
   guidelines plus the task's scenario) and sees the agent's messages as the other party's;
-* an agent output is either calls (decoded with :func:`~progra_core.evaluation.bfcl.decode_response`,
+* an agent output is either calls (decoded with :func:`~progra_core.prompts.policy.decode_calls`,
   i.e. ``ast``; they run in the task's own :class:`~progra_core.envs.tau2.Tau2Env` and the results
   go back to the agent) or a message to the user; ``###STOP###`` in it ends the conversation;
 * a user message with ``###STOP###``, ``###TRANSFER###`` or ``###OUT-OF-SCOPE###`` ends it; on
@@ -36,9 +36,11 @@ from progra_core.config import EvaluateConfig
 from progra_core.envs import tau2 as tau2_env
 from progra_core.envs.base import EnvError
 from progra_core.envs.tau2 import Tau2Env, load_tasks
-from progra_core.evaluation.bfcl import EVAL_RESULTS, STAGE, Subject, decode_response, visible_text
+from progra_core.evaluation.bfcl import EVAL_RESULTS, STAGE, Subject
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
+from progra_core.prompts.policy import decode_calls, visible_text
+from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import reject
 
 __all__ = ["AGENT_STOP", "CODE_VERSION", "select_tau2_tasks", "agent_system_prompt", "run_tau2"]
@@ -68,12 +70,12 @@ Tools on your side (for actions the agent asks you to perform). To use one, repl
 {tools}"""
 
 
-def agent_system_prompt(env: Tau2Env, subject: Subject, prompt: str) -> str:
+def agent_system_prompt(env: Tau2Env, subject: Subject, prompt: str, docs_style: DocStyle = "json") -> str:
     """τ²'s policy and tools in the call format the rest of the pipeline uses (``bfcl`` prompt),
-    or the policy's own training prompt (``policy``)."""
-    tools = json.dumps(env.tools())
+    or the policy's own training prompt (``policy``), the tools rendered as the profile says."""
+    tools = render_tools(env.tools(), style=docs_style)
     if prompt == "policy":
-        return policy_prompts.policy_system(tools, env.scenario(), awareness=subject.awareness)
+        return policy_prompts.policy_system(env.tools(), env.scenario(), docs_style, awareness=subject.awareness)
     return _AGENT.format(stop=AGENT_STOP, policy=env.scenario(), tools=tools)
 
 
@@ -89,7 +91,8 @@ def select_tau2_tasks(cfg: EvaluateConfig) -> list[tuple[str, object]]:
 class _Conversation:
     """One (task, trial): the env, the agent's and the user's message lists, the τ² transcript."""
 
-    def __init__(self, domain: str, task, trial: int, subject: Subject, cfg: EvaluateConfig, user: dict):
+    def __init__(self, domain: str, task, trial: int, subject: Subject, cfg: EvaluateConfig, user: dict,
+                 docs_style: DocStyle = "json"):
         from tau2.data_model.message import AssistantMessage
         from tau2.user.user_simulator import UserSimulator
 
@@ -99,7 +102,7 @@ class _Conversation:
         self.user_tools = self.env.tools("user")
         sim = UserSimulator(instructions=task.user_scenario.instructions, tools=self.env.env.get_user_tools() if self.user_tools else None)
         user_system = sim.system_prompt + (_USER_TOOLS.format(tools=json.dumps(self.user_tools)) if self.user_tools else "")
-        self.agent_msgs = [{"role": "system", "content": agent_system_prompt(self.env, subject, cfg.prompt)},
+        self.agent_msgs = [{"role": "system", "content": agent_system_prompt(self.env, subject, cfg.prompt, docs_style)},
                            {"role": "assistant", "content": GREETING}]
         self.user_msgs = [{"role": "system", "content": user_system}, {"role": "user", "content": GREETING}]
         self.transcript: list = [AssistantMessage(role="assistant", content=GREETING)]
@@ -151,7 +154,7 @@ class _Conversation:
         if res.error is not None or res.text is None:
             return self._end("agent_error" if who == "agent" else "user_error", f"inference error: {res.error or 'no text'}")
         text = res.text
-        calls, err = decode_response(text)
+        calls, err = decode_calls(text)
         if who == "agent":
             self.agent_msgs.append({"role": "assistant", "content": text})
             log = {"turn": self.user_turns, "step": len(self.steps), "text": text, "calls": [], "observations": [], "decode_error": err}
@@ -232,13 +235,14 @@ class _Conversation:
 
 
 def run_tau2(tasks: Sequence[tuple[str, object]], gateway, subject: Subject, cfg: EvaluateConfig, user: dict,
+             docs_style: DocStyle = "json",
              progress: Callable[[int, int], None] | None = None) -> tuple[pa.Table, list[dict]]:
     """Play every task ``cfg.trials`` times in lockstep; one scored row per run. ``user`` is the
     user simulator's request fields (``model``, ``api_base``, ``api_key_env``)."""
     convs, rejects = [], []
     for domain, task in tasks:
         try:
-            convs += [_Conversation(domain, task, t, subject, cfg, user) for t in range(cfg.trials)]
+            convs += [_Conversation(domain, task, t, subject, cfg, user, docs_style) for t in range(cfg.trials)]
         except (EnvError, ValueError, TypeError) as ex:
             rejects.append(reject(STAGE, f"tau2:{domain}:{task.id}", "env_error", f"{type(ex).__name__}: {ex}"))
     total = len(convs)

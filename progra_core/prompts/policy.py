@@ -1,6 +1,9 @@
 """The target policy's format (Fig. 10): the system prompt with info_meta, the awareness-guided
-turn message of Eq. 12, the SFT target, and how an output is read back (:func:`parse_action`). Used by ``sft_data``, the rollouts and evaluation;
-kept apart from ``prompts`` so their edits do not change the awareness stage's code version."""
+turn message of Eq. 12, the raw-prefix prompt of a segment, the SFT targets (a step's calls, a
+turn's closing answer), and how an output is read back (:func:`decode_calls`). SFT data, the
+rollouts and evaluation all use these, with the one tool-docs rendering the profile chooses
+(``tool_docs``). Kept apart from the data roles' prompts, so their edits do not change the
+awareness stage's code version."""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import re
 from dataclasses import dataclass, field
 
 from progra_core.calls import Call, CallParseError, parse_calls
-from progra_core.prompts.tools import render_tools
+from progra_core.prompts.tools import DocStyle, describe_calls, render_tools
 
-__all__ = ["policy_system", "progress_query", "format_policy_target", "Action", "parse_action", "template_ok"]
+__all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE",
+           "Action", "parse_action", "decode_calls", "visible_text", "template_ok"]
 
 _POLICY_SYSTEM = """You are an expert at calling functions. You get the functions you may use and a conversation
 with a user. For each step, first summarise the progress so far, then think, then act:
@@ -23,6 +27,8 @@ parameter names; the names in the example are placeholders. If a required value 
 "I need more information." in <answer> as plain text. If no listed function can do the task, put
 "There are no appropriate functions." in <answer>. Calls run in order; when one fails, the rest of
 that list does not run, so infer the current state from the results and do not repeat failed calls.
+When the request is done (the results show it), call nothing more: answer the user in <answer>
+in plain words. That ends your turn.
 
 Available functions:
 {tools}"""
@@ -40,13 +46,16 @@ functions." in <answer>. When the request is done, answer the user in <answer> i
 Available functions:
 {tools}"""
 
+#: The closing answer of a turn whose data has no reply (BFCL, synthesized): plain words, no call.
+TURN_DONE = "I have completed your request."
 
-def policy_system(tools_json: str | None, scenario: str | None = None, full_docs: bool = False,
+
+def policy_system(tools_json: str | list | None, scenario: str | None = None, docs_style: DocStyle = "json",
                   awareness: bool = True) -> str:
     """The policy's system prompt (info_meta): with ``awareness`` the Fig. 10 format
     (summary, think, answer), without it the plain CoT format the baselines use."""
     template = _POLICY_SYSTEM if awareness else _PLAIN_POLICY_SYSTEM
-    text = template.format(tools=render_tools(tools_json, full=full_docs))
+    text = template.format(tools=render_tools(tools_json, style=docs_style))
     return text + (f"\n\nScenario:\n{scenario}" if scenario else "")
 
 
@@ -58,6 +67,18 @@ def progress_query(query: str, progress: str | None) -> str:
     return f"Progress so far (your own summary):\n{progress}\n\nCurrent request:\n{query}"
 
 
+def build_prompt(seg: dict, tools_json: str | None = None, awareness: bool = True, docs_style: DocStyle = "json",
+                 context: dict | None = None) -> list[dict]:
+    """The raw-prefix prompt of a segment: info_meta, c_his, q and this turn's earlier steps.
+    ``context`` replaces any of ``history`` / ``query`` / ``prior_steps`` (an augmented example's
+    own inputs)."""
+    ctx = {k: v for k, v in (context or {}).items() if v is not None}
+    seg = {**seg, **ctx}
+    system = policy_system(tools_json if tools_json is not None else seg["tools"], seg.get("scenario"), docs_style, awareness)
+    return ([{"role": "system", "content": system}] + list(seg.get("history") or []) +
+            [{"role": "user", "content": seg["query"]}] + list(seg.get("prior_steps") or []))
+
+
 def format_policy_target(calls_text: str, summary: str | None = None, plan: str | None = None,
                          rationale: str | None = None) -> str:
     """The Fig. 10 target: ``<summary>S^a</summary><think>rationale</think><answer>[calls]</answer>``;
@@ -66,6 +87,20 @@ def format_policy_target(calls_text: str, summary: str | None = None, plan: str 
         return f"<answer>{calls_text}</answer>"
     s = summary.strip() + (f"\nPlan: {plan.strip()}" if plan else "")
     return f"<summary>{s}</summary>\n<think>{(rationale or '').strip()}</think>\n<answer>{calls_text}</answer>"
+
+
+def format_turn_end(reply: str | None, query: str | None = None, calls: list[dict] | None = None) -> str:
+    """The target of the step that closes a turn: a plain answer, no call. With ``query`` (the
+    awareness format), its summary states what was asked and which calls served it, so the note
+    carried into the next turn says the request is done."""
+    answer = f"<answer>{(reply or TURN_DONE).strip()}</answer>"
+    if query is None:
+        return answer
+    done = describe_calls(calls) if calls else "nothing"
+    summary = (f"The user asked: {query.strip()} The calls it needed have run ({done}) and their results are in. "
+               "Nothing is left to do for this request.")
+    think = "The request is complete, so I answer the user instead of calling a function."
+    return f"<summary>{summary}</summary>\n<think>{think}</think>\n{answer}"
 
 
 # -- reading an output back -----------------------------------------------------------------
@@ -98,18 +133,41 @@ def _region(tag: str, text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+_REASONING = re.compile(r"<(think|summary)>.*?(?:</\1>|$)", re.S)
+
+
+def visible_text(text: str | None) -> str:
+    """What a reader of the output sees: the ``<answer>`` region if tagged, else the text without
+    ``<think>``/``<summary>`` regions."""
+    answer = _region("answer", text or "")
+    return (answer if answer is not None else _REASONING.sub("", text or "")).strip()
+
+
+def decode_calls(text: str | None) -> tuple[list[Call] | None, str | None]:
+    """The calls an output issues, or ``(None, why not)``: the one decoder of RL, evaluation and
+    τ². The visible text is parsed with ``ast`` (never ``eval``), then with BFCL's leniency
+    (backticks stripped, a missing ``[``/``]`` added). No calls (a message, ``[]``, prose) means
+    the output answers the user and ends the turn."""
+    body = visible_text(text)
+    if not body:
+        return None, "empty output"
+    try:
+        return parse_calls(body) or None, None
+    except CallParseError:
+        pass
+    wrapped = body.strip("`\n ")
+    wrapped = ("" if wrapped.startswith("[") else "[") + wrapped + ("" if wrapped.endswith("]") else "]")
+    try:
+        return parse_calls(wrapped) or None, None
+    except CallParseError as e:
+        return None, str(e)
+
+
 def parse_action(text: str) -> Action:
-    """Split an action into summary / think / answer and parse the answer's calls with ``ast``
-    (never ``eval``). Without an ``<answer>`` tag a bare call list still counts as calls (the
-    template term is what punishes the missing tags)."""
+    """Split an output into summary / think / answer and decode its calls (:func:`decode_calls`).
+    The template term, not the decoder, is what punishes missing tags."""
     a = Action(text=text, summary=_region("summary", text), think=_region("think", text), answer=_region("answer", text))
-    body = a.answer if a.answer is not None else text.strip()
-    if body.startswith("[") or a.answer is None:
-        try:
-            calls = parse_calls(body)
-            a.calls = calls or None
-        except CallParseError as e:
-            a.parse_error = str(e)
+    a.calls, a.parse_error = decode_calls(text)
     return a
 
 

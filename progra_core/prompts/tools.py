@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from progra_core.schemas import tool_functions
 
-__all__ = ["render_tools", "render_messages", "describe_calls"]
+__all__ = ["DocStyle", "render_tools", "render_messages", "describe_calls"]
 
 
-def render_tools(tools_json: str | list | None, full: bool = False) -> str:
-    """Tool docs as compact lines (``- name: description. Parameters: arg (type), opt (type, optional)``),
-    or as the raw JSON with ``full=True``. Compact text keeps small models' prompts short, and it is
-    deliberately not call-shaped: small models copy ``name(arg: type)`` signatures as if they were calls."""
-    if full:
-        docs = json.loads(tools_json) if isinstance(tools_json, str) else (tools_json or [])
-        return json.dumps(docs, ensure_ascii=False)
+#: How tool docs are shown to the policy: the same string in SFT, RL and evaluation (``tool_docs``).
+DocStyle = Literal["json", "compact"]
+
+
+def _param(name: str, spec: dict, required: bool) -> str:
+    spec = spec or {}
+    bits = [str(spec.get("type", "any"))]
+    if spec.get("enum"):
+        bits.append("one of " + ", ".join(repr(v) for v in spec["enum"]))
+    if not required:
+        bits.append("optional")
+    return f"{name} ({', '.join(bits)})"
+
+
+def render_tools(tools_json: str | list | None, style: DocStyle = "compact") -> str:
+    """Tool docs as text. ``json``: the docs as bfcl-eval writes them into its system prompt
+    (``json.dumps(docs, indent=4)``). ``compact``: one line per function (``- name: description.
+    Parameters: arg (type), mode (string, one of 'a', 'b'), opt (type, optional)``), which keeps a
+    small model's prompt short yet shows every name, type, enum and required flag SCHEMA checks; it
+    is deliberately not call-shaped (small models copy ``name(arg: type)`` signatures as calls)."""
+    docs = json.loads(tools_json) if isinstance(tools_json, str) else list(tools_json or [])
+    if style == "json":
+        return json.dumps(docs, indent=4)
     lines = []
-    for fn in tool_functions(tools_json):
+    for fn in tool_functions(docs):
         params = (fn.get("parameters") or {}).get("properties") or {}
         required = set((fn.get("parameters") or {}).get("required") or [])
-        args = ", ".join(f"{p} ({(s or {}).get('type', 'any')}{'' if p in required else ', optional'})" for p, s in params.items())
+        args = ", ".join(_param(p, spec, p in required) for p, spec in params.items())
         desc = (fn.get("description") or "").split("Tool description:")[-1].strip().split(". ")[0].strip().rstrip(".")
         lines.append(f"- {fn.get('name')}: {desc or 'no description'}. Parameters: {args or 'none'}")
     return "\n".join(lines)

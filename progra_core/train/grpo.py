@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,16 +30,17 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.config import GRPOConfig
 from progra_core.llm.hf import quiet_hf
+from progra_core.methods import Recipe
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
+from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
 from progra_core.train import rewards, rollout
-from progra_core.train.methods import Recipe
 from progra_core.train.rewards import Rubric
 from progra_core.train.sft import device_kwargs, lora_config, quiet_trainer, step_callbacks
 
-__all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "train_grpo", "reward_functions",
-           "Recorder", "rubric_for"]
+__all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
+           "reward_functions", "Recorder", "rubric_for"]
 
 STAGE = "grpo"
 CODE_VERSION = versioning.code_version("1", sys.modules[__name__], rollout, rewards, policy_prompts, prompt_tools)
@@ -101,25 +103,117 @@ class Recorder:
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows, schema=ROLLOUTS)
 
+    def last_rows(self) -> list[dict]:
+        """The rollouts of the latest step (recorded once TRL has their advantages)."""
+        last = max((r["step"] for r in self.rows), default=None)
+        return [r for r in self.rows if r["step"] == last]
+
+
+def _block_mask(blocks, valid):
+    """[B, 1, n, n] boolean attention: a token sees earlier tokens of its own block and the shared
+    info_meta (block 0); padding sees only itself (rows of padding stay finite)."""
+    import torch
+
+    n = blocks.size(1)
+    causal = torch.ones(n, n, dtype=torch.bool, device=blocks.device).tril()
+    same = (blocks[:, :, None] == blocks[:, None, :]) | (blocks[:, None, :] == 0)
+    allowed = causal & same & valid.bool()[:, None, :] & valid.bool()[:, :, None]
+    allowed |= torch.eye(n, dtype=torch.bool, device=blocks.device)
+    return allowed[:, None]
+
+
+def _padded_layout(results: Sequence[rollout.Rollout], multiple: int | None, device):
+    """Positions and blocks in the trainer's layout: prompts left-padded, completions right-padded
+    (TRL's), -1 for padding."""
+    import torch
+
+    P = max(len(x.prompt_ids) for x in results)
+    C = max(len(x.completion_ids) for x in results)
+    if multiple:
+        P, C = -(-P // multiple) * multiple, -(-C // multiple) * multiple
+    pos = torch.zeros(len(results), P + C, dtype=torch.long)
+    blk = torch.full((len(results), P + C), -1, dtype=torch.long)
+    for i, x in enumerate(results):
+        p, c = len(x.prompt_ids), len(x.completion_ids)
+        pos[i, P - p:P + c] = torch.tensor(x.positions[:p + c])
+        blk[i, P - p:P + c] = torch.tensor(x.blocks[:p + c])
+    return pos.to(device), blk.to(device)
+
 
 def _trainer_class():
     from trl import GRPOTrainer
 
     class PAGRLTrainer(GRPOTrainer):
-        """GRPOTrainer that hands each batch's advantages to the recorder (for the rollouts dataset)."""
+        """GRPOTrainer that (1) scores every token under the context it was sampled from: the
+        rollout's positions and blocks travel with the batch, and in awareness mode a block
+        attention mask gives each turn exactly its sampling context; (2) fixes Dr. GRPO's constant
+        normaliser at the first step; (3) hands each batch's advantages to the recorder."""
 
         recorder: Recorder | None = None
+        dr_grpo_tokens: int | None = None  #: fixed once (config or first step), then constant
+        _layout = None  # (positions, blocks) of the batch being scored
+
+        @contextmanager
+        def scored_as_sampled(self, inputs):
+            """Forward passes inside use the batch's own layout (``block_positions``/``block_ids``)."""
+            before = self._layout
+            self._layout = (inputs["block_positions"], inputs["block_ids"]) if "block_positions" in inputs else None
+            try:
+                yield
+            finally:
+                self._layout = before
 
         def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
+            out = super()._generate_and_score_completions(inputs)  # rollout_func set _layout for its forwards
+            if self._layout is not None:
+                out["block_positions"], out["block_ids"] = self._layout
+            self._layout = None
+            if self.loss_type == "dr_grpo":
+                if self.dr_grpo_tokens is None:
+                    mask = out["completion_mask"] * out["tool_mask"] if out.get("tool_mask") is not None else out["completion_mask"]
+                    self.dr_grpo_tokens = max(1, round(float(mask.sum(1).float().mean())))
+                self.max_completion_length = self.dr_grpo_tokens  # TRL's dr_grpo divides by this
             if self.recorder is not None and self.recorder.pending:
                 self.recorder.attach(out["advantages"].detach().float().cpu().tolist())
             return out
 
+        def _compute_loss(self, model, inputs):
+            with self.scored_as_sampled(inputs):
+                return super()._compute_loss(model, inputs)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                               compute_entropy=False, compute_aux_loss=False, **multimodal):
+            if self._layout is None or any(v is not None for v in multimodal.values()):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **multimodal)
+            import torch
+
+            positions, blocks = self._layout
+            batch_size = batch_size or input_ids.size(0)
+            blockwise = bool((blocks > 0).any())  # awareness mode: turns are separate contexts
+            logps, entropies, aux = [], [], []
+            for s in range(0, input_ids.size(0), batch_size):
+                ids, mask = input_ids[s:s + batch_size], attention_mask[s:s + batch_size]
+                attn = _block_mask(blocks[s:s + batch_size], mask) if blockwise else mask
+                labels = ids.masked_fill(mask == 0, -100)
+                labels[:, :-logits_to_keep] = -100
+                kw = {"output_router_logits": True} if compute_aux_loss else {}
+                with self.accelerator.autocast():
+                    outputs = model(input_ids=ids, attention_mask=attn, position_ids=positions[s:s + batch_size],
+                                    labels=labels, fused_lm_head=True, **kw)
+                logps.append(outputs.log_probs[:, -logits_to_keep:])
+                if compute_entropy:
+                    entropies.append(outputs.entropy[:, -logits_to_keep:])
+                if compute_aux_loss:
+                    aux.append(outputs.aux_loss)
+            return (torch.cat(logps, 0), torch.cat(entropies, 0) if compute_entropy else None,
+                    torch.stack(aux).mean() if compute_aux_loss else None)
+
     return PAGRLTrainer
 
 
-def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConfig, tok, recorder: Recorder, rubric: Rubric):
+def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConfig, tok, recorder: Recorder, rubric: Rubric,
+                  docs_style: DocStyle):
     from trl.models import unwrap_model_for_generation
 
     def rollout_func(prompts: list[str], trainer) -> dict:
@@ -128,23 +222,25 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad():
             generate = rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
                                           seed=cfg.seed + trainer.state.global_step)
-            results = rollout.run_episodes([episodes[p] for p in prompts], generate, tok, r.grpo, rubric,
-                                           cfg.max_actions, cfg.max_seq_len, awareness_prompt=r.awareness_prompt or r.grpo == "awareness")
+            results = rollout.run_episodes([episodes[p] for p in prompts], generate, tok, r.grpo, rubric, cfg.max_actions,
+                                           cfg.max_seq_len, awareness_prompt=r.awareness_prompt or r.grpo == "awareness",
+                                           max_turn_actions=cfg.max_turn_actions, docs_style=docs_style)
         recorder.add(trainer.state.global_step + 1, prompts, results)
+        trainer._layout = _padded_layout(results, trainer.pad_to_multiple_of, trainer.accelerator.device)
+        logprobs = [x.logprobs for x in results] if all(x.logprobs is not None for x in results) else None
         out = {"prompt_ids": [x.prompt_ids for x in results], "completion_ids": [x.completion_ids for x in results],
-               "logprobs": None, "env_mask": [x.env_mask for x in results]}
+               "logprobs": logprobs, "env_mask": [x.env_mask for x in results]}
         out |= {f"r_{t}": [x.returns[t] for x in results] for t in rubric.names}
         return out
 
     return rollout_func
 
 
-def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
-               out_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
-               rubric: Rubric | None = None, log: Callable[[dict], None] | None = None) -> tuple[dict, pa.Table]:
-    """Train with PAG-RL (or the recipe's baseline rollout) and save the adapter to ``out_dir``;
-    ``rubric`` defaults to the recipe's terms. Returns (metrics incl. TRL's log history, the
-    rollouts table)."""
+def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
+                  output_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
+                  rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
+                  docs_style: DocStyle = "json"):
+    """The PAG-RL trainer for these episodes and its tokenizer (``train_grpo`` runs it)."""
     import torch
     from datasets import Dataset
     from peft import PeftModel
@@ -161,23 +257,37 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
     else:
         peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
-    by_id = {e.episode_id: e for e in episodes}
     recorder = Recorder(run, r.name, r.grpo, cfg.num_generations)
     rubric = rubric or rubric_for(r, cfg)
     vllm = {} if cfg.use_vllm == "off" else {"use_vllm": True, "vllm_mode": cfg.use_vllm,
                                              **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
+    args = TRLGRPOConfig(
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+        num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
+        loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
+        temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(), **vllm)
+    trainer = _trainer_class()(
+        model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
+        train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),
+        rollout_func=_rollout_func({e.episode_id: e for e in episodes}, r, cfg, tok, recorder, rubric, docs_style),
+        callbacks=step_callbacks(progress, log))
+    trainer.recorder = recorder
+    trainer.dr_grpo_tokens = cfg.dr_grpo_tokens
+    quiet_trainer(trainer)
+    return trainer, tok
+
+
+def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
+               out_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
+               rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
+               docs_style: DocStyle = "json") -> tuple[dict, pa.Table]:
+    """Train with PAG-RL (or the recipe's baseline rollout) and save the adapter to ``out_dir``;
+    ``rubric`` defaults to the recipe's terms. Returns (metrics incl. TRL's log history, the
+    rollouts table)."""
+    import torch
+
     with tempfile.TemporaryDirectory(prefix="progra-grpo-") as tmp:
-        args = TRLGRPOConfig(
-            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
-            num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
-            loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
-            temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(), **vllm)
-        trainer = _trainer_class()(
-            model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
-            train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),
-            rollout_func=_rollout_func(by_id, r, cfg, tok, recorder, rubric), callbacks=step_callbacks(progress, log))
-        trainer.recorder = recorder
-        quiet_trainer(trainer)
+        trainer, tok = build_trainer(episodes, r, cfg, base_path, adapter_path, tmp, run, progress, rubric, log, docs_style)
         init = _adapter_weights(trainer.model, "default") if adapter_path else {}
         t0 = time.perf_counter()
         trainer.train()
@@ -186,15 +296,18 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
         tok.save_pretrained(str(out_dir))
         history = list(trainer.state.log_history)
-    table = recorder.table()
+    table = trainer.recorder.table()
     steps = trainer.state.global_step
+    tokens = table.column("tokens").to_pylist() + table.column("env_tokens").to_pylist()
     metrics = {
         "steps": steps, "seconds": round(seconds, 2), "seconds_per_step": round(seconds / max(steps, 1), 3),
         "episodes": len(episodes), "rollouts": table.num_rows, **reference,
         "mean_reward_first": _mean_at(table, min(table.column("step").to_pylist() or [0])),
         "mean_reward_last": _mean_at(table, max(table.column("step").to_pylist() or [0])),
         "model_tokens_per_step": round(sum(table.column("tokens").to_pylist()) / max(steps, 1), 1),
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "log_history": history,
+        "stream_tokens_per_step": round(sum(tokens) / max(steps, 1), 1),
+        "dr_grpo_tokens": trainer.dr_grpo_tokens, "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "log_history": history,
     }
     return metrics, table
 

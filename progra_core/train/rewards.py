@@ -15,8 +15,17 @@ function in :data:`TERMS` and its weight, with no edit to the rollout, which onl
 * SCHEMA: the action lists at least one call and every call names a listed function with known
   argument names, all required ones, and values of the declared JSON type (and in its enum);
 * SUCCESS: the episode env's own ``success`` for the turn the action closed, against a twin that
-  replayed the ground truth (BFCL: state and response checks; τ²: its database check);
+  replayed the ground truth (BFCL: state and response checks; τ²: its database check); only a turn
+  the policy closed itself can succeed (the rollout's rule);
 * the penalty λ is paid per action that issues calls.
+
+TEMPLATE and SCHEMA are shares of a turn: an action is paid ``α/T_i`` (TEMPLATE, ``T_i`` the turn's
+actions) or ``α/C_i`` (SCHEMA, ``C_i`` its call actions), so a turn earns at most α_fmt + α_schema
+from them however many actions it takes. Paid per action instead (Eq. 14 read literally), a valid
+call nets α_fmt + α_schema − λ = +0.28 and padding a turn with read-only calls, which BFCL's checks
+ignore, raises the return: ten valid calls in turn 1 scored 3.8, four turns played properly at
+50 % success 3.52. With shares, every extra action costs λ and gains nothing, so the best return
+is the shortest correct play (``tests/unit/test_pag_rl.py``).
 """
 
 from __future__ import annotations
@@ -107,14 +116,24 @@ def responses_ok(target: Sequence[str], got: Sequence[str]) -> bool:
     return not missing_observations(target, got)
 
 
+def _per_turn(p: Played, counts) -> list[int]:
+    """For each action, how many actions of its turn ``counts`` counts (at least 1)."""
+    n: dict[int, int] = {}
+    for s in p.steps:
+        n[s.turn] = n.get(s.turn, 0) + int(counts(s))
+    return [max(n[s.turn], 1) for s in p.steps]
+
+
 def template_term(played: Sequence[Played]) -> list[list[float]]:
-    """TEMPLATE: 1 for an action with the tags its prompt asked for."""
-    return [[float(template_ok(s.text, p.prompted)) for s in p.steps] for p in played]
+    """TEMPLATE: the share of its turn's actions with the tags the prompt asked for (1/T_i each)."""
+    return [[float(template_ok(s.text, p.prompted)) / t for s, t in zip(p.steps, _per_turn(p, lambda _: True), strict=True)]
+            for p in played]
 
 
 def schema_term(played: Sequence[Played]) -> list[list[float]]:
-    """SCHEMA: 1 for an action whose calls all fit the tool docs the policy was shown."""
-    return [[float(schema_ok(s.action.calls, p.tools)) for s in p.steps] for p in played]
+    """SCHEMA: the share of its turn's call actions whose calls fit the tool docs shown (1/C_i each)."""
+    return [[float(schema_ok(s.action.calls, p.tools)) / c
+             for s, c in zip(p.steps, _per_turn(p, lambda s: s.action.has_calls), strict=True)] for p in played]
 
 
 def success_term(played: Sequence[Played]) -> list[list[float]]:

@@ -18,9 +18,18 @@ Three modes, one per family of methods:
 The training sequence TRL scores is ``prompt_ids`` (turn 1's context) followed by
 ``completion_ids``: model tokens (``env_mask`` 1) interleaved with environment tokens (``env_mask``
 0: chat scaffolding, observations, later user turns), so loss and KL see only what the model
-wrote. In ``awareness`` mode the stream keeps turns back to back, so at training time a token
-attends to earlier turns that were not in its sampling context; without vLLM logprobs TRL
-recomputes the old log-probs on the stream, which keeps the ratio exact for the stream.
+wrote. Every token is scored under exactly the context it was sampled from: each stream carries
+a layout (``positions``, ``blocks``). In ``raw`` and ``single`` mode the sampling context is the
+stream's own prefix: one block, positions 0..n-1. In ``awareness`` mode the stream is
+``[info_meta | turn 1's block | turn 2's block | ...]``, where block ``i`` is ``Q_i`` with the
+policy's latest summary and that turn's steps; a block sees info_meta and itself only, with
+positions restarting after info_meta, which is exactly the context turn ``i`` was sampled from
+(the trainer builds the matching block attention mask, :mod:`progra_core.train.grpo`).
+
+A turn ends when the policy answers without calls (it says the request is done), or when it has
+used ``max_turn_actions``; the episode ends after its last turn, after ``max_actions`` (H) in all,
+or at ``max_seq_len``. SUCCESS is judged when a turn ends, and only a turn the policy closed
+itself can succeed: a budget that runs out mid-turn is a failed turn, as BFCL's step limit is.
 
 torch is imported inside the functions that use it: heavy, and only some callers need it."""
 
@@ -34,23 +43,32 @@ from typing import Literal
 from progra_core.calls import Call, calls_from_records, format_call
 from progra_core.config import SegmentConfig
 from progra_core.data.segment import segment_trajectory
-from progra_core.data.sft_data import build_prompt
 from progra_core.envs.base import EnvError
 from progra_core.envs.factory import make_env
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts.policy import parse_action
+from progra_core.prompts.policy import build_prompt, parse_action
+from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import reject
 from progra_core.train.rewards import Played, Rubric, Step
 
-__all__ = ["Episode", "Rollout", "ChatPieces", "Mode", "MODES", "episodes_from_trajectories", "single_step_episodes",
-           "run_episodes", "hf_sampler"]
+__all__ = ["Episode", "Rollout", "Generation", "ChatPieces", "Mode", "MODES", "episodes_from_trajectories",
+           "single_step_episodes", "run_episodes", "hf_sampler"]
 
 Mode = Literal["awareness", "raw", "single"]
 MODES: tuple[str, ...] = ("awareness", "raw", "single")
 STAGE = "grpo"
 
-#: contexts (token ids) -> generated token ids, one list per context, ending at EOS when it stopped.
-GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+@dataclass
+class Generation:
+    """What the sampler drew for one context: the token ids (ending at EOS when it stopped) and
+    each token's log-probability under the sampling distribution (None when unknown)."""
+
+    ids: list[int]
+    logprobs: list[float] | None = None
+
+
+#: contexts (token ids) -> one Generation (or a bare list of ids) per context.
+GenerateFn = Callable[[list[list[int]]], list["Generation | list[int]"]]
 
 
 @dataclass
@@ -80,6 +98,11 @@ class Rollout:
     turns_passed: list[bool]
     returns: dict[str, float]
     stop_reason: str
+    #: per token of prompt_ids + completion_ids: its position and its block (0 = shared info_meta)
+    positions: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+    #: per completion token: the sampling log-prob (0.0 for environment tokens); None if unknown
+    logprobs: list[float] | None = None
 
     @property
     def model_tokens(self) -> int:
@@ -122,7 +145,7 @@ def episodes_from_trajectories(rows: Sequence[dict], max_turns: int | None = Non
     return out, rejects
 
 
-def single_step_episodes(rows: Sequence[dict]) -> tuple[list[Episode], list[dict]]:
+def single_step_episodes(rows: Sequence[dict], docs_style: DocStyle = "json") -> tuple[list[Episode], list[dict]]:
     """ST-GRPO: every function-call step of every train trajectory is its own one-action episode,
     with the raw prefix as context and the earlier ground-truth calls replayed into the env."""
     eps, rejects = [], []
@@ -136,7 +159,7 @@ def single_step_episodes(rows: Sequence[dict]) -> tuple[list[Episode], list[dict
             step = calls_from_records(seg["target_calls"])
             eps.append(Episode(seg["segment_id"], ep.involved_classes, ep.initial_config, seg["tools"], ep.scenario,
                                [{"query": seg["query"], "steps": [step]}], ep.long_context,
-                               prefix=build_prompt(seg, awareness=False), setup=setup, env=ep.env))
+                               prefix=build_prompt(seg, awareness=False, docs_style=docs_style), setup=setup, env=ep.env))
     return eps, rejects
 
 
@@ -167,6 +190,23 @@ class ChatPieces:
     def start(self, messages: list[dict]) -> list[int]:
         return self.encode(self._render(messages, True))
 
+    def split_start(self, messages: list[dict]) -> tuple[list[int], list[int]]:
+        """The opening context as (info_meta tokens, the rest): the system message as the template
+        renders it alone, and the remainder, each tokenised on its own. (All tokens in the first
+        part when the template does not render the system message as a prefix.)"""
+        full = self._render(messages, True)
+        sys_only = self._render(messages[:1], False)
+        if messages[0]["role"] != "system" or not full.startswith(sys_only):
+            return self.encode(full), []
+        return self.encode(sys_only), self.encode(full[len(sys_only):])
+
+    def close_ids(self, generated: list[int]) -> list[int]:
+        """The assistant message's close after ``generated`` (nothing if the model's EOS already closed it)."""
+        close = self.close
+        if generated and generated[-1] in self.eos_ids and close.startswith(self.eos_text):
+            close = close[len(self.eos_text):]
+        return self.encode(close)
+
     def after(self, generated: list[int], messages: list[dict]) -> list[int]:
         """Environment tokens after an action: close the assistant message (unless the model's
         EOS already did), then ``messages`` (tool results or a user turn), then the generation prompt."""
@@ -181,28 +221,35 @@ class ChatPieces:
 # -- the rollout -----------------------------------------------------------------------------
 
 class _Play:
-    """One episode in flight."""
+    """One episode in flight: its envs, its token stream with the layout, and the facts of each step."""
 
-    def __init__(self, ep: Episode, mode: Mode, pieces: ChatPieces, awareness_prompt: bool):
+    def __init__(self, ep: Episode, mode: Mode, pieces: ChatPieces, awareness_prompt: bool, docs_style: DocStyle):
         self.ep, self.mode, self.p = ep, mode, pieces
         self.env, self.target = ep.make_env(), ep.make_env()
         for env in (self.env, self.target):
             env.execute(ep.setup)
         self.awareness = mode == "awareness"  # compact context: info_meta, Q_i, own summary
         self.prompted = awareness_prompt  # asked for <summary> (TEMPLATE requires it)
-        self.system = policy_prompts.policy_system(ep.tools, ep.scenario, awareness=awareness_prompt)
+        self.system = policy_prompts.policy_system(ep.tools, ep.scenario, docs_style, awareness=awareness_prompt)
         self.turn = 0
+        self.turn_actions = 0
         self.progress: str | None = None
         self.actions: list[dict] = []
         self.steps: list[Step] = []
         self.turns_passed: list[bool] = []
         self.done = False
         self.stop_reason = ""
-        first = self._turn_messages()
-        self.prompt_ids = pieces.start(first)
-        self.turn_ctx = list(self.prompt_ids)  # the sampling context of the current turn (awareness mode)
-        self.completion: list[int] = []
+        self.stream: list[int] = []
         self.mask: list[int] = []
+        self.logps: list[float] | None = []
+        self.positions: list[int] = []
+        self.blocks: list[int] = []
+        self.shared, self.block, self.block_start = 0, 0, 0
+        if self.awareness:
+            self._new_block(self._open_turn(first=True))
+        else:
+            self._extend(pieces.start(self._turn_messages()), model=False)
+        self.prompt_len = len(self.stream)
         self._begin_turn()
 
     def _turn_messages(self) -> list[dict]:
@@ -214,19 +261,47 @@ class _Play:
 
     def _begin_turn(self) -> None:
         self.turn_obs: list[str] = []
+        self.turn_actions = 0
         self.target_obs = [o for step in self.ep.turns[self.turn]["steps"] for o in self.target.execute(step)]
 
     def context(self) -> list[int]:
-        return self.turn_ctx if self.awareness else self.prompt_ids + self.completion
+        """What the policy is sampled from now: info_meta and the current block (awareness), or
+        the whole stream so far."""
+        if not self.awareness:
+            return list(self.stream)
+        return self.stream[:self.shared] + self.stream[self.block_start:]
 
-    def _extend(self, ids: list[int], model: bool) -> None:
-        self.completion += ids
+    def _open_turn(self, first: bool = False) -> list[int]:
+        """Awareness mode: the tokens that open a turn's block. info_meta goes once at the start of
+        the stream, shared by every block, when the template renders the system message as a prefix;
+        otherwise each block carries its whole context."""
+        sys_ids, rest = self.p.split_start(self._turn_messages())
+        if first and rest:
+            self._extend(sys_ids, model=False)
+            self.shared = len(sys_ids)
+        return rest if self.shared else self.p.start(self._turn_messages())
+
+    def _new_block(self, ids: list[int]) -> None:
+        """Awareness mode: a turn's block starts (it sees info_meta and itself; positions restart after info_meta)."""
+        self.block += 1
+        self.block_start = len(self.stream)
+        self._extend(ids, model=False)
+
+    def _extend(self, ids: list[int], model: bool, logps: list[float] | None = None) -> None:
+        pos0 = self.shared + (len(self.stream) - self.block_start) if self.block else len(self.stream)
+        self.stream += ids
+        self.positions += list(range(pos0, pos0 + len(ids)))
+        self.blocks += [self.block] * len(ids)
         self.mask += [1 if model else 0] * len(ids)
-        self.turn_ctx += ids
+        if self.logps is not None:
+            self.logps += logps if logps is not None else [0.0] * len(ids)
 
-    def step(self, generated: list[int], max_actions: int, max_seq_len: int) -> None:
+    def step(self, gen: Generation, max_actions: int, max_turn_actions: int, max_seq_len: int) -> None:
         ctx_tokens = len(self.context())
-        self._extend(generated, model=True)
+        generated = list(gen.ids)
+        if gen.logprobs is None:
+            self.logps = None
+        self._extend(generated, model=True, logps=gen.logprobs)
         text = self.p.tok.decode(generated, skip_special_tokens=True)
         act = parse_action(text)
         if act.summary:
@@ -235,12 +310,14 @@ class _Play:
             act.observations = self.env.execute(act.calls)
             self.turn_obs += act.observations
         n = len(self.actions) + 1
+        self.turn_actions += 1
         single = self.ep.prefix is not None
-        out_of_budget = n >= max_actions or len(self.prompt_ids) + len(self.completion) >= max_seq_len
-        turn_ends = single or not act.has_calls or out_of_budget
+        episode_budget = n >= max_actions or len(self.stream) >= max_seq_len
+        closed = single or not act.has_calls  # the policy ended the turn itself
+        turn_ends = closed or episode_budget or self.turn_actions >= max_turn_actions
         success = None
-        if turn_ends:
-            success = self.env.success(self.target, self.target_obs, self.turn_obs)
+        if turn_ends:  # only a turn the policy closed can succeed; a spent budget fails it
+            success = closed and self.env.success(self.target, self.target_obs, self.turn_obs)
             self.turns_passed.append(success)
         self.steps.append(Step(text, act, self.turn, turn_ends, success, list(act.observations)))
         self.actions.append({
@@ -248,9 +325,10 @@ class _Play:
             "observations": act.observations, "has_calls": act.has_calls, "turn_end": turn_ends, "success": success,
             "context_tokens": ctx_tokens, "model_tokens": len(generated),
         })
-        if single or (turn_ends and self.turn + 1 >= len(self.ep.turns)):
+        last_turn = self.turn + 1 >= len(self.ep.turns)
+        if single or (turn_ends and last_turn):
             self.done, self.stop_reason = True, "done"
-        elif out_of_budget:
+        elif episode_budget:
             self.done = True
             self.stop_reason = "max_actions" if n >= max_actions else "max_seq_len"
         if self.done:
@@ -260,10 +338,11 @@ class _Play:
             return
         self.turn += 1
         self._begin_turn()
-        user = self._turn_messages()[-1]
-        self._extend(self.p.after(generated, [user]), model=False)
-        if self.awareness:  # a fresh context: info_meta, Q_i and the policy's own summary only
-            self.turn_ctx = self.p.start(self._turn_messages())
+        if self.awareness:  # a fresh block: info_meta, Q_i and the policy's own summary only
+            self._extend(self.p.close_ids(generated), model=False)
+            self._new_block(self._open_turn())
+        else:
+            self._extend(self.p.after(generated, [self._turn_messages()[-1]]), model=False)
 
     def played(self) -> Played:
         return Played(self.ep.episode_id, self.ep.tools, [t["query"] for t in self.ep.turns], self.prompted, self.steps)
@@ -272,12 +351,14 @@ class _Play:
         passed = self.turns_passed + [False] * (len(self.ep.turns) - len(self.turns_passed))
         for a, terms in zip(self.actions, per_action, strict=True):
             a["terms"], a["reward"] = terms, sum(terms.values())
-        return Rollout(self.ep.episode_id, self.prompt_ids, self.completion, self.mask, self.actions, passed, returns,
-                       self.stop_reason)
+        k = self.prompt_len
+        return Rollout(self.ep.episode_id, self.stream[:k], self.stream[k:], self.mask[k:], self.actions, passed, returns,
+                       self.stop_reason, self.positions, self.blocks, None if self.logps is None else self.logps[k:])
 
 
 def run_episodes(episodes: Sequence[Episode], generate: GenerateFn, tokenizer, mode: Mode, rubric: Rubric,
-                 max_actions: int = 10, max_seq_len: int = 16384, awareness_prompt: bool | None = None) -> list[Rollout]:
+                 max_actions: int = 10, max_seq_len: int = 16384, awareness_prompt: bool | None = None,
+                 max_turn_actions: int = 5, docs_style: DocStyle = "json") -> list[Rollout]:
     """Play all episodes in lockstep: each round asks ``generate`` once for every episode still
     running, so a batched backend sees one batch per round; then ``rubric`` scores them all at once.
     ``awareness_prompt`` (default: the ``awareness`` mode) asks for ``<summary>`` in the system
@@ -286,27 +367,50 @@ def run_episodes(episodes: Sequence[Episode], generate: GenerateFn, tokenizer, m
         raise ValueError(f"unknown rollout mode {mode!r}; choose from {MODES}")
     pieces = ChatPieces(tokenizer)
     prompted = mode == "awareness" if awareness_prompt is None else awareness_prompt
-    plays = [_Play(ep, mode, pieces, prompted) for ep in episodes]
+    plays = [_Play(ep, mode, pieces, prompted, docs_style) for ep in episodes]
     while active := [p for p in plays if not p.done]:
         outs = generate([p.context() for p in active])
-        for p, ids in zip(active, outs, strict=True):
-            p.step(list(ids), max_actions, max_seq_len)
+        for p, out in zip(active, outs, strict=True):
+            p.step(out if isinstance(out, Generation) else Generation(list(out)), max_actions, max_turn_actions, max_seq_len)
     scores = rubric.score([p.played() for p in plays])
     return [p.result(per_action, returns) for p, (per_action, returns) in zip(plays, scores, strict=True)]
 
 
 def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
                seed: int | None = None) -> GenerateFn:
-    """Batched sampling with a transformers model (left padding), cut after the first EOS."""
+    """Batched sampling with a transformers model (left padding), cut after the first EOS; each
+    token comes with its log-probability under the distribution it was drawn from (logits / T),
+    the quantity the trainer recomputes."""
     import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
     cfg_eos = getattr(model.generation_config, "eos_token_id", None)
     eos = sorted({tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(seed)
 
-    def generate(contexts: list[list[int]]) -> list[list[int]]:
-        out: list[list[int]] = []
+    # only temperature shapes the distribution (no top-k/top-p, none of the model's own defaults):
+    # what the trainer recomputes as logits / T
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                               temperature=temperature if temperature > 0 else None, top_p=1.0, top_k=0,
+                               eos_token_id=eos, pad_token_id=pad)
+
+    class _Record(LogitsProcessor):
+        """Keeps each step's log-softmax(logits / T) and, one step later, the drawn token's entry
+        (one [batch, vocab] tensor alive at a time). transformers runs user processors before
+        its temperature warper, so the temperature is applied here."""
+
+        def __init__(self):
+            self.prev, self.out = None, []
+
+        def __call__(self, input_ids, scores):
+            if self.prev is not None:
+                self.out.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+            self.prev = torch.log_softmax(scores.float() / (temperature if temperature > 0 else 1.0), -1)
+            return scores
+
+    def generate(contexts: list[list[int]]) -> list[Generation]:
+        out: list[Generation] = []
         device = next(model.parameters()).device
         for b in range(0, len(contexts), batch_size):
             chunk = contexts[b:b + batch_size]
@@ -315,14 +419,18 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
             attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
             if seed is not None:
                 torch.manual_seed(rng.randrange(2**31))
+            rec = _Record()
             with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                                     do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                     top_p=1.0, top_k=0, eos_token_id=eos, pad_token_id=pad)
-            for row in gen[:, width:].tolist():
+                gen = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen_cfg,
+                                     logits_processor=LogitsProcessorList([rec]))
+            new = gen[:, width:]
+            if rec.prev is not None:
+                rec.out.append(rec.prev.gather(1, new[:, -1:]).squeeze(1))
+            logps = torch.stack(rec.out, 1).tolist() if rec.out else [[] for _ in chunk]
+            for row, lp in zip(new.tolist(), logps, strict=True):
                 cut = next((k for k, t in enumerate(row) if t in eos), None)
-                out.append(row if cut is None else row[:cut + 1])
+                n = len(row) if cut is None else cut + 1
+                out.append(Generation(row[:n], lp[:n]))
         return out
 
     return generate
-

@@ -19,13 +19,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from progra_core import versioning
-from progra_core.config import SFTConfig
-from progra_core.data.sft_data import build_prompt, split_for
+from progra_core.config import SFTConfig, SFTDataConfig
+from progra_core.data.sft_data import split_for, turn_end_examples
 from progra_core.llm.hf import quiet_hf
+from progra_core.methods import Recipe
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
+from progra_core.prompts.policy import build_prompt
+from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import reject
-from progra_core.train.methods import Recipe
 
 __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
            "quiet_trainer"]
@@ -35,9 +37,10 @@ CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompt
 
 
 def sft_rows(r: Recipe, examples: Sequence[dict], segments: Sequence[dict], validation_percent: int = 10,
-             seed: int = 0) -> list[dict]:
-    """Training rows for a recipe: ``pag`` = the sft_examples (awareness + cold start); ``plain``
-    (the SFT baseline) = every train segment with its raw prefix and a calls-only target."""
+             seed: int = 0, docs_style: DocStyle = "json", turn_ends: bool = True) -> list[dict]:
+    """Training rows for a recipe: ``pag`` = the sft_examples (awareness, cold start, turn ends);
+    ``plain`` (the SFT baseline) = every train segment with its raw prefix and a calls-only target,
+    and each turn's closing answer."""
     if r.sft == "pag":
         return [{"id": e["example_id"], "kind": e["kind"], "prompt": e["prompt"], "completion": e["completion"],
                  "split": e["split"]} for e in examples]
@@ -47,9 +50,14 @@ def sft_rows(r: Recipe, examples: Sequence[dict], segments: Sequence[dict], vali
             if seg.get("split") == "held_out":
                 continue
             target = policy_prompts.format_policy_target("[" + ", ".join(c["text"] for c in seg["target_calls"]) + "]")
-            rows.append({"id": f"plain:{seg['segment_id']}", "kind": "plain", "prompt": build_prompt(seg, awareness=False),
+            rows.append({"id": f"plain:{seg['segment_id']}", "kind": "plain",
+                         "prompt": build_prompt(seg, awareness=False, docs_style=docs_style),
                          "completion": [{"role": "assistant", "content": target}],
                          "split": split_for(seg["trajectory_id"], validation_percent, seed)})
+        if turn_ends:
+            cfg = SFTDataConfig(validation_percent=validation_percent, seed=seed)
+            rows += [{"id": e["example_id"], "kind": "turn_end", "prompt": e["prompt"], "completion": e["completion"],
+                      "split": e["split"]} for e in turn_end_examples(segments, None, False, docs_style, cfg)]
         return rows
     return []
 

@@ -14,7 +14,7 @@ from tests.integration.test_data_flow import _overrides
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 TRAIN = ["sft.max_steps=1", "sft.batch_size=2", "sft.max_length=4096", "grpo.batch_size=1", "grpo.num_generations=2",
-         "grpo.max_actions=2", "grpo.max_action_tokens=8", "grpo.max_turns=2", "grpo.episodes=2", "grpo.max_steps=2",
+         "grpo.max_actions=2", "grpo.max_action_tokens=80", "awareness.max_tokens=16", "grpo.max_turns=2", "grpo.episodes=2", "grpo.max_steps=2",
          "grpo.select=shortest", "awareness.limit=2"]
 
 

@@ -14,12 +14,12 @@ from progra_core.config import EvaluateConfig
 from progra_core.evaluation.bfcl import (
     Subject,
     bfcl_system_prompt,
-    decode_response,
     run_bfcl,
     select_test_entries,
 )
 from progra_core.evaluation.scoring import check_entry, ground_truth_calls
 from progra_core.llm.gateway import ChatResult
+from progra_core.prompts.policy import decode_calls
 from progra_core.sources.bfcl import eval_entries, load_entries
 
 # -- agreement with bfcl-eval's checker ----------------------------------------------------------
@@ -233,14 +233,14 @@ def test_system_prompt_is_bfcl_default_and_cot_adds_thinking():
 
 
 def test_decode_response():
-    assert decode_response("[cd(folder='a'), ls()]")[0] == [Call("cd", {"folder": "a"}), Call("ls", {})]
-    assert decode_response("cd(folder='a')")[0] == [Call("cd", {"folder": "a"})]
-    assert decode_response("<think>go to a</think>\n[cd(folder='a')]")[0] == [Call("cd", {"folder": "a"})]
-    assert decode_response("<summary>s</summary><think>t</think><answer>[ls(a=True)]</answer>")[0] == [Call("ls", {"a": True})]
-    assert decode_response("```python\n[pwd()]\n```")[0] == [Call("pwd", {})]
+    assert decode_calls("[cd(folder='a'), ls()]")[0] == [Call("cd", {"folder": "a"}), Call("ls", {})]
+    assert decode_calls("cd(folder='a')")[0] == [Call("cd", {"folder": "a"})]
+    assert decode_calls("<think>go to a</think>\n[cd(folder='a')]")[0] == [Call("cd", {"folder": "a"})]
+    assert decode_calls("<summary>s</summary><think>t</think><answer>[ls(a=True)]</answer>")[0] == [Call("ls", {"a": True})]
+    assert decode_calls("```python\n[pwd()]\n```")[0] == [Call("pwd", {})]
     for prose in ("Sure, I will list the files.", "", "<answer>I need more information.</answer>", "[]",
                   "[__import__('os').system('x')]", "[open('f').read()]"):
-        calls, err = decode_response(prose)
+        calls, err = decode_calls(prose)
         assert calls is None
 
 

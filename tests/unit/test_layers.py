@@ -10,16 +10,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: progra_core's parts, bottom up; each may import its own part and the parts listed for it.
 CORE = {
-    "calls": set(), "versioning": set(), "sharding": set(), "schemas": set(),
+    "calls": set(), "versioning": set(), "sharding": set(), "schemas": set(), "methods": set(),
     "envs": {"calls", "schemas"},
     "llm": {"schemas"},
     "prompts": {"calls", "schemas"},
     "sources": {"calls", "schemas", "envs"},
-    "config": {"envs"},
+    "config": {"envs", "methods"},
 }
 CORE["data"] = set(CORE) | {"llm", "prompts"}
 CORE["train"] = CORE["data"] | {"data"}
-CORE["evaluation"] = CORE["data"] - {"data"}
+CORE["evaluation"] = CORE["data"] | {"data"}
 CORE["stages"] = set(CORE) | {"train", "evaluation"}
 #: The top-level packages: what each may import.
 PACKAGES = {"progra_core": {"progra_core"}, "storage": {"progra_core", "storage"},

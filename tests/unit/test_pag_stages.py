@@ -139,9 +139,12 @@ def test_schema_perturb_is_consistent_and_maps_back_to_executable_calls():
     tools = json.dumps(env.tools())
     target = [Call("sort", {"file_name": "report.txt"})]
     text = "<summary>The user wants report.txt sorted.</summary><plan>Call sort on report.txt.</plan><rationale>r</rationale>"
-    out = schema_perturb(text, tools, target, random.Random(0))
+    context = {"history": [{"role": "assistant", "content": "[sort(file_name='report.txt')]"}],
+               "query": "Sort report.txt again.", "prior_steps": []}
+    out = schema_perturb(text, tools, target, random.Random(0), context)
     assert out is not None
-    new_text, new_tools, calls, mapping = out
+    new_text, new_tools, calls, mapping, new_context = out
+    assert new_context["history"][0]["content"].startswith("[sort_lines(")  # the inputs follow the rename
     assert mapping["functions"] == {"sort_lines": "sort"}
     assert "sort_lines" in new_text and "sort_lines" in [d["name"] for d in json.loads(new_tools)]
     assert calls[0].name == "sort_lines" and "sort" not in [d["name"] for d in json.loads(new_tools)]
@@ -151,12 +154,15 @@ def test_schema_perturb_is_consistent_and_maps_back_to_executable_calls():
     assert "is not defined" not in obs[0] and "unexpected keyword" not in obs[0]
 
 
-def test_word_mask():
+def test_word_mask_masks_the_inputs():
     tools = json.dumps([{"name": "sort", "parameters": {"properties": {"file_name": {}}}}])
-    text = "sort the file_name report, then sort again; sort"
-    out, k = word_mask(text, tools, 0.5, random.Random(1))
-    assert k == 2 and out.count("[MASK]") == 2
-    assert word_mask("nothing related", tools, 0.5, random.Random(1)) is None
+    context = {"history": [{"role": "user", "content": "sort the file_name report"}, {"role": "assistant", "content": "[sort()]"}],
+               "query": "then sort again; sort", "prior_steps": []}
+    out, k = word_mask(context, tools, 0.5, random.Random(1))
+    masked = [m["content"] for m in out["history"]] + [out["query"]]
+    assert k == 3 and sum(t.count("[MASK]") for t in masked) == 3  # half of the 5 mentions, rounded up
+    assert [m["role"] for m in out["history"]] == ["user", "assistant"]
+    assert word_mask({"history": [], "query": "nothing related", "prior_steps": []}, tools, 0.5, random.Random(1)) is None
 
 
 def test_sft_data_awareness_and_cold_start():

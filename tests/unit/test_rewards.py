@@ -78,9 +78,10 @@ def test_the_rubric_weights_the_eq14_terms_and_discounts_the_return():
     call = "<summary>s</summary><think>t</think><answer>[cd(folder='a')]</answer>"
     done = "<summary>s</summary><think>t</think><answer>Done.</answer>"
     [(per_action, R)] = Rubric.from_config(cfg).score([_played((call, None), (done, True))])
-    assert per_action[0] == pytest.approx({"fmt": 0.1, "schema": 0.2, "acc": 0.0, "pen": -0.05})
-    assert per_action[1] == pytest.approx({"fmt": 0.1, "schema": 0.0, "acc": 1.0, "pen": 0.0})  # a closing message
-    assert R["fmt"] == pytest.approx(0.1 + 0.5 * 0.1) and R["acc"] == pytest.approx(0.5) and R["pen"] == pytest.approx(-0.05)
+    # one turn of two actions: TEMPLATE pays 1/2 of α_fmt to each, SCHEMA all of α_schema to the one call action
+    assert per_action[0] == pytest.approx({"fmt": 0.05, "schema": 0.2, "acc": 0.0, "pen": -0.05})
+    assert per_action[1] == pytest.approx({"fmt": 0.05, "schema": 0.0, "acc": 1.0, "pen": 0.0})  # a closing message
+    assert R["fmt"] == pytest.approx(0.05 + 0.5 * 0.05) and R["acc"] == pytest.approx(0.5) and R["pen"] == pytest.approx(-0.05)
     assert R["total"] == pytest.approx(sum(per_action[0].values()) + 0.5 * sum(per_action[1].values()))
     assert discounted_return(per_action, 0.5, ("acc",)) == pytest.approx({"acc": 0.5, "total": 0.5})
 

@@ -64,7 +64,7 @@ class Scripted:
 
 def test_env_mask_marks_exactly_the_model_tokens(tok, episode):
     gen = Scripted(tok, GOLD)
-    [r] = run_episodes([episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()))
+    [r] = run_episodes([episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()), docs_style="compact")
     assert len(r.completion_ids) == len(r.env_mask)
     model = [t for t, m in zip(r.completion_ids, r.env_mask, strict=True) if m == 1]
     assert model == [t for ids in gen.outputs for t in ids]  # every sampled token, in order, nothing else
@@ -78,41 +78,43 @@ def test_env_mask_marks_exactly_the_model_tokens(tok, episode):
 
 def test_gold_policy_succeeds_every_turn_and_reward_follows_eq14(tok, episode):
     w = Rubric.from_config(GRPOConfig(alpha_fmt=0.1, alpha_schema=0.2, alpha_acc=1.0, penalty=0.05, gamma=1.0))
-    [r] = run_episodes([episode], Scripted(tok, GOLD), tok, "awareness", w)
+    [r] = run_episodes([episode], Scripted(tok, GOLD), tok, "awareness", w, docs_style="compact")
     assert r.turns_passed == [True, True]
     assert [a["terms"]["acc"] for a in r.actions] == [0.0, 0.0, 1.0, 0.0, 1.0]  # credited at the turn's closing action
     assert [a["success"] for a in r.actions] == [None, None, True, None, True]
-    assert [a["terms"]["schema"] for a in r.actions] == pytest.approx([0.2, 0.2, 0.0, 0.2, 0.0])
-    assert r.returns["acc"] == pytest.approx(2.0) and r.returns["fmt"] == pytest.approx(0.5)
+    # TEMPLATE and SCHEMA are shares of each turn: 1/T_i per action, 1/C_i per call action
+    assert [a["terms"]["schema"] for a in r.actions] == pytest.approx([0.1, 0.1, 0.0, 0.2, 0.0])
+    assert [a["terms"]["fmt"] for a in r.actions] == pytest.approx([0.1 / 3] * 3 + [0.05] * 2)
+    assert r.returns["acc"] == pytest.approx(2.0) and r.returns["fmt"] == pytest.approx(0.2)
     assert r.returns["pen"] == pytest.approx(-0.15)  # three actions issued calls
-    assert r.returns["total"] == pytest.approx(0.5 + 0.6 + 2.0 - 0.15)
+    assert r.returns["total"] == pytest.approx(0.2 + 0.4 + 2.0 - 0.15)
 
 
 def test_skipping_a_read_only_call_fails_the_response_check(tok, episode):
     lazy = [GOLD[0], act("In workspace.", "Done, you are in workspace."), GOLD[3], GOLD[4]]
-    [r] = run_episodes([episode], Scripted(tok, lazy), tok, "awareness", Rubric.from_config(GRPOConfig()))
+    [r] = run_episodes([episode], Scripted(tok, lazy), tok, "awareness", Rubric.from_config(GRPOConfig()), docs_style="compact")
     assert r.turns_passed == [False, True]  # same state as the ground truth, but the ls() result was never produced
     wrong = [act("s", "[cd(folder='nowhere')]"), act("s", "ok"), GOLD[3], GOLD[4]]
-    [r] = run_episodes([episode], Scripted(tok, wrong), tok, "awareness", Rubric.from_config(GRPOConfig()))
+    [r] = run_episodes([episode], Scripted(tok, wrong), tok, "awareness", Rubric.from_config(GRPOConfig()), docs_style="compact")
     assert r.turns_passed[0] is False  # the failed cd leaves the state unlike the target's
 
 
 def test_awareness_contexts_exclude_the_raw_prefix(tok, episode):
     gen = Scripted(tok, GOLD)
-    run_episodes([episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()))
+    run_episodes([episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()), docs_style="compact")
     turn2 = gen.contexts[3]
     assert Q2 in turn2 and "Listed: a.txt. Turn done." in turn2  # Q_i and the policy's own latest summary
     assert Q1 not in turn2 and "current_directory_content" not in turn2 and "cd(folder=" not in turn2
     assert "current_directory_content" in gen.contexts[2]  # within a turn, that turn's own steps stay
     raw = Scripted(tok, GOLD)
-    run_episodes([episode], raw, tok, "raw", Rubric.from_config(GRPOConfig()))
+    run_episodes([episode], raw, tok, "raw", Rubric.from_config(GRPOConfig()), docs_style="compact")
     assert Q1 in raw.contexts[3] and "current_directory_content" in raw.contexts[3]  # MT-GRPO: the full prefix
     assert "<summary>" in gen.contexts[0] and "<summary>" not in raw.contexts[0]  # MT-GRPO is prompted for think/answer only
 
 
 def test_horizon_h_stops_the_episode(tok, episode):
     looping = [act("again", "[ls()]")] * 10
-    [r] = run_episodes([episode], Scripted(tok, looping), tok, "awareness", Rubric.from_config(GRPOConfig()), max_actions=3)
+    [r] = run_episodes([episode], Scripted(tok, looping), tok, "awareness", Rubric.from_config(GRPOConfig()), max_actions=3, docs_style="compact")
     assert len(r.actions) == 3 and r.stop_reason == "max_actions"
     assert r.turns_passed == [False, False]  # the unplayed turn counts as failed
 
@@ -130,7 +132,7 @@ def test_single_step_episodes_replay_the_prefix(tok):
     assert [e.episode_id for e in eps] == ["t1#t0s0", "t1#t0s1"] and not rejects  # held-out never enters RL
     assert eps[1].setup == [Call("cd", {"folder": "workspace"})]
     gen = Scripted(tok, [act("x", "[ls()]")])
-    [r] = run_episodes(eps[1:], gen, tok, "single", Rubric.from_config(GRPOConfig()))
+    [r] = run_episodes(eps[1:], gen, tok, "single", Rubric.from_config(GRPOConfig()), docs_style="compact")
     assert len(r.actions) == 1 and r.turns_passed == [True]  # ls from inside workspace, as the ground truth
     assert "cd(folder='workspace')" in gen.contexts[0]  # the raw prefix is the context
     bad = {**row, "trajectory_id": "t3", "initial_config": json.dumps({"GorillaFileSystem": {"root": 5}})}
@@ -142,7 +144,7 @@ def test_real_sampler_on_a_tiny_llama(tok, tiny_llama, episode):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     gen = hf_sampler(model, tok, max_new_tokens=6, temperature=1.0, batch_size=2, seed=1)
-    rs = run_episodes([episode, episode, episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()), max_actions=2)
+    rs = run_episodes([episode, episode, episode], gen, tok, "awareness", Rubric.from_config(GRPOConfig()), max_actions=2, docs_style="compact")
     for r in rs:
         assert 1 <= len(r.actions) <= 2 and all(a["model_tokens"] <= 6 for a in r.actions)
         assert sum(r.env_mask) == sum(a["model_tokens"] for a in r.actions)

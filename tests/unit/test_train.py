@@ -6,11 +6,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from progra_core.config import GRPOConfig, PipelineConfig, SFTConfig
-from progra_core.train.methods import RECIPES, recipe
+from progra_core.methods import RECIPES, recipe
 from progra_core.train.sft import fit_length, sft_rows, train_sft
 from tests.unit.test_rollout import GOLD, Scripted, act
 
-SEG = {"segment_id": "t1#t0s0", "trajectory_id": "t1", "split": "train", "tools": "[]", "scenario": "",
+SEG = {"segment_id": "t1#t0s0", "trajectory_id": "t1", "split": "train", "tools": "[]", "scenario": "", "turn_index": 0,
+       "step_index": 0, "future": [{"role": "tool", "content": "ok"}],
        "history": [{"role": "user", "content": "old request"}, {"role": "assistant", "content": "[ls()]"}],
        "query": "go to docs", "prior_steps": [], "target_calls": [{"text": "cd(folder='docs')"}]}
 EXAMPLES = [{"example_id": f"e{i}", "kind": k, "prompt": [{"role": "system", "content": "Use tools."},
@@ -30,6 +31,7 @@ EXAMPLES = [{"example_id": f"e{i}", "kind": k, "prompt": [{"role": "system", "co
     ("wo_pag", None, "awareness", "base", "grpo", "group"),
     ("wo_pag_rl", "pag", None, "sft", "grpo", "group"),
     ("pag_mt_grpo", "pag", "raw", "sft", "grpo", "group"),
+    ("sft_mt_grpo", "plain", "raw", "sft", "grpo", "group"),
 ])
 def test_each_method_builds_its_trainer_inputs(method, sft, grpo, start, loss, scale):
     r = recipe(method)
@@ -39,8 +41,10 @@ def test_each_method_builds_its_trainer_inputs(method, sft, grpo, start, loss, s
     rows = sft_rows(r, EXAMPLES, [SEG, {**SEG, "segment_id": "h#t0s0", "split": "held_out"}])
     if sft == "pag":
         assert [x["id"] for x in rows] == [e["example_id"] for e in EXAMPLES]
-    elif sft == "plain":  # the SFT baseline: raw prefix, calls only, never held-out scenarios
-        assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "<answer>[cd(folder='docs')]</answer>"
+    elif sft == "plain":  # the SFT baseline: raw prefix, calls only, never held-out scenarios; and the turn's end
+        assert [x["kind"] for x in rows] == ["plain", "turn_end"]
+        assert rows[0]["completion"][0]["content"] == "<answer>[cd(folder='docs')]</answer>"
+        assert rows[1]["completion"][0]["content"] == "<answer>I have completed your request.</answer>"
         assert "<summary>" not in rows[0]["prompt"][0]["content"] and rows[0]["prompt"][1]["content"] == "old request"
     else:
         assert rows == []
@@ -113,16 +117,18 @@ def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_ll
         return generate
 
     monkeypatch.setattr(rollout, "hf_sampler", sampler)
-    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=2, max_steps=1, learning_rate=0.05, beta=0.001,
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=3, max_steps=1, learning_rate=0.05, beta=0.001,
                      max_seq_len=4096)
-    metrics, table = core.train_grpo([_episode()], recipe("progra"), cfg, str(tiny_llama), str(sft_adapter[0]), tmp_path / "g")
+    metrics, table = core.train_grpo([_episode()], recipe("progra"), cfg, str(tiny_llama), str(sft_adapter[0]), tmp_path / "g",
+                                     docs_style="compact")
     assert metrics["steps"] == 1 and metrics["kl_reference"] == "sft_adapter_copy"
     assert metrics["ref_equals_sft_adapter"] is True and metrics["policy_max_weight_change"] > 0
     rows = table.to_pylist()
     assert [r["generation"] for r in rows] == [0, 1] and {r["step"] for r in rows} == {1}
     assert rows[0]["total_reward"] > rows[1]["total_reward"]
     assert rows[0]["advantage"] > 0 > rows[1]["advantage"]  # group-normalised R(τ)
-    assert rows[0]["n_actions"] == 2 and rows[0]["actions"][0]["calls"] == ["cd(folder='workspace')"]
+    assert rows[0]["n_actions"] == 3 and rows[0]["actions"][0]["calls"] == ["cd(folder='workspace')"]
+    assert rows[0]["turns_passed"][0] is True and rows[1]["turns_passed"][0] is False
     assert any("kl" in e for e in metrics["log_history"]) and any("rewards/reward_acc/mean" in e for e in metrics["log_history"])
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(tmp_path / "g"))  # reloadable
 
@@ -131,7 +137,8 @@ def test_grpo_from_the_base_model_uses_dr_grpo_and_the_base_as_reference(tiny_ll
     from progra_core.train import grpo as core
 
     cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=1, max_action_tokens=8, max_steps=1, max_seq_len=4096)
-    metrics, table = core.train_grpo([_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g")
+    metrics, table = core.train_grpo([_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g",
+                                     docs_style="compact")
     assert metrics["kl_reference"] == "base_model" and table.num_rows == 2
     assert all(r["mode"] == "raw" and r["n_actions"] == 1 and r["tokens"] <= 8 for r in table.to_pylist())
     assert (tmp_path / "g" / "adapter_config.json").exists()

@@ -39,6 +39,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("wo_pag", sft=None, grpo="awareness", grpo_from="base", awareness_prompt=True),
     Recipe("wo_pag_rl", sft="pag", grpo=None, awareness_prompt=True),
     Recipe("pag_mt_grpo", sft="pag", grpo="raw", awareness_prompt=True),
+    Recipe("sft_mt_grpo", sft="plain", grpo="raw", cot_prompt=True),  # Table 3: SFT, then MT-GRPO from its adapter
+    # PAG-RL plus TARL's turn-level judge in the reward
+    Recipe("progra_tarl", sft="pag", grpo="awareness", awareness_prompt=True, reward_terms=("fmt", "schema", "acc", "pen", "judge")),
 ]}
 
 

@@ -1,0 +1,329 @@
+"""PAG-RL as the paper means it: each test pins one defect found by reading the training code
+against §3.2-3.3 (issue "PAG-RL made correct"); each failed on the code before the fix.
+
+1 the reward never pays for padding; 2 ending a turn is taught and budgeted per turn;
+3 schema_perturb keeps labels grounded; 4 word_mask never writes into the target; 5 one decoder
+for RL and evaluation; 6 one tool-docs rendering for SFT, RL and evaluation; 7 every turn is
+scored under the context it was sampled from; 8 token budgets agree; 9 Dr. GRPO's normaliser
+keeps its gradients comparable; 10 SFT+MT-GRPO has a recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from progra_core.calls import Call, calls_to_records, parse_calls
+from progra_core.config import AugmentConfig, GRPOConfig, SegmentConfig, SFTDataConfig, load_config
+from progra_core.envs.bfcl import function_docs
+from progra_core.prompts.policy import parse_action, policy_system
+from progra_core.train.rewards import Rubric
+from progra_core.train.rollout import Episode, run_episodes
+from tests.unit.test_rollout import CONFIG, GOLD, Q1, Q2, Scripted, act
+
+FS = ["GorillaFileSystem"]
+
+
+@pytest.fixture(scope="module")
+def tok(embedded_model):
+    return AutoTokenizer.from_pretrained(embedded_model)
+
+
+@pytest.fixture(scope="module")
+def episode():
+    return Episode("ep1", FS, json.dumps(CONFIG), json.dumps(function_docs(FS)), "A file system.",
+                   [{"query": Q1, "steps": [[Call("cd", {"folder": "workspace"})], [Call("ls", {})]]},
+                    {"query": Q2, "steps": [[Call("cat", {"file_name": "a.txt"})]]}])
+
+
+def _return(tok, episode, script, **kw):
+    """One scripted play (the script is padded with closing answers so it never runs dry)."""
+    kw = {"max_actions": 30, **kw}
+    script = list(script) + [act("Nothing left.", "Done.")] * 30
+    [r] = run_episodes([episode], Scripted(tok, script), tok, "awareness", Rubric.from_config(GRPOConfig()), **kw)
+    return r
+
+
+# -- 1. the reward never pays for padding -------------------------------------------------------
+
+def test_padding_with_read_only_calls_never_raises_the_return(tok, episode):
+    clean = _return(tok, episode, GOLD)
+    pwd = act("Still in workspace.", "[pwd()]")
+    for extra in (1, 2):
+        padded = _return(tok, episode, GOLD[:2] + [pwd] * extra + GOLD[2:])
+        assert padded.turns_passed == [True, True]  # BFCL's checks ignore extra read-only calls...
+        assert padded.returns["total"] < clean.returns["total"]  # ...the return does not
+    ten = _return(tok, episode, [act("again", "[ls()]")] * 10, max_actions=10)
+    assert ten.returns["total"] < clean.returns["total"]  # ten valid calls that never finish the turn
+
+
+def test_the_best_return_is_the_shortest_correct_play(tok, episode):
+    plays = {
+        "clean": GOLD,
+        "padded": GOLD[:1] + [act("x", "[pwd()]")] + GOLD[1:],
+        "repeat": GOLD[:2] + [GOLD[1]] + GOLD[2:],
+        "no_end": GOLD[:2] + [act("x", "[ls()]")] * 3,
+        "wrong": [act("x", "[cd(folder='nowhere')]"), act("x", "Done.")] + GOLD[3:],
+        "silent": [act("x", "Done."), act("x", "Done.")],
+    }
+    returns = {k: _return(tok, episode, v).returns["total"] for k, v in plays.items()}
+    assert max(returns, key=returns.get) == "clean", returns
+    assert all(returns["clean"] > v for k, v in returns.items() if k != "clean"), returns
+
+
+def test_success_is_not_credited_when_the_budget_ends_a_turn(tok, episode):
+    # the right calls, but the turn never closes: the per-turn budget ends it, and no SUCCESS is paid
+    r = _return(tok, episode, GOLD[:2] + [act("x", "[ls()]")] * 4, max_turn_actions=3)
+    assert r.actions[2]["turn_end"] and r.actions[2]["terms"]["acc"] == 0.0 and r.turns_passed[0] is False
+
+
+# -- 2. ending a turn ---------------------------------------------------------------------------
+
+def _bfcl_train_trajectory():
+    from progra_core.sources.bfcl import entry_to_trajectory, load_entries
+
+    return entry_to_trajectory(load_entries("base", ids=["multi_turn_base_2"])[0])  # a train-split scenario
+
+
+def test_sft_data_teaches_ending_a_turn():
+    from progra_core.data import segment as seg
+    from progra_core.data.sft_data import sft_data
+
+    traj = _bfcl_train_trajectory()
+    segs = {r["segment_id"]: r for r in seg.segment_trajectory(traj, SegmentConfig())}
+    table, _, stats = sft_data([], segs, SFTDataConfig(cold_start_min=len(segs), validation_percent=0))
+    ends = [r for r in table.to_pylist() if r["kind"] == "turn_end"]
+    assert ends and stats["turn_end"] == len(ends)
+    for r in ends:
+        answer = parse_action(r["completion"][0]["content"])
+        assert answer.answer and answer.calls is None  # a message, not a call list
+        assert r["prompt"][-1]["role"] == "tool"  # after the turn's last call and its result
+    turns_with_calls = sum(1 for t in traj["turns"] if any(a["calls"] for a in t["actions"]))
+    assert len(ends) == turns_with_calls
+
+
+def test_an_episode_plays_every_turn_it_has_budget_for(tok, episode):
+    looping = [act("again", "[ls()]")] * 10
+    r = _return(tok, episode, looping, max_actions=4, max_turn_actions=2)
+    assert [a["turn"] for a in r.actions] == [0, 0, 1, 1]  # turn 1 runs out of its own budget, turn 2 is played
+    assert r.turns_passed == [False, False] and r.stop_reason == "done"  # every turn played, none closed
+
+
+def test_answering_done_after_the_right_calls_passes_the_turn(tok, episode):
+    r = _return(tok, episode, GOLD)
+    assert r.turns_passed == [True, True] and [a["turn_end"] for a in r.actions] == [False, False, True, False, True]
+    assert "request is done" in policy_system("[]", awareness=True)  # the awareness prompt says when to stop
+
+
+# -- 3 + 4. augmentation keeps labels grounded and targets clean ---------------------------------
+
+def _aug_trajectory():
+    def step(text, obs):
+        return {"calls": calls_to_records(parse_calls(text)), "observations": obs}
+    return {"trajectory_id": "t", "source": "x", "split": "train", "env": "bfcl", "involved_classes": FS,
+            "tools": json.dumps(function_docs(FS)), "scenario": "fs",
+            "turns": [{"query": "Go into the workspace folder.", "actions": [step("[cd(folder='workspace')]", ["ok"])],
+                       "reply": None, "tools_added": []},
+                      {"query": "Now sort report.txt for me.", "actions": [step("[sort(file_name='report.txt')]", ["a\nb"])],
+                       "reply": None, "tools_added": []}]}
+
+
+def _augmented(op: str, seed: int):
+    import pyarrow as pa
+
+    from progra_core.data import segment as seg
+    from progra_core.data.augment import augment_items, augment_shard, split_outcomes
+    from progra_core.data.sft_data import sft_data
+    from progra_core.schemas import AWARENESS, SEGMENTS, VERIFIED
+
+    segs = seg.segment_trajectory(_aug_trajectory(), SegmentConfig())
+    target = segs[1]
+    text = ("<summary>The user is in workspace and wants report.txt sorted; cd with folder = 'workspace' worked.</summary>"
+            "<plan>Call sort on report.txt.</plan><rationale>The file is named.</rationale>")
+    aw = {"awareness_id": "a1", "segment_id": target["segment_id"], "generator": "g", "prompt_version": "v2", "text": text,
+          "summary": "The user is in workspace and wants report.txt sorted; cd with folder = 'workspace' worked.",
+          "plan": "Call sort on report.txt.", "rationale": "The file is named.", "attempts": 1, "retries": 0,
+          "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "created_at": None}
+    ver = {"awareness_id": "a1", "segment_id": target["segment_id"], "verifier": "v", "predicted_calls": [],
+           "predicted_text": "", "equal": True, "reason": "ok", "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0}
+    items = augment_items(pa.Table.from_pylist([ver], schema=VERIFIED), pa.Table.from_pylist([aw], schema=AWARENESS),
+                          pa.Table.from_pylist(segs, schema=SEGMENTS))
+    cfg = AugmentConfig(weights={op: 1.0}, seed=seed, mask_fraction=0.5)
+    rows, rejects, _ = split_outcomes(augment_shard(items, None, "rule", cfg))
+    table, _, _ = sft_data(rows.to_pylist(), {s["segment_id"]: s for s in segs},
+                           SFTDataConfig(cold_start_min=0, cold_start_ratio=0, validation_percent=0))
+    by_op = {r["op"]: r for r in table.to_pylist() if r["kind"] == "awareness"}
+    return by_op, rows.to_pylist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_schema_perturb_values_are_grounded_in_their_own_prompt(seed):
+    by_op, rows = _augmented("schema_perturb", seed)
+    mapping = json.loads(next(r for r in rows if r["op"] == "schema_perturb")["mapping"])
+    orig, pert = by_op["none"], by_op["schema_perturb"]
+    target = parse_action(pert["completion"][0]["content"]).calls
+    for v in mapping["values"]:
+        old, new = str(v["old"]), str(v["new"])
+        assert target[v["call"]].args[v["param"]] == v["new"]
+        for a, b in zip(orig["prompt"][1:], pert["prompt"][1:], strict=True):  # every message but the system prompt
+            assert b["content"].count(new) == a["content"].count(old) + a["content"].count(new), (old, new, b["content"])
+            assert old not in b["content"].replace(new, "")
+    for new_name in mapping["functions"]:  # a renamed function is what the prompt's docs list
+        assert new_name in pert["prompt"][0]["content"] and new_name == target[0].name
+
+
+def test_word_mask_masks_inputs_never_the_target():
+    by_op, rows = _augmented("word_mask", 0)
+    masked = by_op["word_mask"]
+    assert "[MASK]" not in masked["completion"][0]["content"]
+    assert any("[MASK]" in m["content"] for m in masked["prompt"][1:])
+    assert masked["completion"] == by_op["none"]["completion"]
+
+
+# -- 5. one decoder -----------------------------------------------------------------------------
+
+#: (model output, calls it issues or None when it ends the turn): the table RL and evaluation share.
+DECODE_CASES = [
+    ("<summary>s</summary><think>t</think><answer>[ls()]</answer>", "[ls()]"),
+    ("<answer>ls()</answer>", "[ls()]"),
+    ("<think>look first</think>[ls()]", "[ls()]"),
+    ("<summary>s</summary>[cd(folder='workspace'), ls()]", "[cd(folder='workspace'), ls()]"),
+    ("```python\n[ls()]\n```", "[ls()]"),
+    ("ls()", "[ls()]"),
+    ("<answer>`ls()`</answer>", "[ls()]"),
+    ("<answer>Done, the files are listed.</answer>", None),
+    ("<answer>[]</answer>", None),
+    ("I cannot help with that.", None),
+    ("<answer>[__import__('os').system('x')]</answer>", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("text,calls", DECODE_CASES)
+def test_rl_and_evaluation_decode_an_output_the_same_way(tok, text, calls):
+    from progra_core.config import EvaluateConfig
+    from progra_core.evaluation.bfcl import Subject, _Run
+    from progra_core.llm.types import ChatResult
+
+    want = None if calls is None else [c.name for c in parse_calls(calls)]
+    ep = Episode("e", FS, json.dumps(CONFIG), json.dumps(function_docs(FS)), "", [{"query": Q1, "steps": [[Call("ls", {})]]}])
+    [r] = run_episodes([ep], Scripted(tok, [text, act("x", "Done.")]), tok, "awareness", Rubric.from_config(GRPOConfig()))
+    got_rl = [parse_calls(c)[0].name for c in r.actions[0]["calls"]] or None
+    assert got_rl == want and r.actions[0]["turn_end"] is (want is None)
+    entry = {"id": "x", "category": "base", "initial_config": CONFIG, "involved_classes": FS, "function": function_docs(FS),
+             "question": [[{"role": "user", "content": Q1}]], "ground_truth": [["ls()"]]}
+    run = _Run(entry, 0, Subject("base", "base", "local/x"), EvaluateConfig())
+    run.advance(ChatResult(text, "local/x"))
+    got_eval = [parse_calls(c)[0].name for c in run.steps[0]["calls"]] or None
+    assert got_eval == want
+
+
+# -- 6. one tool-docs rendering ----------------------------------------------------------------
+
+@pytest.mark.parametrize("style", ["json", "compact"])
+def test_sft_rl_and_evaluation_show_the_same_tool_docs(tok, style):
+    from progra_core.config import EvaluateConfig
+    from progra_core.data import segment as seg
+    from progra_core.evaluation.bfcl import Subject, _Run
+    from progra_core.prompts.policy import build_prompt
+    from progra_core.prompts.tools import render_tools
+
+    docs = function_docs(FS)
+    shown = render_tools(docs, style=style)
+    s = seg.segment_trajectory(_aug_trajectory(), SegmentConfig())[0]
+    assert shown in build_prompt(s, docs_style=style)[0]["content"]  # SFT
+    gen = Scripted(tok, [act("x", "Done.")])
+    ep = Episode("e", FS, json.dumps(CONFIG), json.dumps(docs), "", [{"query": Q1, "steps": []}])
+    run_episodes([ep], gen, tok, "awareness", Rubric.from_config(GRPOConfig()), docs_style=style)
+    assert shown in gen.contexts[0]  # RL
+    entry = {"id": "x", "category": "base", "initial_config": CONFIG, "involved_classes": FS, "function": docs,
+             "question": [[{"role": "user", "content": Q1}]], "ground_truth": [["ls()"]]}
+    for prompt in ("bfcl", "policy"):  # evaluation, either prompt
+        run = _Run(entry, 0, Subject("base", "base", "local/x"), EvaluateConfig(prompt=prompt), docs_style=style)
+        assert shown in run.messages[0]["content"], prompt
+
+
+def test_compact_docs_show_what_schema_checks():
+    from progra_core.prompts.tools import render_tools
+
+    docs = [{"name": "set_mode", "description": "Sets the mode.", "parameters": {"type": "dict", "properties": {
+        "mode": {"type": "string", "enum": ["eco", "sport"]}, "level": {"type": "integer"}}, "required": ["mode"]}}]
+    text = render_tools(docs, style="compact")
+    assert "eco" in text and "sport" in text and "level (integer, optional)" in text
+
+
+# -- 7. every turn scored under its sampling context ---------------------------------------------
+
+@pytest.mark.parametrize("mode,temperature", [("awareness", 1.0), ("awareness", 0.7), ("raw", 1.0), ("single", 1.0)])
+def test_trainer_log_probs_equal_the_sampling_log_probs(tiny_llama, tmp_path, mode, temperature, episode):
+    from progra_core.methods import recipe
+    from progra_core.train import grpo as core
+
+    method = {"awareness": "progra", "raw": "mt_grpo", "single": "st_grpo"}[mode]
+    ep = episode if mode != "single" else Episode(
+        "s", FS, episode.initial_config, episode.tools, "", [{"query": Q1, "steps": [[Call("ls", {})]]}],
+        prefix=[{"role": "system", "content": "Use tools."}, {"role": "user", "content": Q1}], setup=[Call("cd", {"folder": "workspace"})])
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=4, max_turn_actions=2, max_action_tokens=12,
+                     max_steps=1, temperature=temperature, max_seq_len=4096, beta=0.0)
+    trainer, _ = core.build_trainer([ep], recipe(method), cfg, str(tiny_llama), None, tmp_path, docs_style="compact")
+    out = trainer._generate_and_score_completions([{"prompt": ep.episode_id}] * 2)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    with torch.no_grad(), trainer.scored_as_sampled(out):
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, out["completion_ids"].size(1))
+    model_tokens = (out["completion_mask"] * out["tool_mask"]).bool()
+    sampled = out["sampling_per_token_logps"]
+    assert model_tokens.sum() > 10
+    if mode == "awareness":
+        assert any(len({a["turn"] for a in r["actions"]}) >= 2 for r in trainer.recorder.last_rows())  # two turns at least
+    torch.testing.assert_close(logps[model_tokens], sampled[model_tokens], atol=2e-3, rtol=0)
+
+
+# -- 8. token budgets ---------------------------------------------------------------------------
+
+def test_an_awareness_note_fits_in_an_action():
+    paper = load_config("paper")
+    assert paper.grpo.max_action_tokens >= paper.awareness.max_tokens + 64
+    with pytest.raises(ValueError, match=r"grpo.max_action_tokens .*awareness.max_tokens"):
+        load_config("paper", overrides=["grpo.max_action_tokens=512"])
+    load_config("paper", overrides=["grpo.max_action_tokens=512", "method=mt_grpo"])  # no notes: no constraint
+
+
+# -- 9. Dr. GRPO's constant normaliser ------------------------------------------------------------
+
+def test_dr_grpo_gradients_are_comparable_to_grpo(tiny_llama, tmp_path, monkeypatch, episode, tok):
+    from progra_core.methods import recipe
+    from progra_core.train import grpo as core
+    from progra_core.train import rollout
+
+    bad = [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4
+
+    def sampler(*a, **k):
+        gold, wrong = Scripted(tok, GOLD), Scripted(tok, bad)
+
+        def generate(contexts):
+            return gold(contexts[:1]) + wrong(contexts[1:])
+        return generate
+
+    monkeypatch.setattr(rollout, "hf_sampler", sampler)
+    norms = {}
+    for method in ("mt_grpo", "mt_dr_grpo"):
+        cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=6, max_steps=1, learning_rate=1e-4, max_seq_len=4096)
+        metrics, _ = core.train_grpo([episode], recipe(method), cfg, str(tiny_llama), None, tmp_path / method,
+                                     docs_style="compact")
+        norms[method] = next(e["grad_norm"] for e in metrics["log_history"] if "grad_norm" in e)
+        if method == "mt_dr_grpo":
+            assert 10 < metrics["dr_grpo_tokens"] < 4096  # a constant from the first step's rollouts, not 16,384
+    assert 0.2 < norms["mt_dr_grpo"] / norms["mt_grpo"] < 5, norms
+
+
+# -- 10. SFT + MT-GRPO (Table 3) ----------------------------------------------------------------
+
+def test_sft_then_mt_grpo_has_a_recipe():
+    from progra_core.methods import recipe
+
+    r = recipe("sft_mt_grpo")
+    assert (r.sft, r.grpo, r.grpo_from) == ("plain", "raw", "sft")
+    load_config("embedded", overrides=["method=sft_mt_grpo"])
