@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 
-.PHONY: setup browser run test lint clean bench server deploy worker
+.PHONY: setup browser run test lint clean bench ablate server deploy worker
 
 setup: $(STAMP)
 
@@ -42,6 +42,9 @@ test: setup browser
 
 lint: setup
 	$(VENV)/bin/ruff check progra_core storage tasks flows tests scripts
+
+ablate: setup
+	$(VENV)/bin/progra ablate --profile $(PROFILE)
 
 bench: setup
 	$(PY) scripts/bench.py $(BENCH_ARGS)

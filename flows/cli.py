@@ -187,6 +187,27 @@ def stage(name: Annotated[StageName, typer.Argument(help=f"The stage to rerun, w
 
 
 @app.command()
+def ablate(method: Annotated[list[str] | None, typer.Option("--method", "-m", help="A method to train and evaluate "
+                                                           "(repeatable); default: base, sft, wo_pag_rl, mt_grpo, progra, "
+                                                           "progra_tarl.")] = None,
+           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """The paper's Table 2 in small: every method on one data flow with the same budget, one table."""
+    cfg = _config(profile, config, set_)
+    t0 = time.perf_counter()
+    with _flow_env(cfg, "ablate") as log:
+        from flows.ablate import ablate as ablate_flow
+
+        try:
+            out = ablate_flow(config=cfg, methods=method)
+        except ValueError as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    print_rows(out["headers"], out["rows"], "Mini Table 2: every method on one data flow, one budget")
+    console.print(rep.report_note(cfg), highlight=False)
+    console.print(f"done in {time.perf_counter() - t0:.1f}s; the whole log: {log}")
+
+
+@app.command()
 def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dataset ids or flow-run ids (prefixes work); "
                                                                 "default: the latest evaluation of every model.")] = None,
            compare: Annotated[bool, typer.Option("--compare", help="Each argument is one run; put them side by side "

@@ -16,34 +16,27 @@ from progra_core.prompts.tools import DocStyle, describe_calls, render_tools
 __all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE",
            "Action", "parse_action", "decode_calls", "visible_text", "template_ok"]
 
-_POLICY_SYSTEM = """You are an expert at calling functions. You get the functions you may use and a conversation
-with a user. For each step, first summarise the progress so far, then think, then act:
-<summary>what the user wants, the confirmed parameters, the calls made and their results, the
-current state of the environment, and the plan from here</summary>
-<think>why this next action, which function fits, how its arguments are filled</think>
-<answer>[func_name1(arg1=value1, arg2=value2), func_name2(arg=value)]</answer>
-Rules: output only these three sections. Call only the functions listed below, with their exact
-parameter names; the names in the example are placeholders. If a required value is missing, put
-"I need more information." in <answer> as plain text. If no listed function can do the task, put
-"There are no appropriate functions." in <answer>. Calls run in order; when one fails, the rest of
-that list does not run, so infer the current state from the results and do not repeat failed calls.
-When the request is done (the results show it), call nothing more: answer the user in <answer>
-in plain words. That ends your turn.
+_POLICY_SYSTEM = """You call functions to do what the user asks. At each step write three sections:
+<summary>the user's goal, the values confirmed so far, the calls made and their results, the current state, and what is left</summary>
+<think>which function comes next and how its arguments are filled</think>
+<answer>[func_name(arg=value, ...)]</answer>
+Rules: call only the functions below, with their exact parameter names (func_name and arg are placeholders). If a
+required value is missing, answer "I need more information."; if no function fits, answer "There are no appropriate
+functions.". Calls run in order and a failed call stops the rest: read the results before the next step and never repeat
+a failed call. When the request is done, call nothing: answer the user in plain words in <answer>; that ends your turn.
 
-Available functions:
+Functions:
 {tools}"""
 
 
-_PLAIN_POLICY_SYSTEM = """You are an expert at calling functions. You get the functions you may use and a conversation
-with a user. For each step, think first, then act:
-<think>what has been done, what is still needed, and which function with which arguments comes next</think>
-<answer>[func_name1(arg1=value1, arg2=value2), func_name2(arg=value)]</answer>
-Rules: call only the functions listed below, with their exact parameter names; the names in the
-example are placeholders. If a required value is missing, put "I need more information." in
-<answer> as plain text. If no listed function can do the task, put "There are no appropriate
-functions." in <answer>. When the request is done, answer the user in <answer> in plain words.
+_PLAIN_POLICY_SYSTEM = """You call functions to do what the user asks. At each step think first, then act:
+<think>what is done, what is left, and which function with which arguments comes next</think>
+<answer>[func_name(arg=value, ...)]</answer>
+Rules: call only the functions below, with their exact parameter names (func_name and arg are placeholders). If a
+required value is missing, answer "I need more information."; if no function fits, answer "There are no appropriate
+functions.". When the request is done, call nothing: answer the user in plain words in <answer>; that ends your turn.
 
-Available functions:
+Functions:
 {tools}"""
 
 #: The closing answer of a turn whose data has no reply (BFCL, synthesized): plain words, no call.

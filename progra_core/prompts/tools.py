@@ -24,10 +24,18 @@ def _param(name: str, spec: dict, required: bool) -> str:
     return f"{name} ({', '.join(bits)})"
 
 
+def _gist(description: str, words: int = 10) -> str:
+    """A description's first sentence, at most ``words`` words (the name and parameters say the rest)."""
+    first = description.split("Tool description:")[-1].strip().split(". ")[0].strip().rstrip(".")
+    parts = first.split()
+    return " ".join(parts[:words])
+
+
 def render_tools(tools_json: str | list | None, style: DocStyle = "compact") -> str:
     """Tool docs as text. ``json``: the docs as bfcl-eval writes them into its system prompt
-    (``json.dumps(docs, indent=4)``). ``compact``: one line per function (``- name: description.
-    Parameters: arg (type), mode (string, one of 'a', 'b'), opt (type, optional)``), which keeps a
+    (``json.dumps(docs, indent=4)``). ``compact``: one line per function (``- name: the gist of its description
+    (first sentence, at most ten words). Parameters: arg (type), mode (string, one of 'a', 'b'), opt
+    (type, optional)``), which keeps a
     small model's prompt short yet shows every name, type, enum and required flag SCHEMA checks; it
     is deliberately not call-shaped (small models copy ``name(arg: type)`` signatures as calls)."""
     docs = json.loads(tools_json) if isinstance(tools_json, str) else list(tools_json or [])
@@ -38,7 +46,7 @@ def render_tools(tools_json: str | list | None, style: DocStyle = "compact") -> 
         params = (fn.get("parameters") or {}).get("properties") or {}
         required = set((fn.get("parameters") or {}).get("required") or [])
         args = ", ".join(_param(p, spec, p in required) for p, spec in params.items())
-        desc = (fn.get("description") or "").split("Tool description:")[-1].strip().split(". ")[0].strip().rstrip(".")
+        desc = _gist(fn.get("description") or "")
         lines.append(f"- {fn.get('name')}: {desc or 'no description'}. Parameters: {args or 'none'}")
     return "\n".join(lines)
 

@@ -219,7 +219,9 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
     def rollout_func(prompts: list[str], trainer) -> dict:
         import torch
 
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad():
+        # sampled under the trainer's own precision, so the sampling log-probs are the ones it recomputes
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
+                trainer.accelerator.autocast():
             generate = rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
                                           seed=cfg.seed + trainer.state.global_step)
             results = rollout.run_episodes([episodes[p] for p in prompts], generate, tok, r.grpo, rubric, cfg.max_actions,
@@ -265,7 +267,7 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
         loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
-        temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(), **vllm)
+        temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(cfg.precision), **vllm)
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
         train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),

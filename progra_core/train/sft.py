@@ -95,14 +95,28 @@ def lora_config(r: int, alpha: int, dropout: float = 0.05):
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def device_kwargs() -> dict:
-    """TRL configs default to bf16 and gradient checkpointing even on CPU: set both explicitly.
-    The trainer's own progress bar and printed log dicts are off: the stage reports steps through
-    its callbacks (:func:`step_callbacks`) and TRL's logs land in ``train_log``."""
+def use_bf16(precision: str = "auto") -> bool:
+    """bf16 autocast: on a CUDA device that supports it, and on CPUs with AMX tiles (measured here:
+    a LoRA step of SmolLM2 at 2 x 1024 tokens takes 7-8 s under bf16 autocast against 13-16 s in
+    fp32, same loss to 4 digits); ``fp32`` / ``bf16`` force it."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def device_kwargs(precision: str = "auto") -> dict:
+    """TRL configs default to bf16 and gradient checkpointing even on CPU: set both explicitly
+    (bf16 as :func:`use_bf16` decides). The trainer's own progress bar and printed log dicts are
+    off: the stage reports steps through its callbacks (:func:`step_callbacks`) and TRL's logs land
+    in ``train_log``."""
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"bf16": cuda and torch.cuda.is_bf16_supported(), "fp16": False, "gradient_checkpointing": False,
+    return {"bf16": use_bf16(precision), "fp16": False, "gradient_checkpointing": False,
             "use_cpu": not cuda, "report_to": [], "save_strategy": "no", "logging_steps": 1, "dataloader_num_workers": 0,
             "disable_tqdm": True}
 
@@ -155,7 +169,7 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
             output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
             lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, completion_only_loss=True, seed=seed,
-            eval_strategy="no", **device_kwargs())
+            eval_strategy="no", **device_kwargs(cfg.precision))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                              peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),

@@ -266,7 +266,7 @@ def test_trainer_log_probs_equal_the_sampling_log_probs(tiny_llama, tmp_path, mo
         "s", FS, episode.initial_config, episode.tools, "", [{"query": Q1, "steps": [[Call("ls", {})]]}],
         prefix=[{"role": "system", "content": "Use tools."}, {"role": "user", "content": Q1}], setup=[Call("cd", {"folder": "workspace"})])
     cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=4, max_turn_actions=2, max_action_tokens=12,
-                     max_steps=1, temperature=temperature, max_seq_len=4096, beta=0.0)
+                     max_steps=1, temperature=temperature, max_seq_len=4096, beta=0.0, precision="fp32")
     trainer, _ = core.build_trainer([ep], recipe(method), cfg, str(tiny_llama), None, tmp_path, docs_style="compact")
     out = trainer._generate_and_score_completions([{"prompt": ep.episode_id}] * 2)
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
