@@ -152,13 +152,23 @@ class Catalog:
                 con.unregister("_progra_empty")
                 continue
             latest = stage_refs[-1]
+            # Datasets written before a column was added lack it: a union with the current schema's
+            # empty table gives every view today's columns (NULL in the older rows), so the SQL
+            # over them (eval_summary, the docs' queries) keeps working on an old storage root.
+            tail = ""
+            if stage in known:
+                shape = f"_progra_schema_{stage}"
+                con.register("_progra_empty", known[stage].append(pa.field("dataset_id", pa.string())).empty_table())
+                con.execute(f"CREATE OR REPLACE TABLE {shape} AS SELECT * FROM _progra_empty")
+                con.unregister("_progra_empty")
+                tail = f" UNION ALL BY NAME SELECT * FROM {shape}"
             for name, fl in ((stage, files), (f"{stage}_latest", store.files(latest))):
                 urls = ", ".join(_q(store.url(f)) for f in fl)
                 _drop(con, name)
                 con.execute(
                     f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), "
                     f"regexp_extract(filename, '/datasets/{stage}/([^/]+)/part-', 1) AS dataset_id "
-                    f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
+                    f"FROM read_parquet([{urls}], union_by_name=true, filename=true){tail}"
                 )
         if want("eval_summary"):
             _drop(con, "eval_summary")

@@ -117,3 +117,18 @@ def test_catalog_views_follow_new_datasets_within_one_process(tmp_path):
     assert Catalog(str(tmp_path)).sql("select count(*) from probe").column(0)[0].as_py() == 5
     assert cat.sql("select count(*) n, max(dataset_id) d from probe_latest").to_pylist() == [{"n": 3, "d": "b"}]
     assert sorted(cat.sql("select dataset_id from datasets").column(0).to_pylist()) == ["a", "b"]
+
+
+def test_views_over_datasets_written_before_a_column_existed(tmp_path):
+    """An eval_results dataset from before the next-call columns still loads: the views carry
+    today's columns (NULL there), so eval_summary's SQL binds instead of failing the run."""
+    from progra_core.schemas import EVAL_RESULTS
+
+    old = EVAL_RESULTS.remove(EVAL_RESULTS.get_field_index("valid_call"))
+    old = old.remove(old.get_field_index("right_function"))
+    store = DatasetStore(tmp_path)
+    store.write("eval_results", old.empty_table(), dataset_id="old")
+    cat = Catalog(tmp_path)
+    cols = cat.sql("select * from eval_results").column_names
+    assert {"valid_call", "right_function"} <= set(cols) and cols[:len(old.names)] == old.names
+    assert cat.sql("select count(*) from eval_summary").column(0)[0].as_py() == 0
