@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 EVAL = ["evaluate.limit=1", "evaluate.select=shortest", "evaluate.trials=1", "evaluate.max_tokens=8",
         "evaluate.max_steps_per_turn=2", "sft.max_steps=1", "sft.batch_size=2", "sft.max_length=4096",
-        "awareness.limit=2", "method=wo_pag_rl"]
+        "awareness.limit=2", "method=wo_pag_rl", "evaluate.next_call_limit=0", "sft_data.cold_start_min=16",
+        "evaluate.categories=[base,miss_func,miss_param]"]
 
 
 def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llama, monkeypatch):

@@ -116,7 +116,7 @@ def _tiny_overrides(root: Path, tiny: Path, *extra: str) -> list[str]:
     sets = [f"storage.root={root}", "ingest.limit=3", "awareness.limit=4", "awareness.shard_size=2", "verify.shard_size=2",
             "awareness.max_tokens=24", "synthesize.enabled=false", f"models.policy={tiny}",
             *(f"models.{r}=local/{tiny}" for r in ("generator", "verifier", "augmenter")),
-            "evaluate.limit=1", "evaluate.select=shortest", "evaluate.categories=[base]", "evaluate.trials=1", "evaluate.max_tokens=8",
+            "evaluate.limit=1", "evaluate.next_call_limit=0", "sft_data.cold_start_min=16", "evaluate.select=shortest", "evaluate.categories=[base]", "evaluate.trials=1", "evaluate.max_tokens=8",
             "evaluate.max_steps_per_turn=2", "sft.max_steps=1", "sft.batch_size=2", "sft.max_length=2048",
             "grpo.max_steps=1", "grpo.max_action_tokens=88", "dispatch.poll_s=1"]
     return sets + list(extra)
