@@ -50,12 +50,13 @@ def ablate(config: PipelineConfig | None = None, profile: str | None = "embedded
 
 
 def table2(catalog: Catalog, evals: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    """Table 1's columns with the ablation's method names as rows."""
-    headers, body = report.table1(catalog.eval_summary(list(evals.values())))
-    by_model = {}
+    """Table 1's columns with the ablation's method names as rows (one catalog read; each
+    method's row is built from its own evaluation only)."""
+    summary = catalog.eval_summary(list(evals.values()))
+    headers, _ = report.table1(summary)
+    out = []
     for method, eval_id in evals.items():
-        summary = catalog.eval_summary([eval_id])
-        _, rows = report.table1(summary)
-        by_model[method] = rows[0] if rows else None
-    out = [[method, row[1], *row[2:]] for method, row in by_model.items() if row is not None]
+        _, rows = report.table1([r for r in summary if r["eval_id"] == eval_id])
+        if rows:
+            out.append([method, rows[0][1], *rows[0][2:]])
     return ["Method", "Trained as", *headers[2:]], out

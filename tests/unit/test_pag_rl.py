@@ -96,10 +96,15 @@ def test_sft_data_teaches_ending_a_turn():
     table, _, stats = sft_data([], segs, SFTDataConfig(cold_start_min=len(segs), validation_percent=0))
     ends = [r for r in table.to_pylist() if r["kind"] == "turn_end"]
     assert ends and stats["turn_end"] == len(ends)
+    cold = [r for r in table.to_pylist() if r["kind"] == "cold_start"]
     for r in ends:
         answer = parse_action(r["completion"][0]["content"])
         assert answer.answer and answer.calls is None  # a message, not a call list
         assert r["prompt"][-1]["role"] == "tool"  # after the turn's last call and its result
+        # cold start only: the same system prompt and the same opening as the call rows, so the
+        # choice between calling and ending is made after <answer>, not by the first token
+        assert r["prompt"][0] == cold[0]["prompt"][0]
+        assert r["completion"][0]["content"].startswith("<answer>") and "<summary>" not in r["completion"][0]["content"]
     turns_with_calls = sum(1 for t in traj["turns"] if any(a["calls"] for a in t["actions"]))
     assert len(ends) == turns_with_calls
 

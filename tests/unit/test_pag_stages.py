@@ -179,6 +179,8 @@ def test_sft_data_awareness_and_cold_start():
     cs = [r for r in rows if r["kind"] == "cold_start"]
     assert all(r["completion"][0]["content"].startswith("<answer>[") for r in cs)
     assert {r["split"] for r in rows} == {"train"}
+    ends = [r for r in rows if r["kind"] == "turn_end"]  # the trajectory has an awareness row: ends carry a summary
+    assert ends and all(r["completion"][0]["content"].startswith("<summary>The user asked:") for r in ends)
 
 
 def test_sharded_work_resumes_without_redoing_finished_shards():
