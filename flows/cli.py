@@ -235,6 +235,10 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
             raise typer.Exit(2)
         headers, body = rep.compare([(r[:8], cat.eval_summary(ids_of(r))) for r in runs])
         title = rep.TABLE_TITLE + ", runs side by side"
+        _print_table(headers, body, title, markdown)
+        for headers, body, title in _paired_tables(cat, (runs[0], ids_of(runs[0])), (runs[-1], ids_of(runs[-1]))):
+            _print_table(headers, body, title, markdown)
+        return
     else:
         if runs:
             ids = [i for r in runs for i in ids_of(r)]
@@ -247,10 +251,35 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
             ids = list(latest.values())
         headers, body = rep.table1(cat.eval_summary(ids))
         title = rep.TABLE_TITLE
+    _print_table(headers, body, title, markdown)
+
+
+def _print_table(headers: list[str], body: list[list[str]], title: str, markdown: bool) -> None:
     if markdown:
         console.print(rep.to_markdown(headers, body, title), markup=False, highlight=False)
     else:
         print_rows(headers, body, title)
+
+
+def _paired_tables(cat: Catalog, first: tuple[str, list[str]], last: tuple[str, list[str]]):
+    """The first and the last run with paired bootstrap intervals: one table when each run holds
+    one model, else one per model both runs evaluated."""
+    def rows(ids: list[str]) -> dict[tuple[str, str], list[dict]]:
+        marks = ", ".join("?" for _ in ids)
+        out: dict[tuple[str, str], list[dict]] = {}
+        for r in cat.sql(f"select model_ref, method, benchmark, category, entry_id, trial, passed from eval_results "
+                         f"where dataset_id in ({marks})", ids).to_pylist():
+            out.setdefault((r["model_ref"], r["method"]), []).append(r)
+        return out
+
+    a, b = rows(first[1]), rows(last[1])
+    if len(a) == 1 and len(b) == 1:
+        pairs = [((first[0][:8], last[0][:8]), next(iter(a.values())), next(iter(b.values())), "")]
+    else:
+        pairs = [((first[0][:8], last[0][:8]), a[k], b[k], f", {k[0][:12]}/{k[1]}") for k in a if k in b]
+    for labels, ra, rb, who in pairs:
+        headers, body = rep.paired(ra, rb, labels)
+        yield headers, body, f"Paired bootstrap, 95 % intervals over entries{who} (accuracy %)"
 
 
 @app.command()

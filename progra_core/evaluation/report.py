@@ -2,7 +2,8 @@
 category and Overall (the mean of the Base, Miss F. and Miss P. columns, as the paper computes
 it), plus per-turn accuracy, then τ²-bench Airline and Retail (Table 1) and Telecom (Table 3,
 the out-of-domain test) as pass rates averaged over trials. ``compare`` puts several runs side by side with the change in
-Overall. Pure functions over dict rows: the CLI prints them with rich, the flow publishes them
+Overall; ``paired`` compares the first and the last with paired bootstrap intervals over
+entries, the detectable difference and τ²'s pass^k (``stats``). Pure functions over dict rows: the CLI prints them with rich, the flow publishes them
 as a Prefect markdown artifact."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from progra_core.config import PipelineConfig
+from progra_core.evaluation import stats
 
-__all__ = ["COLUMNS", "TABLE_TITLE", "table1", "compare", "to_markdown", "report_note"]
+__all__ = ["COLUMNS", "TABLE_TITLE", "table1", "compare", "paired", "to_markdown", "report_note"]
 
 TABLE_TITLE = "Accuracy (%): BFCL multi-turn and tau2-bench"
 
@@ -76,6 +78,53 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list
         first, last = overall[0], overall[-1]
         row.append("–" if first is None or last is None else f"{last - first:+.2f}")
         body.append(row)
+    return headers, body
+
+
+TAU2 = ("airline", "retail", "telecom")
+
+
+def _points(rows: Sequence[dict], cats: Sequence[str]) -> list[tuple[str, str, float]]:
+    return [(r["category"], r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows
+            if r["category"] in cats and r.get("benchmark") != "next_call"]
+
+
+def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] = ("A", "B"), n_boot: int = 2000,
+           seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Two runs' ``eval_results`` rows (one model each) on their common entries: per metric (BFCL
+    Overall and categories, τ² domains, next-call exact) each run with its 95 % paired bootstrap
+    interval, the difference last − first with its interval, the smallest difference the run
+    could detect (80 % power) and the entries compared; then τ²'s pass^k per domain and run."""
+    metrics = []
+    if any(r["category"] in OVERALL_OF for r in first):
+        metrics.append(("Overall", list(OVERALL_OF)))
+    metrics += [(COLUMNS[c], [c]) for c in COLUMNS if any(r["category"] == c and r.get("benchmark") != "next_call" for r in first)]
+    headers = ["Metric", labels[0], labels[1], f"Δ ({labels[1]} − {labels[0]})", "Detectable Δ", "Entries"]
+    body = []
+    nxt = [("Next: exact", lambda rows: [("call", r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows
+                                         if r.get("benchmark") == "next_call" and r["category"] == "call"])]
+    for name, points in [(n, lambda rows, cs=cs: _points(rows, cs)) for n, cs in metrics] + nxt:
+        try:
+            p = stats.paired_bootstrap(points(first), points(last), n_boot=n_boot, seed=seed)
+        except ValueError:  # a metric one of the runs has no entries for
+            continue
+        pct = lambda e: stats.Estimate(100 * e.value, 100 * e.low, 100 * e.high)  # noqa: E731
+        d = pct(p.diff)
+        body.append([name, pct(p.a).fmt(), pct(p.b).fmt(), f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}]",
+                     f"{100 * p.mde:.1f}", str(p.entries)])
+    for c in TAU2:
+        ks = []
+        for rows in (first, last):
+            trials: dict[str, list[bool]] = {}
+            for r in rows:
+                if r["category"] == c:
+                    trials.setdefault(r["entry_id"], []).append(bool(r["passed"]))
+            try:
+                ks.append(stats.pass_hat_ks(trials) if trials else None)
+            except ValueError:
+                ks.append(None)
+        for k in sorted(set().union(*(x or {} for x in ks))):
+            body.append([f"{COLUMNS[c]} pass^{k}", *(f"{100 * x[k]:.1f}" if x and k in x else "–" for x in ks), "", "", ""])
     return headers, body
 
 
