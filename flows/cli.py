@@ -283,6 +283,33 @@ def _paired_tables(cat: Catalog, first: tuple[str, list[str]], last: tuple[str, 
 
 
 @app.command()
+def plan(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
+         gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of the GPU the stages will run on.")] = 80.0,
+         model: Annotated[str | None, typer.Option(help="The policy (default: models.policy): a folder with config.json "
+                                                        "or a hub id with a shipped layout.")] = None) -> None:
+    """Estimate each GPU stage's peak memory on a GPU of --gpu-memory GiB (bf16, checkpointing as on CUDA)."""
+    from progra_core.train import memory
+
+    cfg = _config(profile, config, set_)
+    try:
+        arch = memory.load_arch(model or cfg.models.policy, Path(cfg.storage.root) / "models")
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    ests = memory.plan(cfg, arch, gpu_memory)
+    keys = sorted(dict.fromkeys(k for e in ests for k in e.parts), key=lambda k: k == "overhead")
+    body = [[k, *(f"{e.gib()[k]:.1f}" if k in e.parts else "–" for e in ests)] for k in keys]
+    body.append(["total", *(f"{e.total / memory.GIB:.1f}" for e in ests)])
+    body.append([f"fits {gpu_memory:g} GiB", *("yes" if e.total <= gpu_memory * memory.GIB else "NO" for e in ests)])
+    print_rows(["GiB", *(e.stage for e in ests)], body,
+               f"Peak memory per stage: {arch.name} ({arch.params / 1e9:.2f}B parameters)")
+    for e in ests:
+        console.print(f"{e.stage}: {e.notes}", markup=False, highlight=False)
+    if any(e.total > gpu_memory * memory.GIB for e in ests):
+        raise typer.Exit(1)
+
+
+@app.command()
 def datasets(stage: Annotated[str | None, typer.Argument(help="Only this stage.")] = None,
              profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
     """List datasets: id, stage, rows, rejects, size, parents, created."""

@@ -208,13 +208,34 @@ class SFTConfig(Section):
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (paper search: 8-64).")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     learning_rate: float = Field(1e-6, gt=0, description="Paper search: 1e-7 to 1e-6 on 3-8B models.")
-    batch_size: int = Field(8, ge=1, description="Examples per step (paper search: 8-16).")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (paper search: 8-16).")
+    micro_batch_size: int | None = Field(None, ge=1, description=(
+        "Examples per forward/backward pass; batch_size / micro_batch_size passes are accumulated into one step, so the "
+        "effective batch stays batch_size (None: batch_size, no accumulation)."))
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description=(
+        "Recompute activations in the backward pass instead of keeping them: auto = on CUDA (activations dominate "
+        "long-context memory there), off on CPU (a 135M model's activations are small; checkpointing costs ~30 % time)."))
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
     warmup_steps: int = Field(0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
     max_length: int = Field(16384, ge=64, description="Tokens per example; longer ones lose their oldest history first.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
-        "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles (about 2x faster here), else fp32."))
+        "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles (about 2x faster here), else fp32. On CUDA "
+        "with bf16 the base weights also load in bf16 (half the memory); on CPU they stay fp32."))
+
+    @model_validator(mode="after")
+    def _micro(self):
+        check_micro_batch(self.batch_size, self.micro_batch_size, "sft.batch_size")
+        return self
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.batch_size // (self.micro_batch_size or self.batch_size)
+
+
+def check_micro_batch(batch: int, micro: int | None, what: str) -> None:
+    if micro is not None and (micro > batch or batch % micro):
+        raise ValueError(f"micro_batch_size {micro} must divide {what} {batch}: the effective batch would change")
 
 
 class GRPOConfig(Section):
@@ -254,9 +275,29 @@ class GRPOConfig(Section):
     use_vllm: Literal["off", "colocate", "server"] = Field("off", description="GPU boxes: generate rollouts with vLLM.")
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
     sample_batch_size: int = Field(8, ge=1, description="Contexts per generate() call in the CPU/transformers sampler.")
+    micro_batch_size: int | None = Field(None, ge=1, description=(
+        "Rollout streams per forward/backward pass. A step still uses batch_size x num_generations streams (generated "
+        "together, advantages over whole groups); they are scored in micro-batches and the gradients accumulated "
+        "(None: all in one pass)."))
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="As sft.gradient_checkpointing.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
-        "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles, else fp32 (sampling uses the same)."))
+        "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles, else fp32 (sampling uses the same). On CUDA "
+        "with bf16 the base weights also load in bf16."))
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _micro(self):
+        check_micro_batch(self.batch_size * self.num_generations, self.micro_batch_size,
+                          "grpo.batch_size x grpo.num_generations")
+        return self
+
+    @property
+    def streams_per_step(self) -> int:
+        return self.batch_size * self.num_generations
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.streams_per_step // (self.micro_batch_size or self.streams_per_step)
 
 
 class EvaluateConfig(Section):

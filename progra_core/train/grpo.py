@@ -35,9 +35,16 @@ from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
-from progra_core.train import rewards, rollout
+from progra_core.train import memory, rewards, rollout
 from progra_core.train.rewards import Rubric
-from progra_core.train.sft import device_kwargs, lora_config, quiet_trainer, step_callbacks
+from progra_core.train.sft import (
+    device_kwargs,
+    lora_config,
+    preflight,
+    quiet_trainer,
+    step_callbacks,
+    weights_dtype,
+)
 
 __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
            "reward_functions", "Recorder", "rubric_for"]
@@ -238,12 +245,30 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
     return rollout_func
 
 
+def check_vllm(cfg: GRPOConfig) -> None:
+    """``use_vllm`` needs vLLM and a CUDA device: refuse before anything loads, saying what to do,
+    rather than fail inside TRL at step 1."""
+    if cfg.use_vllm == "off":
+        return
+    import importlib.util
+
+    import torch
+
+    if cfg.use_vllm == "colocate" and not torch.cuda.is_available():
+        raise ValueError("grpo.use_vllm=colocate needs a CUDA GPU (none is visible): set grpo.use_vllm=off to sample "
+                         "with transformers, or run this stage on a GPU work pool")
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError(f"grpo.use_vllm={cfg.use_vllm} needs vLLM, which is not installed: pip install 'progra[vllm]' "
+                         "(or pip install vllm) on the GPU machine, or set grpo.use_vllm=off")
+    if cfg.use_vllm == "server" and not cfg.vllm_server:
+        raise ValueError("grpo.use_vllm=server needs grpo.vllm_server: the base URL of `trl vllm-serve --model <base>`")
+
+
 def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
                   output_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
                   rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
                   docs_style: DocStyle = "json"):
     """The PAG-RL trainer for these episodes and its tokenizer (``train_grpo`` runs it)."""
-    import torch
     from datasets import Dataset
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -251,9 +276,12 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
 
     if not episodes:
         raise ValueError("no GRPO episodes")
+    check_vllm(cfg)
+    preflight(memory.estimate_grpo, base_path, cfg, "lower grpo.micro_batch_size (a step still uses batch_size x "
+              "num_generations streams) or grpo.max_seq_len, or serve vLLM elsewhere (use_vllm: server)")
     quiet_hf()
     tok = AutoTokenizer.from_pretrained(adapter_path or base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
     peft_config = None
     if adapter_path:  # PAG-RL starts from π_θ'; TRL keeps a frozen copy as the KL reference
         model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
@@ -264,10 +292,11 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
     vllm = {} if cfg.use_vllm == "off" else {"use_vllm": True, "vllm_mode": cfg.use_vllm,
                                              **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
     args = TRLGRPOConfig(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.micro_batch_size or cfg.streams_per_step,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
         loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
-        temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True, **device_kwargs(cfg.precision), **vllm)
+        temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
+        **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps), **vllm)
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
         train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),

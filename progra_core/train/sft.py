@@ -28,9 +28,10 @@ from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import reject
+from progra_core.train import memory
 
 __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
-           "quiet_trainer"]
+           "quiet_trainer", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
 
 STAGE = "sft"
 CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts, prompt_tools)
@@ -108,15 +109,52 @@ def use_bf16(precision: str = "auto") -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def device_kwargs(precision: str = "auto") -> dict:
+def weights_dtype(precision: str = "auto"):
+    """The dtype the base weights load in: bf16 on a CUDA device when bf16 is used (half the
+    memory of fp32; LoRA weights and optimizer state stay fp32, PEFT's default), fp32 elsewhere
+    (CPU autocast computes in bf16 but keeps fp32 weights)."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() and use_bf16(precision) else torch.float32
+
+
+def use_checkpointing(mode: str = "auto") -> bool:
+    import torch
+
+    return torch.cuda.is_available() if mode == "auto" else mode == "on"
+
+
+def device_memory() -> int | None:
+    """Bytes of the training device (CUDA device 0), or None on CPU (no estimate is enforced there)."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+
+
+def preflight(estimate, base_path: str, cfg, hint: str, gpu_bytes: int | None = None, **kw) -> memory.Estimate | None:
+    """Estimate a stage's peak memory on the device and refuse (``memory.DoesNotFit``) before
+    anything loads when it cannot fit. ``gpu_bytes`` defaults to the CUDA device's; on CPU, None."""
+    gpu_bytes = gpu_bytes if gpu_bytes is not None else device_memory()
+    if gpu_bytes is None:
+        return None
+    args = (memory.load_arch(base_path), cfg) + ((gpu_bytes,) if estimate is memory.estimate_grpo else ())
+    est = estimate(*args, bf16=use_bf16(cfg.precision), checkpointing=use_checkpointing(cfg.gradient_checkpointing), **kw)
+    memory.check_fits(est, gpu_bytes, hint)
+    return est
+
+
+def device_kwargs(precision: str = "auto", gradient_checkpointing: str = "auto", accumulation_steps: int = 1) -> dict:
     """TRL configs default to bf16 and gradient checkpointing even on CPU: set both explicitly
-    (bf16 as :func:`use_bf16` decides). The trainer's own progress bar and printed log dicts are
-    off: the stage reports steps through its callbacks (:func:`step_callbacks`) and TRL's logs land
-    in ``train_log``."""
+    (bf16 as :func:`use_bf16` decides, checkpointing as :func:`use_checkpointing`). The trainer's
+    own progress bar and printed log dicts are off: the stage reports steps through its callbacks
+    (:func:`step_callbacks`) and TRL's logs land in ``train_log``."""
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"bf16": use_bf16(precision), "fp16": False, "gradient_checkpointing": False,
+    ckpt = use_checkpointing(gradient_checkpointing)
+    return {"bf16": use_bf16(precision), "fp16": False, "gradient_checkpointing": ckpt,
+            **({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if ckpt else {}),
+            "gradient_accumulation_steps": accumulation_steps,
             "use_cpu": not cuda, "report_to": [], "save_strategy": "no", "logging_steps": 1, "dataloader_num_workers": 0,
             "disable_tqdm": True}
 
@@ -157,19 +195,22 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    preflight(memory.estimate_sft, base_path, cfg, "lower sft.micro_batch_size (the effective batch stays sft.batch_size) "
+              "or sft.max_length")
     quiet_hf()
     tok = AutoTokenizer.from_pretrained(base_path)
     train = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "train"]
     val = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "validation"]
     if not train:
         raise ValueError("no SFT training rows: the train split is empty")
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
+    micro = cfg.micro_batch_size or cfg.batch_size
     with tempfile.TemporaryDirectory(prefix="progra-sft-") as tmp:
         args = TRLSFTConfig(
-            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=micro,
+            per_device_eval_batch_size=micro, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
             lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, completion_only_loss=True, seed=seed,
-            eval_strategy="no", **device_kwargs(cfg.precision))
+            eval_strategy="no", **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                              peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),

@@ -143,3 +143,56 @@ def test_grpo_from_the_base_model_uses_dr_grpo_and_the_base_as_reference(tiny_ll
     assert all(r["mode"] == "raw" and r["n_actions"] == 1 and r["tokens"] <= 8 for r in table.to_pylist())
     assert (tmp_path / "g" / "adapter_config.json").exists()
     assert torch.isfinite(torch.tensor(table.column("advantage").to_pylist())).all()
+
+
+@pytest.mark.parametrize("loss", ["progra", "mt_dr_grpo"])
+def test_grpo_micro_batches_accumulate_to_the_same_step(tiny_llama, sft_adapter, tmp_path, monkeypatch, loss):
+    """batch 1 x 2 generations scored in micro-batches of 1 (2 accumulated passes) gives the step
+    one pass over both streams gives: the same loss and gradient norm, i.e. the same effective batch."""
+    from progra_core.train import grpo as core
+    from progra_core.train import rollout
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    bad = [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4
+
+    def sampler(*a, **k):
+        gold, wrong = Scripted(tok, GOLD), Scripted(tok, bad)
+
+        def generate(contexts):
+            assert len(contexts) == 2  # the whole group is generated together whatever the micro-batch
+            return gold(contexts[:1]) + wrong(contexts[1:])
+        return generate
+
+    monkeypatch.setattr(rollout, "hf_sampler", sampler)
+    out = {}
+    for micro in (None, 1):
+        cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=3, max_steps=1, learning_rate=0.05, beta=0.001,
+                         max_seq_len=4096, micro_batch_size=micro, dr_grpo_tokens=64)
+        assert cfg.accumulation_steps == (1 if micro is None else 2)
+        init = None if loss == "mt_dr_grpo" else str(sft_adapter[0])
+        metrics, table = core.train_grpo([_episode()], recipe(loss), cfg, str(tiny_llama), init, tmp_path / f"g{micro}",
+                                         docs_style="compact")
+        step = next(e for e in metrics["log_history"] if "grad_norm" in e)
+        out[micro] = (step["loss"], step["grad_norm"], [r["advantage"] for r in table.to_pylist()])
+    assert out[1][2] == out[None][2]
+    assert out[1][0] == pytest.approx(out[None][0], rel=1e-3, abs=1e-6)
+    assert out[1][1] == pytest.approx(out[None][1], rel=1e-3)
+    with pytest.raises(ValueError, match="must divide"):
+        GRPOConfig(batch_size=1, num_generations=4, micro_batch_size=3)
+
+
+def test_sft_micro_batches_accumulate_to_the_same_step(tiny_llama, tmp_path):
+    """batch 4 as 2 micro-batches of 2 (or 4 of 1): the first step's loss and gradient norm equal
+    one pass over all 4 (token-weighted, as TRL/transformers accumulate), so the effective batch is 4."""
+    rows = sft_rows(recipe("progra"), EXAMPLES, [])
+    got = {}
+    for micro in (None, 2, 1):
+        cfg = SFTConfig(max_steps=1, batch_size=4, micro_batch_size=micro, learning_rate=0.05, max_length=256,
+                        lora_dropout=0.0, precision="fp32")  # no dropout masks or bf16 rounding to differ
+        m = train_sft(rows, str(tiny_llama), cfg, tmp_path / f"a{micro}")
+        got[micro] = next(e for e in m["log_history"] if "grad_norm" in e)
+    for micro in (2, 1):
+        assert got[micro]["loss"] == pytest.approx(got[None]["loss"], rel=1e-3)
+        assert got[micro]["grad_norm"] == pytest.approx(got[None]["grad_norm"], rel=1e-3)
+    with pytest.raises(ValueError, match="must divide"):
+        SFTConfig(batch_size=4, micro_batch_size=3)

@@ -1,0 +1,90 @@
+"""The peak-memory estimate: published parameter counts, monotone in batch and length, the
+paper profile fitting one 141 GB GPU only with its micro-batches, refusals before loading, and
+the vLLM refusal without vLLM or a GPU."""
+import pytest
+from typer.testing import CliRunner
+
+from progra_core.config import GRPOConfig, SFTConfig, load_config
+from progra_core.train import memory
+from progra_core.train.memory import GIB, estimate_grpo, estimate_sft, load_arch
+
+
+@pytest.mark.parametrize(("model", "published"), [("Salesforce/Llama-xLAM-2-8b-fc-r", 8.03e9),
+                                                  ("Salesforce/xLAM-2-3b-fc-r", 3.09e9), ("Qwen/Qwen2.5-7B-Instruct", 7.62e9)])
+def test_shipped_layouts_give_the_published_parameter_counts(model, published):
+    assert load_arch(model).params == pytest.approx(published, rel=0.01)
+    assert load_arch("hosted_vllm/" + model).params == load_arch(model).params  # a served name finds the same layout
+
+
+def test_a_model_folder_is_read_and_the_lora_count_is_peft_s(embedded_model):
+    a = load_arch(str(embedded_model))
+    assert a.params == pytest.approx(134.5e6, rel=0.01)
+    assert a.lora_params(16) == 4_884_480  # PEFT's trainable_params for r 16, all-linear (the embedded SFT's metrics)
+    with pytest.raises(ValueError, match="no architecture"):
+        load_arch("someone/unknown-model")
+
+
+def test_estimate_grows_with_micro_batch_and_length_not_with_accumulation():
+    a = load_arch("Salesforce/Llama-xLAM-2-8b-fc-r")
+    totals = [estimate_sft(a, SFTConfig(batch_size=16, micro_batch_size=m, max_length=L)).total
+              for m, L in [(1, 4096), (2, 4096), (2, 8192), (4, 8192)]]
+    assert totals == sorted(totals) and len(set(totals)) == 4
+    same = {estimate_sft(a, SFTConfig(batch_size=b, micro_batch_size=2, max_length=8192)).total for b in (2, 8, 16)}
+    assert len(same) == 1  # more accumulated passes cost time, not memory
+    off = estimate_sft(a, SFTConfig(micro_batch_size=2, batch_size=16, max_length=8192), checkpointing=False)
+    assert off.parts["activations"] > 10 * estimate_sft(a, SFTConfig(micro_batch_size=2, batch_size=16, max_length=8192)).parts["activations"]
+    g = lambda **k: estimate_grpo(a, GRPOConfig(**k), 141 * GIB)  # noqa: E731
+    assert g(micro_batch_size=1).total < g(micro_batch_size=2).total < g(micro_batch_size=8).total
+    assert g(use_vllm="colocate").parts["vllm"] == pytest.approx(0.3 * 141 * GIB) and "vllm" not in g(use_vllm="server").parts
+
+
+def test_the_paper_profile_fits_141_gb_with_its_micro_batches_and_not_without():
+    cfg = load_config("paper")
+    assert cfg.sft.batch_size == 16 and cfg.sft.accumulation_steps * cfg.sft.micro_batch_size == 16
+    assert cfg.grpo.streams_per_step == 64 and cfg.grpo.accumulation_steps * cfg.grpo.micro_batch_size == 64
+    a = load_arch(cfg.models.policy)
+    assert all(e.total < 141 * GIB for e in memory.plan(cfg, a, 141))
+    whole = load_config("paper", overrides=["sft.micro_batch_size=null", "grpo.micro_batch_size=null"])
+    over = {e.stage: e.total / GIB for e in memory.plan(whole, a, 141)}
+    assert over["sft"] > 141 and over["grpo"] > 141  # what the profile did before: out of memory at step 1
+
+
+def test_a_stage_that_cannot_fit_is_refused_before_loading(tiny_llama, monkeypatch):
+    import torch
+
+    from progra_core.train import sft
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU path, whatever the machine
+    cfg = SFTConfig(batch_size=64, max_length=16384)
+    with pytest.raises(memory.DoesNotFit, match=r"sft needs about .* GiB .* but the device has 0\.5 GiB: lower sft.micro"):
+        sft.preflight(memory.estimate_sft, str(tiny_llama), cfg, "lower sft.micro_batch_size", gpu_bytes=GIB // 2)
+    est = sft.preflight(memory.estimate_sft, str(tiny_llama), SFTConfig(batch_size=2, max_length=256), "x", gpu_bytes=80 * GIB)
+    assert est is not None and est.total < 80 * GIB
+    assert sft.preflight(memory.estimate_sft, str(tiny_llama), cfg, "x") is None  # CPU here: nothing to enforce
+
+
+def test_vllm_rollouts_are_refused_without_a_gpu_or_vllm(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from progra_core.train.grpo import check_vllm
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_vllm(GRPOConfig(use_vllm="off"))
+    with pytest.raises(ValueError, match="colocate needs a CUDA GPU"):
+        check_vllm(GRPOConfig(use_vllm="colocate"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs vLLM, which is not installed: pip install 'progra\[vllm\]'"):
+        check_vllm(GRPOConfig(use_vllm="server", vllm_server="http://127.0.0.1:8000"))
+
+
+def test_progra_plan_prints_every_stage_and_fails_when_one_does_not_fit():
+    from flows.cli import app
+
+    ok = CliRunner().invoke(app, ["plan", "--profile", "paper", "--gpu-memory", "141"])
+    assert ok.exit_code == 0, ok.output
+    assert "sft" in ok.output and "grpo" in ok.output and "evaluate" in ok.output and "NO" not in ok.output
+    small = CliRunner().invoke(app, ["plan", "--profile", "paper", "--gpu-memory", "24"])
+    assert small.exit_code == 1 and "NO" in small.output
