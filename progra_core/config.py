@@ -58,7 +58,9 @@ class ModelsConfig(Section):
 
     policy: str = Field("local/smollm2", description="Target policy base model (path, HF id or local/<name>).")
     generator: str = Field("local/smollm2", description="LLM_gen: writes awareness (S^a) and synthesis configs/queries.")
-    verifier: str = Field("local/smollm2", description="LLM_ver: frozen target policy that rebuilds a_fc from S^a.")
+    verifier: str = Field("policy", description=(
+        "LLM_ver: the frozen target policy that rebuilds a_fc from S^a. 'policy' (default) = models.policy itself: "
+        "in-process when it is local/<name>, else as served at api_base.verifier (hosted_vllm/<policy>); or any model string."))
     augmenter: str = Field("local/smollm2", description="LLM_aug: paraphrases awareness text.")
     action: str = Field("local/smollm2", description="Synthesis action voters.")
     reviewer: str = Field("local/smollm2", description="Synthesis reviewers for read-only turns.")
@@ -69,6 +71,20 @@ class ModelsConfig(Section):
     api_key_env: dict[str, str] = Field(default_factory=dict, description="Per-role env var holding the API key (never the key).")
     api_key_secret: dict[str, str] = Field(default_factory=dict, description=(
         "Per-role Prefect Secret block holding the API key, read on the worker at run time (wins over api_key_env)."))
+
+    @model_validator(mode="after")
+    def _verifier_is_the_policy(self):
+        """Resolve ``verifier: policy`` so that changing the policy changes the verifier with it."""
+        if self.verifier != "policy":
+            return self
+        if self.policy.startswith("local/"):
+            self.verifier = self.policy
+        elif "verifier" in self.api_base:
+            self.verifier = f"hosted_vllm/{self.policy}"
+        else:
+            raise ValueError(f"models.verifier=policy: the policy {self.policy!r} is not local/<name>, so the verifier needs "
+                             "it served: set models.api_base.verifier to its `vllm serve` URL, or name models.verifier")
+        return self
 
 
 class LLMConfig(Section):

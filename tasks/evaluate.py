@@ -22,7 +22,7 @@ from tasks.models import policy_path
 from tasks.runtime import dataset_cache_key, endpoint, key_env
 from tasks.stage import commit
 
-__all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate"]
+__all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate", "trained_bfcl_ids", "check_no_leak"]
 
 STAGE = stages.get("evaluate")
 
@@ -72,6 +72,39 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
     return out, local
 
 
+def trained_bfcl_ids(store: DatasetStore, model_ids: list[str]) -> set[str]:
+    """The BFCL entry ids of every BFCL trajectory in the lineage of these models (the trajectories
+    their SFT data and RL episodes came from)."""
+    seen, todo, out = set(), list(model_ids), set()
+    while todo:
+        dataset_id = todo.pop()
+        if dataset_id in seen:
+            continue
+        seen.add(dataset_id)
+        try:
+            ref = store.find(dataset_id)
+        except DatasetNotFound:
+            continue
+        if ref.stage == "trajectories":
+            t = store.read(ref, columns=["source", "source_id"]).to_pylist()
+            out |= {r["source_id"] for r in t if r["source"] == "bfcl" and r["source_id"]}
+        todo += list(ref.parents)
+    return out
+
+
+def check_no_leak(cfg: PipelineConfig, store: DatasetStore, subject: Subject, parents: list[str], entries: list[dict],
+                  cases: list[dict]) -> None:
+    """Refuse a held-out evaluation in which the model meets a scenario it was trained on: the split
+    is checked on the data the model's lineage holds, not assumed from the config."""
+    if not parents or cfg.evaluate.split != "held_out":
+        return
+    leaks = harness.leaked_runs(entries, cases, trained_bfcl_ids(store, parents))
+    if leaks:
+        raise ValueError(f"evaluate: {len(leaks)} held-out runs share a BFCL scenario with the training data of "
+                         f"{subject.model_ref} (e.g. {', '.join(leaks[:3])}): ingest.held_out_percent or the data "
+                         "differ between training and evaluation")
+
+
 def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[str]) -> str:
     return fingerprint(STAGE.output, harness.payload(cfg, subject), parents or ["base"], STAGE.code_version)
 
@@ -84,6 +117,7 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
     if store.exists(output_stage, dataset_id):
         return store.ref(output_stage, dataset_id)
     entries, tasks, cases = harness.planned_runs(cfg)
+    check_no_leak(cfg, store, subject, parents, entries, cases)
     get_run_logger().info("evaluate %s (%s, prompt %s): %d next-call cases, %d BFCL entries + %d tau2 tasks x %d trials",
                           subject.model_ref, subject.method, cfg.evaluate.prompt, len(cases), len(entries), len(tasks),
                           cfg.evaluate.trials)

@@ -20,8 +20,9 @@ from progra_core.evaluation import bfcl, next_call, tau2
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import Endpoint
 from progra_core.schemas import EVAL_RESULTS
+from progra_core.sources import bfcl as bfcl_data
 
-__all__ = ["CODE_VERSION", "payload", "evaluate_subject", "planned_runs"]
+__all__ = ["CODE_VERSION", "payload", "evaluate_subject", "planned_runs", "leaked_runs"]
 
 CODE_VERSION = versioning.code_version(bfcl.CODE_VERSION, sys.modules[__name__], next_call)
 
@@ -51,6 +52,26 @@ def planned_runs(cfg: PipelineConfig) -> tuple[list[dict], list, list[dict]]:
     cases = next_call.next_call_cases(ev, cfg.ingest.held_out_percent, methods.recipe(cfg.method).awareness_prompt,
                                       cfg.tool_docs)
     return entries, tasks, cases
+
+
+def _scenario_of(run_id: str) -> int | None:
+    """The BFCL scenario index of an entry id or a next-call case id (``bfcl:multi_turn_base_7#t0s1``,
+    ``end:bfcl:multi_turn_base_7#t0``); None for anything else (τ² tasks)."""
+    body = run_id.split("#", 1)[0].rsplit(":", 1)[-1]
+    try:
+        return bfcl_data.scenario_index(body) if body.startswith("multi_turn_") else None
+    except ValueError:
+        return None
+
+
+def leaked_runs(entries: list[dict], cases: list[dict], trained_source_ids: set[str]) -> list[str]:
+    """The BFCL entries and next-call cases whose scenario the model was trained on: BFCL's
+    categories are variants of the same scenarios, so ``multi_turn_miss_func_7`` leaks when
+    ``multi_turn_base_7`` was trained on. ``trained_source_ids``: the BFCL ids of the
+    trajectories in the model's lineage."""
+    trained = {n for n in map(_scenario_of, trained_source_ids) if n is not None}
+    ids = [e["id"] for e in entries] + [c["case_id"] for c in cases]
+    return [i for i in ids if _scenario_of(i) in trained]
 
 
 def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpoint,

@@ -70,3 +70,18 @@ def test_task_runner_default_and_missing_extras():
         if importlib.util.find_spec(package) is None:
             with pytest.raises(RuntimeError, match=f"pip install {package.replace('_', '-')}"):
                 task_runner(cfg)
+
+
+def test_the_verifier_is_the_policy_unless_named():
+    from progra_core.config import load_config
+
+    paper = load_config("paper")
+    assert paper.models.verifier == "hosted_vllm/Salesforce/Llama-xLAM-2-8b-fc-r"  # the policy, as served
+    other = load_config("paper", overrides=["models.policy=Salesforce/xLAM-2-3b-fc-r"])
+    assert other.models.verifier == "hosted_vllm/Salesforce/xLAM-2-3b-fc-r"  # changing the policy changes LLM_ver
+    assert load_config("embedded", overrides=["models.policy=local/tiny", "models.verifier=policy"]).models.verifier == "local/tiny"
+    assert load_config("paper", overrides=["models.verifier=openai/gpt-4o"]).models.verifier == "openai/gpt-4o"
+    with pytest.raises(ValueError, match="needs it served: set models.api_base.verifier"):
+        load_config("paper", overrides=["models.api_base={}"])
+    assert paper.ingest.tau2_domains == ["airline", "retail"] and paper.evaluate.limit is None
+    assert paper.evaluate.categories == ["base", "miss_func", "miss_param"] and paper.evaluate.tau2_split == "test"

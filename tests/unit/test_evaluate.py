@@ -302,3 +302,46 @@ def test_eval_summary_view_and_table1(tmp_path):
     h, b = report.compare([("a", list(summary.values())), ("b", [{**s, "accuracy": 100.0} for s in summary.values()])])
     assert h[2:4] == ["Overall [a]", "Overall [b]"] and b[0][2:4] == ["50.00", "100.00"] and b[0][-1] == "+50.00"
     assert "| m | progra | 50.00 |" in report.to_markdown(headers, body)
+
+
+def test_a_held_out_evaluation_refuses_scenarios_the_model_trained_on(tmp_path):
+    """The split is checked on the model's lineage: a trajectory of scenario 7 (any category) in
+    the data behind the adapter makes every variant of scenario 7 a leak, in BFCL entries and in
+    next-call cases; a clean lineage passes."""
+    import pyarrow as pa
+
+    from progra_core.config import load_config
+    from progra_core.evaluation.bfcl import Subject
+    from progra_core.evaluation.harness import leaked_runs
+    from progra_core.schemas import DATASETS
+    from storage import DatasetStore
+    from tasks.evaluate import check_no_leak, trained_bfcl_ids
+
+    def table(stage, rows):
+        schema = DATASETS[stage]
+        return pa.Table.from_pylist([{**{f.name: None for f in schema}, **r} for r in rows], schema=schema)
+
+    store = DatasetStore(tmp_path)
+    clean = store.write("trajectories", table("trajectories", [{"trajectory_id": "bfcl:multi_turn_base_2", "source": "bfcl",
+                                                                "source_id": "multi_turn_base_2"}]), dataset_id="t-clean")
+    dirty = store.write("trajectories", table("trajectories", [{"trajectory_id": "bfcl:multi_turn_base_7", "source": "bfcl",
+                                                                "source_id": "multi_turn_base_7"},
+                                                               {"trajectory_id": "x", "source": "jsonl", "source_id": "r1"}]),
+                        dataset_id="t-dirty")
+    for name, parent in (("m-clean", clean), ("m-dirty", dirty)):
+        store.write("models", table("models", [{"model_id": name}]), dataset_id=name, parents=[parent.dataset_id])
+    assert trained_bfcl_ids(store, ["m-dirty"]) == {"multi_turn_base_7"}
+
+    entries = [{"id": "multi_turn_miss_func_7"}, {"id": "multi_turn_base_70"}, {"id": "multi_turn_long_context_17"}]
+    cases = [{"case_id": "bfcl:multi_turn_base_7#t0s1"}, {"case_id": "end:bfcl:multi_turn_base_7#t1"},
+             {"case_id": "bfcl:multi_turn_base_77#t0s0"}, {"case_id": "airline:3"}]
+    assert leaked_runs(entries, cases, {"multi_turn_base_7"}) == [
+        "multi_turn_miss_func_7", "bfcl:multi_turn_base_7#t0s1", "end:bfcl:multi_turn_base_7#t1"]
+
+    cfg = load_config("embedded")
+    subject = Subject("m-dirty", "progra", "local/m-dirty")
+    with pytest.raises(ValueError, match=r"3 held-out runs share a BFCL scenario .* multi_turn_miss_func_7"):
+        check_no_leak(cfg, store, subject, ["m-dirty"], entries, cases)
+    check_no_leak(cfg, store, subject, ["m-clean"], entries, cases)  # no shared scenario
+    check_no_leak(cfg, store, Subject("base", "base", "local/smollm2"), [], entries, cases)  # the base model trained on nothing
+    check_no_leak(load_config("embedded", overrides=["evaluate.split=train"]), store, subject, ["m-dirty"], entries, cases)
