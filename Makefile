@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 
-.PHONY: setup browser run test lint clean bench ablate server deploy worker
+.PHONY: setup browser run test lint clean bench ablate gpu-smoke server deploy worker
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ ablate: setup
 
 bench: setup
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# The paper's geometry on a GPU (random weights, no download): GPU-s, tokens and peak memory per step.
+gpu-smoke: setup
+	$(PY) scripts/gpu_smoke.py $(SMOKE_ARGS)
 
 # -- Prefect: a server with the UI, the deployments, workers (README "Prefect UI") -------------
 PREFECT_PORT ?= 4200

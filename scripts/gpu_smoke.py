@@ -1,0 +1,152 @@
+"""GPU smoke check at the paper's geometry, without downloading anything.
+
+Builds a randomly initialised policy from a shipped architecture layout (default: the Qwen2.5-3B
+layout of xLAM-2-3b-fc-r, sizes only), with the embedded SmolLM2 tokenizer (the vocabulary stays
+the layout's, so the logits cost what they would), then runs warm-up SFT and PAG-RL exactly as
+the stages do (``train_sft``, ``train_grpo``) on real BFCL train data in real environments:
+
+* SFT: ``--sft-steps`` (3) steps of the paper profile's batch 16, micro-batch 2, 8192 tokens;
+* PAG-RL: ``--rl-steps`` (2) steps of batch 8 episodes × 8 rollouts, ≤ 10 actions, 16k-token
+  streams, micro-batch 2, from the SFT adapter.
+
+It prints GPU-seconds per RL step, model tokens per RL step and per rollout, and peak memory,
+beside the paper's Table 6 (PROGRA: 2900 GPU·s and 2243 tokens per step; MT-GRPO: 1903 GPU·s) and
+the ``progra plan`` estimate. A random model writes garbage, so rollouts run to their token limits:
+this measures cost at the geometry's worst case, not learning.
+
+``--tiny`` runs the same code at a toy geometry (and compact tool docs) on CPU in seconds; the
+test suite does this.
+The GPU machine needs torch, transformers, peft, trl, datasets and this checkout's
+dependencies; without internet, carry trl as a wheel (``pip download trl==<version> --no-deps``)
+and ``pip install --no-deps`` it there.
+
+    python scripts/gpu_smoke.py [--tiny] [--arch Salesforce/xLAM-2-3b-fc-r] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TABLE6 = {"progra_gpu_s_per_step": 2900, "progra_tokens_per_step": 2243, "mt_grpo_gpu_s_per_step": 1903}
+
+
+def build_policy(arch_name: str, out: Path, tiny: bool) -> Path:
+    """A random-initialised causal LM with the layout's sizes (or a toy one) and the embedded tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from progra_core.llm.embedded import ensure_embedded_model
+    from progra_core.train import memory
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded_model(REPO / ".progra" / "models"))
+    a = memory.load_arch(arch_name)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2) if tiny \
+        else dict(hidden_size=a.hidden, intermediate_size=a.intermediate, num_hidden_layers=a.layers,
+                  num_attention_heads=a.heads, num_key_value_heads=a.kv_heads)
+    model_type = json.loads(next((REPO / "progra_core/train/architectures").glob(arch_name.replace("/", "__") + ".json")).read_text())["model_type"]
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok) if tiny else max(a.vocab, len(tok)), max_position_embeddings=32768,
+                               tie_word_embeddings=a.tied, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, **sizes)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: str):
+    """Cold-start SFT rows that fit ``max_length`` (as the stage keeps them) and RL episodes, from
+    BFCL base train scenarios (no LLM involved)."""
+    from transformers import AutoTokenizer
+
+    from progra_core.config import SegmentConfig, SFTDataConfig
+    from progra_core.data.segment import segment_trajectory
+    from progra_core.data.sft_data import sft_data
+    from progra_core.methods import recipe
+    from progra_core.sources import bfcl
+    from progra_core.train import rollout
+    from progra_core.train.sft import fit_length, sft_rows
+
+    trajs = [row for row, _ in bfcl.iter_trajectories(["base"], "train") if row is not None]
+    segs = {s["segment_id"]: s for t in trajs for s in segment_trajectory(t, SegmentConfig())}
+    table, _, _ = sft_data([], segs, SFTDataConfig(cold_start_min=len(segs), validation_percent=0, turn_ends=False), docs_style)
+    rows, _, _ = fit_length(sft_rows(recipe("progra"), table.to_pylist(), []), AutoTokenizer.from_pretrained(base), max_length)
+    if len(rows) < n_rows:
+        raise SystemExit(f"only {len(rows)} SFT rows fit {max_length} tokens; {n_rows} wanted")
+    rows = rows[:n_rows]
+    episodes, _ = rollout.episodes_from_trajectories(trajs)
+    return rows, sorted(episodes, key=lambda e: e.episode_id)[:n_episodes]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="Salesforce/xLAM-2-3b-fc-r")
+    ap.add_argument("--tiny", action="store_true", help="toy geometry on CPU (what the test suite runs)")
+    ap.add_argument("--sft-steps", type=int, default=3)
+    ap.add_argument("--rl-steps", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="write the results here too")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from progra_core.config import load_config
+    from progra_core.methods import recipe
+    from progra_core.train import memory
+    from progra_core.train.grpo import train_grpo
+    from progra_core.train.sft import train_sft
+
+    paper = load_config("paper")
+    sft_cfg = paper.sft.model_copy(update={"max_steps": args.sft_steps})
+    rl_cfg = paper.grpo.model_copy(update={"max_steps": args.rl_steps, "use_vllm": "off"})
+    if args.tiny:
+        sft_cfg = sft_cfg.model_copy(update={"batch_size": 2, "micro_batch_size": 1, "max_length": 1024, "learning_rate": 1e-3})
+        rl_cfg = rl_cfg.model_copy(update={"batch_size": 1, "num_generations": 2, "micro_batch_size": 1, "max_actions": 2,
+                                           "max_action_tokens": 16, "max_seq_len": 2048})
+    cuda = torch.cuda.is_available()
+    out: dict = {"arch": args.arch, "tiny": args.tiny, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                 "sft": {"batch": sft_cfg.batch_size, "micro_batch": sft_cfg.micro_batch_size, "max_length": sft_cfg.max_length},
+                 "grpo": {"batch": rl_cfg.batch_size, "num_generations": rl_cfg.num_generations, "micro_batch": rl_cfg.micro_batch_size,
+                          "max_actions": rl_cfg.max_actions, "max_seq_len": rl_cfg.max_seq_len}, "paper_table6": TABLE6}
+    with tempfile.TemporaryDirectory(prefix="progra-gpu-smoke-") as tmp:
+        base = build_policy(args.arch, Path(tmp) / "policy", args.tiny)
+        arch = memory.load_arch(str(base))
+        out["params"] = arch.params
+        if cuda:
+            gib = torch.cuda.get_device_properties(0).total_memory / memory.GIB
+            out["plan_gib"] = {e.stage: round(e.total / memory.GIB, 1) for e in memory.plan(
+                paper.model_copy(update={"sft": sft_cfg, "grpo": rl_cfg}), arch, gib)}
+        docs = "compact" if args.tiny else paper.tool_docs
+        rows, episodes = data(sft_cfg.batch_size * args.sft_steps, rl_cfg.batch_size, base, sft_cfg.max_length, docs)
+        t0 = time.perf_counter()
+        sft = train_sft(rows, str(base), sft_cfg, Path(tmp) / "sft")
+        out["sft"].update(steps=sft["steps"], seconds_per_step=sft["seconds_per_step"], wall_s=round(time.perf_counter() - t0, 1))
+        if cuda:
+            out["sft"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",
+                                    docs_style=docs)
+        n_gpus = torch.cuda.device_count() if cuda else 0
+        out["grpo"].update(steps=metrics["steps"], seconds_per_step=metrics["seconds_per_step"],
+                           gpu_s_per_step=round(metrics["seconds_per_step"] * max(n_gpus, 1), 1) if cuda else None,
+                           model_tokens_per_step=metrics["model_tokens_per_step"],
+                           model_tokens_per_rollout=round(metrics["model_tokens_per_step"] / max(rl_cfg.streams_per_step, 1), 1),
+                           rollouts=metrics["rollouts"], wall_s=round(time.perf_counter() - t0, 1))
+        if cuda:
+            out["grpo"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
