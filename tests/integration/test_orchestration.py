@@ -284,7 +284,7 @@ def test_ui_run_page_shows_the_config_form(prefect_real, tmp_path):
     # section titles, field labels and field descriptions of PipelineConfig, rendered as a form
     for needle in ("config (Optional) the whole pipeline config", "profile (Optional)", "overrides (Optional) key=value",
                    "Dispatch (Optional)", "Awareness (Optional)", "Max Tokens", "Task Runner", "work_pool",
-                   "Storage root: a local folder", "LLM_ver: frozen target policy"):
+                   "Storage root: a local folder", "LLM_ver: the frozen target policy"):
         assert needle in text, needle
     stage_page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render(f"/deployments/deployment/{deps['stage/stage-verify']}/run")))
     for needle in ("input_dataset_id (Optional) id of the input dataset", "overrides (Optional) config fields to change"):
