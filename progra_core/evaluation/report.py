@@ -1,10 +1,11 @@
 """Table 1 of the paper from ``eval_summary`` rows: one row per model/method, BFCL accuracy per
 category and Overall (the mean of the Base, Miss F. and Miss P. columns, as the paper computes
 it), plus per-turn accuracy, then τ²-bench Airline and Retail (Table 1) and Telecom (Table 3,
-the out-of-domain test) as pass rates averaged over trials. ``compare`` puts several runs side by side with the change in
-Overall; ``paired`` compares the first and the last with paired bootstrap intervals over
-entries, the detectable difference and τ²'s pass^k (``stats``). Pure functions over dict rows: the CLI prints them with rich, the flow publishes them
-as a Prefect markdown artifact."""
+the out-of-domain test) as pass rates averaged over trials. ``compare`` puts several runs side
+by side with the change in Overall; ``paired`` compares the first and the last with paired
+bootstrap intervals over entries, the detectable difference and τ²'s pass^k (``stats``). Pure
+functions over dict rows: the CLI prints them with rich, the flow publishes them as a Prefect
+markdown artifact."""
 
 from __future__ import annotations
 
@@ -84,9 +85,12 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list
 TAU2 = ("airline", "retail", "telecom")
 
 
-def _points(rows: Sequence[dict], cats: Sequence[str]) -> list[tuple[str, str, float]]:
-    return [(r["category"], r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows
-            if r["category"] in cats and r.get("benchmark") != "next_call"]
+def _points(rows: Sequence[dict], keep) -> list[tuple[str, str, float]]:
+    return [(r["category"], r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows if keep(r)]
+
+
+def _pct(e: stats.Estimate) -> stats.Estimate:
+    return stats.Estimate(100 * e.value, 100 * e.low, 100 * e.high)
 
 
 def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] = ("A", "B"), n_boot: int = 2000,
@@ -95,22 +99,23 @@ def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] 
     Overall and categories, τ² domains, next-call exact) each run with its 95 % paired bootstrap
     interval, the difference last − first with its interval, the smallest difference the run
     could detect (80 % power) and the entries compared; then τ²'s pass^k per domain and run."""
+    def benchmark_rows(cats):
+        return lambda r: r["category"] in cats and r.get("benchmark") != "next_call"
+
     metrics = []
     if any(r["category"] in OVERALL_OF for r in first):
-        metrics.append(("Overall", list(OVERALL_OF)))
-    metrics += [(COLUMNS[c], [c]) for c in COLUMNS if any(r["category"] == c and r.get("benchmark") != "next_call" for r in first)]
+        metrics.append(("Overall", benchmark_rows(OVERALL_OF)))
+    metrics += [(COLUMNS[c], benchmark_rows((c,))) for c in COLUMNS if any(benchmark_rows((c,))(r) for r in first)]
+    metrics.append(("Next: exact", lambda r: r.get("benchmark") == "next_call" and r["category"] == "call"))
     headers = ["Metric", labels[0], labels[1], f"Δ ({labels[1]} − {labels[0]})", "Detectable Δ", "Entries"]
     body = []
-    nxt = [("Next: exact", lambda rows: [("call", r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows
-                                         if r.get("benchmark") == "next_call" and r["category"] == "call"])]
-    for name, points in [(n, lambda rows, cs=cs: _points(rows, cs)) for n, cs in metrics] + nxt:
+    for name, keep in metrics:
         try:
-            p = stats.paired_bootstrap(points(first), points(last), n_boot=n_boot, seed=seed)
+            p = stats.paired_bootstrap(_points(first, keep), _points(last, keep), n_boot=n_boot, seed=seed)
         except ValueError:  # a metric one of the runs has no entries for
             continue
-        pct = lambda e: stats.Estimate(100 * e.value, 100 * e.low, 100 * e.high)  # noqa: E731
-        d = pct(p.diff)
-        body.append([name, pct(p.a).fmt(), pct(p.b).fmt(), f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}]",
+        d = _pct(p.diff)
+        body.append([name, _pct(p.a).fmt(), _pct(p.b).fmt(), f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}]",
                      f"{100 * p.mde:.1f}", str(p.entries)])
     for c in TAU2:
         ks = []
