@@ -98,10 +98,12 @@ class LLMConfig(Section):
         "Times a shard whose endpoint stayed down past max_retries is tried again (cached answers replay, only the rest is asked)."))
     shard_retry_delay_s: float = Field(30.0, ge=0, description="Wait before such a shard retry (lets a rate-limit window pass).")
     local_batch_size: int = Field(8, ge=1, description="Requests per forward pass for local/ models.")
-    local_batch_tokens: int | None = Field(8192, ge=1, description=(
-        "local/ models: most padded prompt tokens (rows x longest prompt) per forward pass; long prompts go alone "
-        "(on CPU padding a batch to a long prompt costs more than it saves). None: batch_size alone decides."))
-    local_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    local_batch_tokens: int | Literal["auto"] | None = Field("auto", description=(
+        "local/ models: most padded prompt tokens (rows x longest prompt) per forward pass; long prompts go alone. "
+        "auto: 8192 on CPU (padding a batch to a long prompt costs more than it saves), on CUDA what half the memory "
+        "left after loading the model holds (KV cache + activations). None: batch_size alone decides."))
+    local_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "local/ models' weights: auto = bfloat16 on a CUDA device that supports it, float32 on CPU."))
 
 
 class IngestConfig(Section):
@@ -290,6 +292,8 @@ class GRPOConfig(Section):
         "step, then fixed. TRL's default, max_completion_length (16,384), shrinks multi-turn gradients 20-30x."))
     use_vllm: Literal["off", "colocate", "server"] = Field("off", description="GPU boxes: generate rollouts with vLLM.")
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
+        "use_vllm=colocate: share of the GPU vLLM reserves for its weights and KV cache (the rest trains)."))
     sample_batch_size: int = Field(8, ge=1, description="Contexts per generate() call in the CPU/transformers sampler.")
     micro_batch_size: int | None = Field(None, ge=1, description=(
         "Rollout streams per forward/backward pass. A step still uses batch_size x num_generations streams (generated "

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sft-steps", type=int, default=3)
     ap.add_argument("--rl-steps", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument("--vllm", choices=["off", "colocate"], default="off",
+                    help="colocate: rollouts sample through TRL's vLLM engine (needs vllm installed)")
     args = ap.parse_args(argv)
 
     import torch
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     paper = load_config("paper")
     sft_cfg = paper.sft.model_copy(update={"max_steps": args.sft_steps})
-    rl_cfg = paper.grpo.model_copy(update={"max_steps": args.rl_steps, "use_vllm": "off"})
+    rl_cfg = paper.grpo.model_copy(update={"max_steps": args.rl_steps, "use_vllm": args.vllm})
     if args.tiny:
         sft_cfg = sft_cfg.model_copy(update={"batch_size": 2, "micro_batch_size": 1, "max_length": 1024, "learning_rate": 1e-3})
         rl_cfg = rl_cfg.model_copy(update={"batch_size": 1, "num_generations": 2, "micro_batch_size": 1, "max_actions": 2,
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"arch": args.arch, "tiny": args.tiny, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
                  "sft": {"batch": sft_cfg.batch_size, "micro_batch": sft_cfg.micro_batch_size, "max_length": sft_cfg.max_length},
                  "grpo": {"batch": rl_cfg.batch_size, "num_generations": rl_cfg.num_generations, "micro_batch": rl_cfg.micro_batch_size,
-                          "max_actions": rl_cfg.max_actions, "max_seq_len": rl_cfg.max_seq_len}, "paper_table6": TABLE6}
+                          "max_actions": rl_cfg.max_actions, "max_seq_len": rl_cfg.max_seq_len, "use_vllm": rl_cfg.use_vllm},
+                 "paper_table6": TABLE6}
     with tempfile.TemporaryDirectory(prefix="progra-gpu-smoke-") as tmp:
         base = build_policy(args.arch, Path(tmp) / "policy", args.tiny)
         arch = memory.load_arch(str(base))

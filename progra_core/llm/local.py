@@ -21,17 +21,42 @@ from functools import lru_cache
 from progra_core.llm.hf import cache_kwarg, quiet_hf
 from progra_core.llm.types import ChatRequest, ChatResult
 
-__all__ = ["LocalBackend", "get_backend"]
+__all__ = ["LocalBackend", "get_backend", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
+
+
+#: local/ batches on CPU: padded prompt tokens per forward pass (measured: past ~8k, padding a
+#: batch to a long prompt costs more than batching saves)
+CPU_BATCH_TOKENS = 8192
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto``: bfloat16 on a CUDA device that supports it (half the memory, the tensor cores),
+    float32 elsewhere (CPU bf16 matmuls are slow without AMX)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+
+
+def kv_batch_tokens(free_bytes: float, layers: int, kv_dim: int, hidden: int, intermediate: int, bytes_per: int,
+                    share: float = 0.5) -> int:
+    """Padded prompt tokens per forward pass that ``share`` of ``free_bytes`` holds: per token, the
+    KV cache of every layer plus one layer's activations. Half the free memory by default: the
+    generated tokens' cache and the allocator's fragmentation need the rest."""
+    per_token = bytes_per * (2 * layers * kv_dim + 4 * hidden + 2 * intermediate)
+    return max(1024, int(share * free_bytes / per_token))
 
 
 class LocalBackend:
-    def __init__(self, path: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None):
+    def __init__(self, path: str, dtype: str = "auto", device: str | None = None, adapter: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_hf()
         self.path = path
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -46,6 +71,21 @@ class LocalBackend:
         self.context = getattr(self.model.config, "max_position_embeddings", None)
         self._cache_kw = cache_kwarg(self.model)
         self._lock = threading.Lock()
+        self.dtype = dtype
+        self.auto_batch_tokens = self._device_batch_tokens(getattr(torch, dtype).itemsize)
+
+    def _device_batch_tokens(self, bytes_per: int) -> int:
+        """``batch_tokens="auto"``: on CUDA, what half the memory left after loading holds; on CPU,
+        :data:`CPU_BATCH_TOKENS`."""
+        if not self.device.startswith("cuda"):
+            return CPU_BATCH_TOKENS
+        import torch
+
+        c = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        heads = c.num_attention_heads
+        kv_dim = c.hidden_size * (getattr(c, "num_key_value_heads", None) or heads) // heads
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        return kv_batch_tokens(free, c.num_hidden_layers, kv_dim, c.hidden_size, c.intermediate_size, bytes_per)
 
     def _prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -83,9 +123,11 @@ class LocalBackend:
                                       latency_ms=(time.perf_counter() - t0) * 1000, attempts=1))
         return out
 
-    def generate(self, reqs: Sequence[ChatRequest], batch_size: int = 8, batch_tokens: int | None = None) -> list[ChatResult]:
+    def generate(self, reqs: Sequence[ChatRequest], batch_size: int = 8, batch_tokens: int | str | None = None) -> list[ChatResult]:
         import torch
 
+        if batch_tokens == "auto":
+            batch_tokens = self.auto_batch_tokens
         if any(r.extra.get("choices") for r in reqs):
             pick = [i for i, r in enumerate(reqs) if r.extra.get("choices")]
             free = [i for i, r in enumerate(reqs) if not r.extra.get("choices")]
@@ -177,5 +219,5 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
 
 
 @lru_cache(maxsize=4)
-def get_backend(path: str, dtype: str = "float32", adapter: str | None = None) -> LocalBackend:
+def get_backend(path: str, dtype: str = "auto", adapter: str | None = None) -> LocalBackend:
     return LocalBackend(path, dtype=dtype, adapter=adapter)

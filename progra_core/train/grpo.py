@@ -226,14 +226,17 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
     def rollout_func(prompts: list[str], trainer) -> dict:
         import torch
 
-        # sampled under the trainer's own precision, so the sampling log-probs are the ones it recomputes
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
-                trainer.accelerator.autocast():
-            generate = rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
-                                          seed=cfg.seed + trainer.state.global_step)
-            results = rollout.run_episodes([episodes[p] for p in prompts], generate, tok, r.grpo, rubric, cfg.max_actions,
-                                           cfg.max_seq_len, awareness_prompt=r.awareness_prompt or r.grpo == "awareness",
-                                           max_turn_actions=cfg.max_turn_actions, docs_style=docs_style)
+        play = lambda generate: rollout.run_episodes(  # noqa: E731
+            [episodes[p] for p in prompts], generate, tok, r.grpo, rubric, cfg.max_actions, cfg.max_seq_len,
+            awareness_prompt=r.awareness_prompt or r.grpo == "awareness", max_turn_actions=cfg.max_turn_actions,
+            docs_style=docs_style)
+        if trainer.use_vllm:  # TRL synced the current weights into its engine before calling us
+            results = play(rollout.vllm_sampler(trainer.vllm_generation, cfg.max_action_tokens, trainer.eos_token_ids))
+        else:  # sampled under the trainer's own precision, so the sampling log-probs are the ones it recomputes
+            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
+                    trainer.accelerator.autocast():
+                results = play(rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
+                                                  seed=cfg.seed + trainer.state.global_step))
         recorder.add(trainer.state.global_step + 1, prompts, results)
         trainer._layout = _padded_layout(results, trainer.pad_to_multiple_of, trainer.accelerator.device)
         logprobs = [x.logprobs for x in results] if all(x.logprobs is not None for x in results) else None
@@ -289,8 +292,10 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     recorder = Recorder(run, r.name, r.grpo, cfg.num_generations)
     rubric = rubric or rubric_for(r, cfg)
-    vllm = {} if cfg.use_vllm == "off" else {"use_vllm": True, "vllm_mode": cfg.use_vllm,
-                                             **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
+    vllm = {} if cfg.use_vllm == "off" else {
+        "use_vllm": True, "vllm_mode": cfg.use_vllm, "vllm_max_model_length": cfg.max_seq_len,
+        "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+        **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
     args = TRLGRPOConfig(
         output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.micro_batch_size or cfg.streams_per_step,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,

@@ -13,7 +13,7 @@ its longest):
 * **logits**: the micro-batch's tokens × vocabulary in fp32, twice (the logits and their
   log-softmax / gradient), which at a 128k vocabulary is often the largest term;
 * **vLLM** (GRPO with ``use_vllm: colocate``): its reserved share of the device
-  (``vllm_gpu_memory_utilization``, TRL's default 0.3); in server mode it runs elsewhere;
+  (``grpo.vllm_gpu_memory_utilization``, TRL's default 0.3); in server mode it runs elsewhere;
 * a fixed **overhead** for the CUDA context, allocator fragmentation and buffers (10 %, at least 2 GB).
 
 The architecture comes from a model folder's ``config.json`` or, for the paper's policies (hub
@@ -26,8 +26,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from progra_core.llm.local import kv_batch_tokens
+
 __all__ = ["Arch", "Estimate", "load_arch", "estimate_sft", "estimate_grpo", "estimate_evaluate", "plan", "check_fits",
-           "DoesNotFit", "GIB"]
+           "DoesNotFit", "GIB", "eval_batch_tokens"]
 
 GIB = 1024 ** 3
 _SHIPPED = Path(__file__).resolve().parent / "architectures"
@@ -126,13 +128,12 @@ def estimate_sft(a: Arch, cfg, bf16: bool = True, checkpointing: bool = True) ->
     return _train("sft", a, cfg.micro_batch_size or cfg.batch_size, cfg.max_length, cfg.lora_r, bf16, checkpointing, {})
 
 
-def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointing: bool = True,
-                  vllm_share: float = 0.3) -> Estimate:
+def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointing: bool = True) -> Estimate:
     """``cfg``: a ``GRPOConfig``; one micro-batch of ``max_seq_len``-token streams, the KL
     reference as a frozen adapter copy, and vLLM's share of the device when colocated."""
     extra = {"reference_adapter": 4 * a.lora_params(cfg.lora_r)}
     if cfg.use_vllm == "colocate":
-        extra["vllm"] = vllm_share * gpu_bytes
+        extra["vllm"] = cfg.vllm_gpu_memory_utilization * gpu_bytes
     return _train("grpo", a, cfg.micro_batch_size or cfg.streams_per_step, cfg.max_seq_len, cfg.lora_r, bf16,
                   checkpointing, extra)
 
@@ -153,7 +154,18 @@ def plan(cfg, a: Arch, gpu_gib: float) -> list[Estimate]:
     bf16 = lambda p: p != "fp32"  # noqa: E731
     return [estimate_sft(a, cfg.sft, bf16(cfg.sft.precision), ckpt(cfg.sft.gradient_checkpointing)),
             estimate_grpo(a, cfg.grpo, gpu_gib * GIB, bf16(cfg.grpo.precision), ckpt(cfg.grpo.gradient_checkpointing)),
-            estimate_evaluate(a, cfg.llm.local_batch_tokens or cfg.llm.local_batch_size * cfg.evaluate.max_tokens)]
+            estimate_evaluate(a, eval_batch_tokens(cfg.llm.local_batch_tokens, a, gpu_gib * GIB, cfg.llm.local_batch_size,
+                                                   cfg.evaluate.max_tokens))]
+
+
+def eval_batch_tokens(setting, a: Arch, gpu_bytes: float, batch_size: int, max_tokens: int, bf16: bool = True) -> int:
+    """The batch budget local evaluation will use on this device: ``llm.local_batch_tokens`` as
+    set, or for ``auto`` what :func:`progra_core.llm.local.kv_batch_tokens` sizes from the memory
+    left after the weights (as the backend does once loaded)."""
+    if setting == "auto":
+        b = 2 if bf16 else 4
+        return kv_batch_tokens(gpu_bytes - a.params * b, a.layers, a.kv_dim, a.hidden, a.intermediate, b)
+    return setting or batch_size * max_tokens
 
 
 def check_fits(est: Estimate, gpu_bytes: float, hint: str) -> None:

@@ -52,7 +52,7 @@ from progra_core.schemas import reject
 from progra_core.train.rewards import Played, Rubric, Step
 
 __all__ = ["Episode", "Rollout", "Generation", "ChatPieces", "Mode", "MODES", "episodes_from_trajectories",
-           "single_step_episodes", "run_episodes", "hf_sampler"]
+           "single_step_episodes", "run_episodes", "hf_sampler", "vllm_sampler"]
 
 Mode = Literal["awareness", "raw", "single"]
 MODES: tuple[str, ...] = ("awareness", "raw", "single")
@@ -431,6 +431,37 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
                 cut = next((k for k, t in enumerate(row) if t in eos), None)
                 n = len(row) if cut is None else cut + 1
                 out.append(Generation(row[:n], lp[:n]))
+        return out
+
+    return generate
+
+
+def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = ()) -> GenerateFn:
+    """Sampling through TRL's vLLM engine (``trainer.vllm_generation``, colocate or server mode):
+    one ``generate`` call per lockstep round, each context once, at most ``max_new_tokens`` per
+    action (the engine's own limit, the whole stream length, is restored after). vLLM returns each
+    token's log-probability after temperature (TRL builds it with ``processed_logprobs``), which is
+    what importance-sampling correction compares with the trainer's recomputed ones. TRL syncs the
+    LoRA-merged weights into the engine before each step's ``rollout_func``. Single process: in
+    server mode TRL gathers prompts across ranks, and lockstep rounds differ per rank."""
+    eos = set(eos_ids)
+
+    def generate(contexts: list[list[int]]) -> list[Generation]:
+        saved = engine.max_completion_length
+        engine.max_completion_length = max_new_tokens
+        try:
+            _, completions, logprobs, _ = engine.generate(prompts=[list(c) for c in contexts], images=None, num_generations=1)
+        finally:
+            engine.max_completion_length = saved
+        if len(completions) != len(contexts):
+            raise RuntimeError(f"vLLM returned {len(completions)} completions for {len(contexts)} contexts")
+        out = []
+        for k, ids in enumerate(completions):
+            ids = list(ids)
+            cut = next((i for i, t in enumerate(ids) if t in eos), None)
+            n = len(ids) if cut is None else cut + 1
+            lp = None if logprobs is None else [float("nan") if t[0] is None else float(t[0]) for t in logprobs[k][:n]]
+            out.append(Generation(ids[:n], lp))
         return out
 
     return generate

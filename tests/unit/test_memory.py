@@ -88,3 +88,24 @@ def test_progra_plan_prints_every_stage_and_fails_when_one_does_not_fit():
     assert "sft" in ok.output and "grpo" in ok.output and "evaluate" in ok.output and "NO" not in ok.output
     small = CliRunner().invoke(app, ["plan", "--profile", "paper", "--gpu-memory", "24"])
     assert small.exit_code == 1 and "NO" in small.output
+
+
+def test_local_evaluation_sizes_its_batch_for_the_device():
+    from progra_core.llm.local import CPU_BATCH_TOKENS, kv_batch_tokens, resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    a = load_arch("Salesforce/Llama-xLAM-2-8b-fc-r")
+    per = lambda gib: kv_batch_tokens(gib * GIB, a.layers, a.kv_dim, a.hidden, a.intermediate, 2)  # noqa: E731
+    assert per(40) < per(80) < per(120)
+    assert per(80) == pytest.approx(2 * per(40), rel=0.01)  # linear in the free memory
+    # 8B in bf16: KV 2 x 32 layers x 1024 dims + activations 4 x 4096 + 2 x 14336, x 2 bytes = 216 KiB per token;
+    # half of 40 GiB holds 97k tokens
+    assert per(40) == 97_090
+    paper = load_config("paper")
+    assert paper.llm.local_batch_tokens == "auto" and paper.llm.local_dtype == "auto"
+    on_141 = memory.eval_batch_tokens("auto", a, 141 * GIB, 16, 2048)
+    assert on_141 > 16 * 9000  # 16 of BFCL's longest prompts in one pass
+    est = memory.estimate_evaluate(a, on_141)
+    assert est.total < 141 * GIB and est.parts["weights"] == a.params * 2
+    assert memory.eval_batch_tokens(8192, a, 141 * GIB, 16, 2048) == 8192
+    assert load_config("embedded").llm.local_batch_tokens == "auto" and CPU_BATCH_TOKENS == 8192  # CPU: as measured

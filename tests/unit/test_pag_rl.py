@@ -286,6 +286,80 @@ def test_trainer_log_probs_equal_the_sampling_log_probs(tiny_llama, tmp_path, mo
     torch.testing.assert_close(logps[model_tokens], sampled[model_tokens], atol=2e-3, rtol=0)
 
 
+class TRLEngineContract:
+    """What ``trainer.vllm_generation`` (TRL's ``VLLMGeneration``) offers a rollout_func: weights
+    synced by the trainer, ``generate(prompts, images, num_generations)`` returning (prompt ids,
+    completion ids, per-token [[logprob]], token ids) with at most ``max_completion_length`` new
+    tokens. vLLM needs CUDA, so here the contract is served by sampling the trainer's own policy
+    (``hf_sampler``): the importance-sampling ratio must then be 1 on every model token."""
+
+    def __init__(self, trainer, tok, temperature):
+        self.trainer, self.tok, self.t = trainer, tok, temperature
+        self.max_completion_length = 16384
+        self.calls, self.syncs = [], 0
+
+    def sync_weights(self):
+        self.syncs += 1
+
+    def generate(self, prompts, images, num_generations):
+        from progra_core.train import rollout
+
+        self.calls.append((len(prompts), self.max_completion_length, images, num_generations))
+        gen = rollout.hf_sampler(self.trainer.model, self.tok, self.max_completion_length, self.t, seed=3)(prompts)
+        return prompts, [g.ids for g in gen], [[[lp] for lp in g.logprobs] for g in gen], [[[i] for i in g.ids] for g in gen]
+
+
+@pytest.mark.parametrize("mode", ["awareness", "raw"])
+def test_vllm_rollouts_go_through_trls_engine_with_their_sampling_log_probs(tiny_llama, tmp_path, mode, episode):
+    from progra_core.methods import recipe
+    from progra_core.train import grpo as core
+
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=4, max_turn_actions=2, max_action_tokens=12,
+                     max_steps=1, temperature=0.8, max_seq_len=4096, beta=0.0, precision="fp32")
+    trainer, tok = core.build_trainer([episode], recipe("progra" if mode == "awareness" else "mt_grpo"), cfg,
+                                      str(tiny_llama), None, tmp_path, docs_style="compact")
+    # what TRL sets up with use_vllm (its VLLMGeneration itself needs vLLM on CUDA)
+    engine = TRLEngineContract(trainer, tok, cfg.temperature)
+    trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+    trainer.vllm_generation, trainer._last_loaded_step = engine, -1
+    out = trainer._generate_and_score_completions([{"prompt": episode.episode_id}] * 2)
+    assert engine.syncs == 1 and engine.calls and engine.max_completion_length == 16384  # restored after each round
+    assert all(n == 1 and limit == cfg.max_action_tokens and img is None for _, limit, img, n in engine.calls)
+    model_tokens = (out["completion_mask"] * out["tool_mask"]).bool()
+    assert model_tokens.sum() > 10
+    # TRL's correction: exp(sum over model tokens of the trainer's recomputed logp - the engine's), per stream
+    ratio = out["importance_sampling_ratio"].flatten()
+    assert ratio.numel() == 2
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-2, rtol=0)
+    sampled = out["sampling_per_token_logps"]
+    assert bool((sampled[model_tokens] < 0).all()) and bool((sampled[~model_tokens] == 0).all())
+
+
+def test_vllm_sampler_cuts_at_eos_and_keeps_unknown_log_probs_unknown():
+    from progra_core.train.rollout import vllm_sampler
+
+    class Engine:
+        max_completion_length = 99
+
+        def generate(self, prompts, images, num_generations):
+            assert self.max_completion_length == 5
+            return prompts, [[7, 2, 8], [9]], [[[-0.5], [-0.25], [-1.0]], [[None]]], None
+
+    gen = vllm_sampler(Engine(), 5, eos_ids=[2])([[1], [1, 1]])
+    assert gen[0].ids == [7, 2] and gen[0].logprobs == [-0.5, -0.25]
+    assert gen[1].ids == [9] and gen[1].logprobs[0] != gen[1].logprobs[0]  # NaN: TRL zeroes its correction
+    assert Engine.max_completion_length == 99
+
+    class Short(Engine):
+        def generate(self, prompts, images, num_generations):
+            return prompts, [[7]], None, None
+
+    with pytest.raises(RuntimeError, match="1 completions for 2 contexts"):
+        vllm_sampler(Short(), 5)([[1], [1]])
+    assert vllm_sampler(type("E", (Engine,), {"generate": lambda self, prompts, images, num_generations: (
+        prompts, [[3]], None, None)})(), 5)([[1]])[0].logprobs is None
+
+
 # -- 8. token budgets ---------------------------------------------------------------------------
 
 def test_an_awareness_note_fits_in_an_action():
