@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from progra_core.calls import Call
+from progra_core.envs import budget
 from progra_core.envs.base import EnvError, json_config, missing_observations, parse_step
 
 __all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError"]
@@ -171,12 +172,16 @@ class BFCLEnv:
     # -- dispatch ---------------------------------------------------------------------------
 
     def _lookup(self, name: str):
+        method, _cls, err = self._owner(name)
+        return method, err
+
+    def _owner(self, name: str):
         owners = self._methods.get(name)
         if not owners:
-            return None, f"name '{name}' is not defined"
+            return None, None, f"name '{name}' is not defined"
         if len(owners) > 1:
-            return None, f"function '{name}' is ambiguous: provided by {', '.join(c for c, _ in owners)}"
-        return owners[0][1], None
+            return None, None, f"function '{name}' is ambiguous: provided by {', '.join(c for c, _ in owners)}"
+        return owners[0][1], owners[0][0], None
 
     def resolve(self, call: Call) -> Call:
         """The same call with positional arguments bound to parameter names, in signature order.
@@ -195,14 +200,24 @@ class BFCLEnv:
         return Call(call.name, dict(bound.arguments), ())
 
     def execute_one(self, call: Call) -> str:
-        method, err = self._lookup(call.name)
+        """One call within the execution budget (:mod:`progra_core.envs.budget`): a runaway call
+        or one whose arguments could not finish in it is an error observation."""
+        method, cls, err = self._owner(call.name)
         if method is None:
             obs = f"Error during execution: {err}"
+        elif refused := budget.guard_arguments(cls, call.name, call.args, call.positional,
+                                               bind=lambda: self.resolve(call).args):
+            obs = f"Error during execution: refused: {refused}"
         else:
             try:
                 # fresh copies, as BFCL's eval of the call text would make: a method that keeps or
                 # mutates an argument (post_tweet stores its mentions list) must not alias the Call
-                obs = _observation(method(*copy.deepcopy(call.positional), **copy.deepcopy(call.args)))
+                args, kwargs = copy.deepcopy(call.positional), copy.deepcopy(call.args)
+                obs = budget.run_call(cls, lambda: _observation(method(*args, **kwargs)))
+                if len(obs) > budget.MAX_OBSERVATION_CHARS:
+                    obs = f"Error during execution: the result has {len(obs)} characters, above the limit of {budget.MAX_OBSERVATION_CHARS}"
+            except budget.CallBudgetExceeded as e:
+                obs = f"Error during execution: {e}"
             except Exception as e:  # a failing call is an observation, never an exception
                 obs = f"Error during execution: {e}"
         self.history.append((call, obs))

@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from progra_core.calls import Call
+from progra_core.envs import budget
 from progra_core.envs.base import EnvError, json_config, parse_step
 
 __all__ = ["Tau2Env", "DOMAINS", "TRAIN_DOMAINS", "SPLITS", "load_tasks", "reference_calls", "tau2_version", "safe_calculate"]
@@ -239,8 +240,13 @@ class Tau2Env:
         elif resolved.positional:
             msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {call.name}() got arguments that do not match its parameters",
                               requestor=requestor, error=True)
-        else:  # τ²'s own dispatch, result formatting and error wording
-            msg = self.env.get_response(tc)
+        elif refused := budget.guard_arguments(self.domain, call.name, dict(resolved.args)):
+            msg = ToolMessage(id=tc.id, role="tool", content=f"Error: refused: {refused}", requestor=requestor, error=True)
+        else:  # τ²'s own dispatch, result formatting and error wording, within the execution budget
+            try:
+                msg = budget.run_call(self.domain, lambda: self.env.get_response(tc))
+            except budget.CallBudgetExceeded as e:
+                msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {e}", requestor=requestor, error=True)
         self.errors += bool(msg.error)
         self.log.append((tc, msg))
         self.history.append((resolved, msg.content))

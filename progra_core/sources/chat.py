@@ -27,14 +27,71 @@ from typing import Any
 from progra_core.calls import Call, CallParseError, calls_to_records, parse_calls
 from progra_core.envs.base import EnvError
 from progra_core.envs.bfcl import function_docs
+from progra_core.envs.factory import ENV_KINDS
 from progra_core.schemas import reject
 from progra_core.sources.bfcl import entry_to_trajectory
 
-__all__ = ["RecordError", "record_to_trajectory", "iter_jsonl", "iter_hf_folder", "MAX_RECORD_BYTES", "MAX_FIELD_CHARS"]
+__all__ = ["RecordError", "record_to_trajectory", "iter_jsonl", "iter_hf_folder", "MAX_RECORD_BYTES", "MAX_FIELD_CHARS",
+           "strict_json", "check_storable"]
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_FIELD_CHARS = 1_000_000
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+INT_LIMIT = 2 ** 63  # integers must fit int64: Arrow, DuckDB and the comparisons all agree on them then
+_SPLITS = ("train", "held_out")
+
+
+def _constant(name: str):
+    raise RecordError("non_finite_number", f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def _float(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise RecordError("non_finite_number", f"{text[:40]} overflows a float")
+    return v
+
+
+def _int(text: str) -> int:
+    if len(text) > 20:
+        raise RecordError("number_out_of_range", f"an integer of {len(text)} digits (limit: 64-bit integers)")
+    v = int(text)
+    if not -INT_LIMIT <= v < INT_LIMIT:
+        raise RecordError("number_out_of_range", f"{text} does not fit a 64-bit integer")
+    return v
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses what cannot be stored or compared faithfully: NaN/±Infinity,
+    floats that overflow (1e400), integers beyond 64 bits; a :class:`RecordError` says which."""
+    return json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+
+
+def check_storable(rec: Any) -> None:
+    """A parsed record whose every string is valid Unicode (JSON's ``\\ud800`` escapes decode to
+    lone surrogates, which Arrow cannot store) and whose numbers are finite and 64-bit."""
+    try:
+        json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordError("lone_surrogate", f"a string holds an unpaired surrogate ({e.reason})") from None
+    except ValueError as e:
+        raise RecordError("non_finite_number", str(e)) from None
+    except TypeError as e:
+        raise RecordError("not_json", str(e)) from None
+    _check_ints(rec)
+
+
+def _check_ints(v: Any) -> None:
+    if type(v) is int and not -INT_LIMIT <= v < INT_LIMIT:
+        raise RecordError("number_out_of_range", "an integer does not fit 64 bits")
+    if isinstance(v, dict):
+        for x in v.values():
+            _check_ints(x)
+    elif isinstance(v, list):
+        for x in v:
+            _check_ints(x)
 
 
 class RecordError(ValueError):
@@ -78,14 +135,19 @@ def _tool_call(tc: Any, where: str) -> tuple[str | None, Call]:
     raw = fn.get("arguments", "{}")
     if isinstance(raw, str):
         try:
-            args = json.loads(raw) if raw.strip() else {}
+            args = strict_json(raw) if raw.strip() else {}
         except json.JSONDecodeError as e:
             raise RecordError("bad_arguments_json", f"{where}: arguments are not JSON ({e.msg})") from None
+        except RecordError as e:
+            raise RecordError(e.reason, f"{where}: {e.detail}") from None
     else:
         args = raw
     if not isinstance(args, dict):
         raise RecordError("bad_arguments_json", f"{where}: arguments must be a JSON object, got {type(args).__name__}")
-    return tc.get("id"), Call(name, args)
+    cid = tc.get("id")
+    if cid is not None and not isinstance(cid, str):
+        raise RecordError("bad_tool_call_id", f"{where}: id must be a string, got {type(cid).__name__}")
+    return cid, Call(name, args)
 
 
 def _tool_names(tools: Any) -> set[str] | None:
@@ -140,16 +202,47 @@ def bfcl_record_to_trajectory(rec: dict, source: str, source_id: str) -> dict[st
                 raise RecordError("unknown_function", f"{where}: {unknown[0]!r} is not a function of {', '.join(classes)}")
     cfg = rec.get("initial_config", {})
     if not isinstance(cfg, dict):
-        raise RecordError("bad_initial_config", "initial_config must be an object")
+        raise RecordError("bad_initial_config", f"initial_config must be an object, got {type(cfg).__name__}")
+    category = rec.get("category", "base")
+    if not isinstance(category, str):
+        raise RecordError("bad_category", f"category must be a string, got {type(category).__name__}")
     entry = {"id": source_id, "question": question, "ground_truth": truth, "involved_classes": classes, "initial_config": cfg,
-             "missed_function": rec.get("missed_function") or {}, "category": rec.get("category") or "base"}
+             "missed_function": rec.get("missed_function") or {}, "category": category}
     try:
-        row = entry_to_trajectory(entry, source=source, split=rec.get("split") if rec.get("split") in ("train", "held_out") else "train")
+        row = entry_to_trajectory(entry, source=source, split=_split(rec))
     except EnvError as e:
         raise RecordError("bad_environment", str(e)) from None
     except Exception as e:  # anything else the conversion trips on is this record's problem
         raise RecordError("bfcl_conversion_failed", f"{type(e).__name__}: {e}") from None
     return row
+
+
+def _split(rec: dict) -> str:
+    """``split`` is ``train`` (the default when absent) or ``held_out``, exactly: anything else
+    (``test``, ``HELD_OUT``) is refused, so held-out data never enters training by a typo."""
+    split = rec.get("split", "train")
+    if split not in _SPLITS:
+        raise RecordError("bad_split", f"split must be one of {list(_SPLITS)} (or absent: train), got {str(split)[:40]!r}")
+    return split
+
+
+def _classes_and_env(rec: dict) -> tuple[str | None, list[str]]:
+    """``env`` (bfcl | tau2; absent: bfcl when classes are given) and its ``involved_classes``
+    (BFCL class names, or the τ² domain), each checked against what exists."""
+    involved = rec.get("involved_classes", [])
+    if not isinstance(involved, list) or not all(isinstance(c, str) for c in involved):
+        raise RecordError("bad_involved_classes", "involved_classes must be a list of strings")
+    env = rec.get("env", "bfcl" if involved else None)
+    if env is not None and env not in ENV_KINDS:
+        raise RecordError("unknown_env", f"env must be one of {sorted(ENV_KINDS)}, got {str(env)[:40]!r}")
+    if env is not None and not involved:
+        raise RecordError("bad_involved_classes", f"env {env!r} needs involved_classes")
+    if env == "bfcl":
+        try:
+            function_docs(involved)
+        except EnvError as e:
+            raise RecordError("bad_involved_classes", str(e)) from None
+    return env, involved
 
 
 def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any]:
@@ -196,7 +289,13 @@ def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any
             if tcs:
                 if not isinstance(tcs, list):
                     raise RecordError("bad_tool_call", f"{where}: tool_calls must be a list")
+                if _text(m.get("content"), where).strip():
+                    raise RecordError("content_with_tool_calls", f"{where}: text beside tool_calls (an action holds calls only; "
+                                                                 "put the text in its own assistant message)")
                 parsed = [_tool_call(tc, f"{where}.tool_calls[{j}]") for j, tc in enumerate(tcs)]
+                ids = [cid for cid, _ in parsed if cid is not None]
+                if len(set(ids)) != len(ids):
+                    raise RecordError("bad_tool_call_id", f"{where}: two tool calls share an id")
                 if tool_names is not None:
                     unknown = [c.name for _, c in parsed if c.name not in tool_names]
                     if unknown:
@@ -205,6 +304,8 @@ def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any
                 turn["actions"].append({"calls": calls_to_records([c for _, c in parsed]), "observations": [None] * len(parsed)})
                 n_calls += len(parsed)
             else:
+                if turn["reply"] is not None:
+                    raise RecordError("two_replies", f"{where}: a second reply in the same turn (merge them, or start a turn)")
                 turn["reply"] = _text(m.get("content"), where)
             continue
         # role == "tool"
@@ -212,8 +313,14 @@ def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any
             raise RecordError("orphan_tool_message", f"{where}: tool message without a preceding tool call")
         obs = turn["actions"][-1]["observations"]
         cid = m.get("tool_call_id")
+        if cid is not None and not isinstance(cid, str):
+            raise RecordError("bad_tool_call_id", f"{where}: tool_call_id must be a string, got {type(cid).__name__}")
+        if turn["reply"] is not None:
+            raise RecordError("orphan_tool_message", f"{where}: tool message after the turn's reply")
         if cid is not None and cid in pending:
             slot = pending.pop(cid)
+        elif cid is not None and pending:
+            raise RecordError("unmatched_tool_call_id", f"{where}: tool_call_id {cid[:60]!r} matches no call of the action")
         else:
             free = [j for j, o in enumerate(obs) if o is None]
             if not free:
@@ -226,30 +333,29 @@ def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any
         for a in t["actions"]:
             a["observations"] = ["" if o is None else o for o in a["observations"]]
     cfg = rec.get("initial_config")
-    if cfg is not None and not isinstance(cfg, (dict, str)):
-        raise RecordError("bad_initial_config", "initial_config must be an object")
-    if isinstance(cfg, str):
-        try:
-            cfg = json.loads(cfg)
-        except json.JSONDecodeError:
-            raise RecordError("bad_initial_config", "initial_config is not JSON") from None
-    involved = rec.get("involved_classes") or []
-    if not isinstance(involved, list) or not all(isinstance(c, str) for c in involved):
-        raise RecordError("bad_involved_classes", "involved_classes must be a list of strings")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise RecordError("bad_initial_config", f"initial_config must be an object, got {type(cfg).__name__}")
+    env, involved = _classes_and_env(rec)
+    long_context = rec.get("long_context", False)
+    if not isinstance(long_context, bool):
+        raise RecordError("bad_long_context", f"long_context must be true or false, got {str(long_context)[:40]!r}")
+    category = rec.get("category")
+    if category is not None and not isinstance(category, str):
+        raise RecordError("bad_category", f"category must be a string, got {type(category).__name__}")
     scenario = rec.get("scenario")
     scenario = _text(scenario, "scenario") if scenario is not None else "\n".join(system_parts)
     return {
         "trajectory_id": f"{source}:{source_id}",
         "source": source,
         "source_id": source_id,
-        "category": rec.get("category") if isinstance(rec.get("category"), str) else None,
-        "split": rec.get("split") if rec.get("split") in ("train", "held_out") else "train",
-        "env": rec.get("env") if isinstance(rec.get("env"), str) else ("bfcl" if involved else None),
+        "category": category,
+        "split": _split(rec),
+        "env": env,
         "involved_classes": involved,
         "initial_config": json.dumps(cfg) if cfg is not None else None,
         "tools": json.dumps(tools) if tools is not None else None,
         "scenario": scenario,
-        "long_context": bool(rec.get("long_context", False)),
+        "long_context": long_context,
         "turns": turns,
         "n_turns": len(turns),
         "n_calls": n_calls,
@@ -270,12 +376,16 @@ def _records_to_rows(records: Iterable[tuple[str, Any, str | None]], source: str
             yield None, reject("ingest", f"{source}:{sid}", "duplicate_id", f"id {sid!r} appeared earlier in this source", raw)
             continue
         try:
+            check_storable(rec)
             row = record_to_trajectory(rec, source, sid)
         except RecordError as e:
             yield None, reject("ingest", f"{source}:{sid}", e.reason, e.detail, raw)
             continue
         except RecursionError:
             yield None, reject("ingest", f"{source}:{sid}", "too_deep", "record nests too deeply", raw)
+            continue
+        except Exception as e:  # whatever else a record trips on is that record's reject, never the run's end
+            yield None, reject("ingest", f"{source}:{sid}", "conversion_failed", f"{type(e).__name__}: {str(e)[:300]}", raw)
             continue
         seen.add(sid)
         yield row, None
@@ -290,7 +400,8 @@ def iter_jsonl(path: str | Path, source: str = "jsonl") -> Iterator[tuple[dict |
         with open(path, "rb") as f:
             for lineno, line in enumerate(f, 1):
                 fid = f"{stem}:{lineno}"
-                if not line.strip():
+                if not line.strip():  # counted, so lines in = rows + rejects
+                    yield fid, RecordError("blank_line", f"line {lineno} is empty or whitespace"), None
                     continue
                 if len(line) > MAX_RECORD_BYTES:
                     yield fid, RecordError("record_too_large", f"line {lineno}: {len(line)} bytes (limit {MAX_RECORD_BYTES})"), None
@@ -301,9 +412,12 @@ def iter_jsonl(path: str | Path, source: str = "jsonl") -> Iterator[tuple[dict |
                     yield fid, RecordError("not_utf8", f"line {lineno}: invalid UTF-8 at byte {e.start}"), line[:200].decode("utf-8", "replace")
                     continue
                 try:
-                    rec = json.loads(text)
+                    rec = strict_json(text)
                 except json.JSONDecodeError as e:
                     yield fid, RecordError("invalid_json", f"line {lineno}: {e.msg} at column {e.colno}"), text
+                    continue
+                except RecordError as e:
+                    yield fid, e, text
                     continue
                 except RecursionError:
                     yield fid, RecordError("too_deep", f"line {lineno}: JSON nests too deeply"), text
@@ -327,9 +441,13 @@ def iter_hf_folder(path: str | Path, source: str = "hf", split: str | None = Non
     def records():
         n = 0
         for part in parts:
-            for rec in part:
+            for i in range(len(part)):  # by index: a row Arrow cannot decode is its own reject, the rest still come
                 n += 1
-                rec = dict(rec)
+                try:
+                    rec = dict(part[i])
+                except Exception as e:
+                    yield f"{stem}:{n}", RecordError("unreadable_row", f"row {i}: {type(e).__name__}: {str(e)[:200]}"), None
+                    continue
                 # Arrow stores tool-call arguments as strings already; tools may be JSON text.
                 if isinstance(rec.get("tools"), str):
                     try:

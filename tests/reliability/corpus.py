@@ -70,7 +70,7 @@ def cases() -> list[tuple[str, bytes, str | None]]:
         ("truncated string", b'{"id": "t2", "messages": [{"role": "user", "content": "hel', "invalid_json"),
         ("trailing garbage", _j(chat("t3")) + b" }", "invalid_json"),
         ("single quotes", b"{'id': 't4', 'messages': []}", "invalid_json"),
-        ("NaN literal", b'{"id": "t5", "messages": NaN}', "bad_messages"),
+        ("NaN literal", b'{"id": "t5", "messages": NaN}', "non_finite_number"),
         ("deep nesting", b"[" * 100_000 + b"]" * 100_000, "too_deep"),
         # wrong types
         ("array record", b"[1, 2, 3]", "not_an_object"),

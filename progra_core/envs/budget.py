@@ -1,0 +1,221 @@
+"""One execution budget for every environment call, and each call in its own arithmetic context.
+
+A policy (in RL or evaluation) or a record (ingest replays ground truth) can emit a short call
+that never returns, or one that changes the process for every later env. Every env's
+``execute_one`` runs the method through :func:`run_call`, which
+
+* **bounds its time** (:data:`CALL_SECONDS`): one watchdog thread for the process keeps the
+  deadlines of the calls in flight and raises :class:`CallBudgetExceeded` inside a call's thread
+  when it passes (``PyThreadState_SetAsyncExc``). That interrupts Python-level loops (MessageAPI's
+  id generator over a config where every id is taken); it cannot interrupt one long C operation,
+  so for those the **arguments are guarded** before the call (:func:`guard_arguments`):
+  ``MathAPI.power`` whose integer result would exceed :data:`MAX_RESULT_BITS`, and
+  ``MathAPI.logarithm`` / ``square_root`` with a ``precision`` above :data:`MAX_PRECISION` digits;
+  any integer argument above :data:`MAX_INT_BITS` is refused for every class;
+* **bounds its result** (:data:`MAX_OBSERVATION_CHARS` of observation);
+* **leaves the process as it found it**: a call of a class that sets arithmetic precision
+  (:data:`ARITHMETIC`) runs inside its own ``decimal`` context (per thread) and under one lock
+  with ``mpmath``'s precision saved and restored (mpmath's context is process-wide), and
+  module-level values a class is known to write
+  (:data:`MODULE_STATE`, e.g. VehicleControl's long-context weather dict) are restored after it.
+
+A call over budget becomes an error observation (and, in ingest, a reject); it never hangs the run.
+Python threads cannot be killed, so a budget enforced by an exception is the in-process limit;
+the argument guards cover what that cannot reach.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import decimal
+import importlib
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CallBudgetExceeded", "run_call", "guard_arguments", "CALL_SECONDS", "MAX_PRECISION", "MAX_RESULT_BITS",
+           "MAX_INT_BITS", "MAX_OBSERVATION_CHARS", "MODULE_STATE", "ARITHMETIC"]
+
+CALL_SECONDS = 5.0  # BFCL/τ² methods take microseconds to milliseconds
+MAX_PRECISION = 1000  # digits for MathAPI's mpmath / decimal precision arguments
+MAX_RESULT_BITS = 1 << 16  # an integer power's result (~19,700 decimal digits)
+MAX_INT_BITS = 1 << 12  # any integer argument (~1,233 digits; BFCL's values are prices, ids, counts)
+MAX_OBSERVATION_CHARS = 1 << 20
+
+#: (class, module, global name): module-level values a class's methods write (found by reading
+#: the sources; ``tests/reliability/test_hostile.py`` scans bfcl-eval for new ones).
+MODULE_STATE: tuple[tuple[str, str, str], ...] = (
+    ("VehicleControlAPI", "bfcl_eval.eval_checker.multi_turn_eval.func_source_code.long_context", "LONG_WEATHER_EXTENSION"),
+)
+
+
+class CallBudgetExceeded(BaseException):
+    """Raised inside a call that ran past its budget (a BaseException so that a method's own
+    ``except Exception`` cannot swallow it)."""
+
+
+# -- the watchdog -------------------------------------------------------------------------------
+# A call registers (deadline, thread) in a dict (no lock: one GIL-atomic store) and the watchdog
+# polls it every POLL_SECONDS; only firing and release take the lock, so a call costs ~1 µs.
+
+POLL_SECONDS = 0.05
+_lock = threading.Lock()
+_active: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
+_fired: set[int] = set()
+_tokens = itertools.count()
+_watchdog: threading.Thread | None = None
+_set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async.argtypes = (ctypes.c_ulong, ctypes.py_object)
+
+
+def _watch() -> None:
+    while True:
+        time.sleep(POLL_SECONDS)
+        now = time.monotonic()
+        for token, (deadline, tid) in list(_active.items()):
+            if now >= deadline:
+                with _lock:
+                    if token in _active and token not in _fired:
+                        _fired.add(token)
+                        _set_async(tid, ctypes.py_object(CallBudgetExceeded))
+
+
+def _register(seconds: float) -> int:
+    global _watchdog
+    if _watchdog is None or not _watchdog.is_alive():
+        with _lock:
+            if _watchdog is None or not _watchdog.is_alive():
+                _watchdog = threading.Thread(target=_watch, name="progra-env-budget", daemon=True)
+                _watchdog.start()
+    token = next(_tokens)
+    _active[token] = (time.monotonic() + seconds, threading.get_ident())
+    return token
+
+
+def _release(token: int) -> bool:
+    """Deregister; True when the watchdog fired for it (an exception still pending is cleared)."""
+    with _lock:
+        _active.pop(token, None)
+        if token not in _fired:
+            return False
+        _fired.discard(token)
+        _set_async(threading.get_ident(), ctypes.py_object())  # NULL: drop one not yet delivered
+    return True
+
+
+# -- argument guards --------------------------------------------------------------------------------
+
+def _big_int(v: Any) -> bool:
+    t = type(v)
+    if t is str or t is float or t is bool or v is None:
+        return False
+    if t is int:
+        return v.bit_length() > MAX_INT_BITS
+    if isinstance(v, (list, tuple, set)):
+        return any(_big_int(x) for x in v)
+    if isinstance(v, dict):
+        return any(_big_int(x) for x in v.values())
+    return False
+
+
+def guard_arguments(cls: str, method: str, args: dict[str, Any], positional: tuple = (),
+                    bind: Callable[[], dict[str, Any]] | None = None) -> str | None:
+    """Why this call cannot run within the budget, or None. ``bind`` gives the arguments by
+    parameter name (only the guarded methods need it)."""
+    if any(_big_int(v) for v in args.values()) or any(_big_int(v) for v in positional):
+        return f"an integer argument has more than {MAX_INT_BITS} bits"
+    if cls == "MathAPI" and method in ("logarithm", "square_root", "power"):
+        args = bind() if bind is not None and positional else args
+        p = args.get("precision")
+        if method in ("logarithm", "square_root") and isinstance(p, (int, float)) and not isinstance(p, bool) and \
+                (p != p or abs(p) > MAX_PRECISION):
+            return f"precision {p} is above the limit of {MAX_PRECISION} digits"
+        if method == "power":
+            b, e = args.get("base"), args.get("exponent")
+            if isinstance(b, int) and isinstance(e, int) and not isinstance(b, bool) and not isinstance(e, bool) \
+                    and abs(b) > 1 and e > 0 and e * math.log2(abs(b)) > MAX_RESULT_BITS:
+                return f"the result would have more than {MAX_RESULT_BITS} bits"
+    return None
+
+
+# -- one call ---------------------------------------------------------------------------------------
+
+_math_lock = threading.RLock()  # mpmath's precision is one process-wide setting
+_module_values: dict[tuple[str, str], Any] = {}
+_WRITERS = frozenset(c for c, _, _ in MODULE_STATE)
+#: classes whose methods set the decimal context or mpmath's precision (the test scans for others)
+ARITHMETIC = frozenset({"MathAPI"})
+
+
+def _restore_modules(cls: str) -> None:
+    for c, mod, name in MODULE_STATE:
+        if c != cls:
+            continue
+        key = (mod, name)
+        module = importlib.import_module(mod)
+        if key not in _module_values:
+            _module_values[key] = copy.deepcopy(getattr(module, name))
+            continue
+        value, pristine = getattr(module, name), _module_values[key]
+        if value != pristine:
+            if isinstance(value, dict):
+                value.clear()
+                value.update(copy.deepcopy(pristine))
+            elif isinstance(value, list):
+                value[:] = copy.deepcopy(pristine)
+            else:
+                setattr(module, name, copy.deepcopy(pristine))
+
+
+def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> Any:
+    """``fn()`` within the budget and its own arithmetic context; :class:`CallBudgetExceeded`
+    when it runs past ``seconds`` (default :data:`CALL_SECONDS`)."""
+    seconds = CALL_SECONDS if seconds is None else seconds
+    writes = cls in _WRITERS
+    if writes:
+        _restore_modules(cls)  # the first use records the pristine values
+    arithmetic = cls in ARITHMETIC
+    mpmath = _mpmath() if arithmetic else None
+    token = None
+    try:
+        with (decimal.localcontext() if arithmetic else _nolock), (_math_lock if mpmath else _nolock):
+            prec = mpmath.mp.prec if mpmath else None
+            token = _register(seconds)
+            try:
+                return fn()
+            finally:
+                fired = _release(token)
+                token = None
+                if mpmath:
+                    mpmath.mp.prec = prec
+                if writes:
+                    _restore_modules(cls)
+                if fired:
+                    raise CallBudgetExceeded
+    except CallBudgetExceeded:
+        if token is not None:
+            _release(token)
+        raise CallBudgetExceeded(f"the call ran past its {seconds:g} s budget") from None
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_nolock = _NoLock()
+
+
+def _mpmath():
+    try:
+        import mpmath
+    except ImportError:
+        return None
+    return mpmath
