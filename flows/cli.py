@@ -39,7 +39,7 @@ from flows.env import in_process_settings, prepare
 from progra_core import stages
 from progra_core.config import load_config
 from progra_core.evaluation import report as rep
-from storage import Catalog, DatasetNotFound, DatasetStore
+from storage import Catalog, DatasetNotFound, DatasetStore, SQLRefused
 from storage.export import FORMATS, export_table
 from storage.export import push_to_hub as push
 
@@ -331,7 +331,10 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the catalog views (t
         profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
     """Query every dataset with DuckDB."""
     try:
-        tbl = Catalog(_root(profile, root)).sql(query)
+        tbl = Catalog(_root(profile, root)).user_sql(query)
+    except SQLRefused as e:
+        err.print(f"[red]refused:[/red] {e}")
+        raise typer.Exit(2) from None
     except duckdb.Error as e:
         err.print(f"[red]SQL error:[/red] {e}")
         raise typer.Exit(1) from None
@@ -382,13 +385,18 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
     if not refs and not view.replace("_", "").isalnum():
         err.print(f"[red]{view!r} is neither a view nor a dataset id[/red] (progra datasets; progra sql \"show tables\")")
         raise typer.Exit(2)
+    if where is not None and (";" in where or "--" in where or "/*" in where):
+        err.print("[red]--where takes one filter expression[/red] (no ';', no comments)")
+        raise typer.Exit(2)
+    filt = f" where ({where})" if where else ""
     try:
         if refs:  # one dataset by id: its own files, filtered in DuckDB
-            con = duckdb.connect()
-            con.register("dataset", store.read(refs[0]))
-            tbl = con.sql("select * from dataset" + (f" where {where}" if where else "")).to_arrow_table()
+            tbl = Catalog(r).user_sql("select * from dataset" + filt, table=store.read(refs[0]))
         else:
-            tbl = Catalog(r).sql(f"select * from {view}" + (f" where {where}" if where else ""))
+            tbl = Catalog(r).user_sql(f"select * from {view}" + filt)
+    except SQLRefused as e:
+        err.print(f"[red]--where refused:[/red] {e}")
+        raise typer.Exit(2) from None
     except duckdb.Error as e:
         err.print(f"[red]cannot read {view!r}:[/red] {e}")
         raise typer.Exit(2) from None

@@ -27,12 +27,24 @@ __all__ = [
     "calls_from_records",
     "balanced_span",
     "MAX_CALL_TEXT",
+    "MAX_INT_BITS",
 ]
 
 #: Longest text we try to parse; longer input is rejected before :func:`ast.parse` sees it.
 MAX_CALL_TEXT = 200_000
+#: Largest integer literal (bits): beyond it formatting, hashing and comparison stop being cheap
+#: (Python refuses to print ints over 4300 digits); the env budget refuses the same.
+MAX_INT_BITS = 4096
 _MAX_DEPTH = 50
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.S)
+_LANG = re.compile(r"[a-zA-Z]*+")
+
+
+def _unfence(src: str) -> str:
+    """The inside of a markdown code fence spanning the whole text (```lang ... ```), else the
+    text; string operations only, linear in the text (a backtracking regex was quadratic)."""
+    if len(src) < 6 or not src.startswith("```") or not src.endswith("```"):
+        return src
+    return src[_LANG.match(src, 3).end():-3]
 
 
 class CallParseError(ValueError):
@@ -78,6 +90,8 @@ def _literal(node: ast.AST, depth: int = 0) -> Any:
         raise CallParseError("argument value is nested too deeply")
     if isinstance(node, ast.Constant):
         v = node.value
+        if type(v) is int and v.bit_length() > MAX_INT_BITS:  # 0x... literals escape Python's digit limit
+            raise CallParseError(f"integer literal of more than {MAX_INT_BITS} bits")
         if v is None or isinstance(v, (bool, int, str)):
             return v
         if isinstance(v, float):
@@ -160,14 +174,11 @@ def parse_calls(text: str) -> list[Call]:
     """
     if not isinstance(text, str):
         raise CallParseError(f"expected text, got {type(text).__name__}")
-    src = text.strip()
-    fence = _FENCE.match(src)
-    if fence:
-        src = fence.group(1).strip()
+    if len(text) > MAX_CALL_TEXT:  # capped before anything scans it
+        raise CallParseError(f"call text longer than {MAX_CALL_TEXT} characters")
+    src = _unfence(text.strip()).strip()
     if not src:
         raise CallParseError("empty call text")
-    if len(src) > MAX_CALL_TEXT:
-        raise CallParseError(f"call text longer than {MAX_CALL_TEXT} characters")
     try:
         module = ast.parse(src, mode="exec")
     except SyntaxError as e:
@@ -227,14 +238,17 @@ _WS = re.compile(r"\s+")
 
 
 def _norm(v: Any, ordered: bool) -> Any:
-    """A hashable, comparable normal form: whitespace-collapsed strings, 1 == 1.0, bool kept apart
-    from int, lists as multisets unless ``ordered``, dicts key-order-free."""
+    """A hashable, comparable normal form: whitespace-collapsed strings, numbers by exact value
+    (1 == 1.0, 2**53 + 1 != 2**53), bool kept apart from int, lists as multisets unless
+    ``ordered``, dicts key-order-free."""
     if v is None:
         return ("none",)
     if isinstance(v, bool):
         return ("bool", v)
-    if isinstance(v, (int, float)):
-        return ("num", float(v))
+    if isinstance(v, int):  # exact: float(v) overflows past 1e308 and merges 2**53 + 1 with 2**53
+        return ("num", v)
+    if isinstance(v, float):  # 1.0 == 1 and -0.0 == 0.0 (one form, so one sort order); others as floats
+        return ("num", int(v)) if math.isfinite(v) and v.is_integer() else ("num", v)
     if isinstance(v, str):
         return ("str", _WS.sub(" ", v).strip())
     if isinstance(v, (list, tuple)):

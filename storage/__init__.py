@@ -1,6 +1,6 @@
 """Parquet dataset store and DuckDB catalog (Prefect-free)."""
 
-from storage.catalog import Catalog
-from storage.store import DatasetNotFound, DatasetRef, DatasetStore, ShardIO, fingerprint
+from storage.catalog import Catalog, SQLRefused
+from storage.store import CorruptManifest, DatasetNotFound, DatasetRef, DatasetStore, ShardIO, fingerprint
 
-__all__ = ["Catalog", "DatasetNotFound", "DatasetRef", "DatasetStore", "ShardIO", "fingerprint"]
+__all__ = ["Catalog", "SQLRefused", "CorruptManifest", "DatasetNotFound", "DatasetRef", "DatasetStore", "ShardIO", "fingerprint"]

@@ -76,6 +76,10 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+class SQLRefused(ValueError):
+    """A user query that is not one read-only SELECT."""
+
+
 class Catalog:
     def __init__(self, root: str | os.PathLike, db_path: str | None = None):
         self.store = DatasetStore(root)
@@ -222,6 +226,40 @@ class Catalog:
             return rel.to_arrow_table() if rel is not None else pa.table({})
         finally:
             cur.close()
+
+    def user_sql(self, query: str, table: pa.Table | None = None) -> pa.Table:
+        """Untrusted SQL (``progra sql``, ``export --where``): exactly one SELECT (or EXPLAIN)
+        statement, run on its own connection whose views are built first and which then has
+        external access off (a local root: only its ``datasets/`` folder readable), its
+        configuration locked, so a query can read the committed data and nothing else, and write
+        nothing (no COPY, ATTACH, INSTALL, CREATE, SET). ``table``: queried as ``dataset``."""
+        con = duckdb.connect()
+        try:
+            try:
+                statements = con.extract_statements(query)
+            except duckdb.Error as e:
+                raise SQLRefused(f"not valid SQL: {e}") from None
+            if len(statements) != 1:
+                raise SQLRefused(f"one statement at a time, got {len(statements)}")
+            kind = statements[0].type
+            if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+                raise SQLRefused(f"only SELECT queries run here (read-only), got {kind.name}")
+            if table is not None:
+                con.register("dataset", table)
+            else:
+                if not self.store.is_local:
+                    con.register_filesystem(self.store.fs)
+                names = set(re.findall(r"[a-z_][a-z0-9_]*", query.lower()))
+                self._statements(con, names | ({"eval_results"} if "eval_summary" in names else set()))
+            if self.store.is_local:
+                data = os.path.join(self.store.root_url, "datasets") + os.sep
+                con.execute("SET allowed_directories = ?", [[data]])
+                con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            rel = con.sql(query)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        finally:
+            con.close()
 
     def eval_summary(self, eval_ids: list[str]) -> list[dict]:
         """``eval_summary`` rows of these evaluation datasets, in the given order (then by category)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -29,10 +30,17 @@ import pyarrow.parquet as pq
 
 from progra_core.schemas import REJECTS
 
-__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "ShardIO"]
+_log = logging.getLogger("progra.storage")
+
+__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "ShardIO"]
 
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
+
+
+class CorruptManifest(ValueError):
+    """A dataset's ``_manifest.json`` cannot be read: the error names the dataset; listings skip it
+    (and say so) so every other dataset stays queryable."""
 
 
 class DatasetNotFound(KeyError):
@@ -90,6 +98,7 @@ class DatasetStore:
         if self.is_local:
             self._root = os.path.abspath(self._root)
         self.root_url = root if not self.is_local else self._root
+        self.corrupt: list[str] = []  # datasets whose manifest could not be read (skipped by list())
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -217,6 +226,10 @@ class DatasetStore:
                 return DatasetRef.from_dict(json.load(f))
         except FileNotFoundError:
             raise DatasetNotFound(f"{stage}/{dataset_id}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise CorruptManifest(f"dataset {stage}/{dataset_id}: its {MANIFEST} is unreadable ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); move the folder {self.dataset_dir(stage, dataset_id)} aside or "
+                                  "rewrite the stage") from None
 
     def find(self, dataset_id: str) -> DatasetRef:
         """The dataset with this id in any stage."""
@@ -242,7 +255,12 @@ class DatasetStore:
                 name = posixpath.basename(p.rstrip("/"))
                 if name.startswith(".") or not self.fs.exists(posixpath.join(p, MANIFEST)):
                     continue
-                refs.append(self.ref(s, name))
+                try:
+                    refs.append(self.ref(s, name))
+                except CorruptManifest as e:
+                    if str(e) not in self.corrupt:
+                        self.corrupt.append(str(e))
+                        _log.warning("%s", e)
         return sorted(refs, key=lambda r: r.created_at)
 
     def files(self, ref: DatasetRef) -> list[str]:

@@ -55,7 +55,7 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
             out.append((Subject("base", "reasoning", model, cot=True), []))
         elif "/" in name:  # a LiteLLM model string: an endpoint under test
             out.append((Subject(name, "endpoint", name, cfg.evaluate.api_base,
-                                key_env(cfg.evaluate.api_key_env, cfg.evaluate.api_key_secret)), []))
+                                key_env(cfg.evaluate.api_key_env, cfg.evaluate.api_key_secret, cfg.evaluate.api_base)), []))
         else:
             try:
                 ref = store.find(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 from prefect.blocks.system import Secret
 from prefect.context import FlowRunContext, TaskRunContext
@@ -13,7 +14,8 @@ from progra_core.config import PipelineConfig
 from progra_core.llm.types import Endpoint
 from storage import DatasetStore
 
-__all__ = ["flow_run_id", "dataset_cache_key", "key_env", "endpoint"]
+__all__ = ["flow_run_id", "dataset_cache_key", "key_env", "endpoint", "check_key", "allowed_keys", "KeyNotAllowed",
+           "KEY_ALLOWLIST"]
 
 
 def flow_run_id() -> str | None:
@@ -30,12 +32,58 @@ def dataset_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     return f"progra-{stage}-{dataset_id}" if DatasetStore(root).exists(stage, dataset_id) else None
 
 
-def key_env(env: str | None, secret: str | None) -> str | None:
-    """The env var a request reads its API key from. A Prefect Secret block is loaded into this
-    process's environment under a derived name (once per process, on whichever worker runs the
-    shard), so the key itself never enters a parameter, a config, a cache key or a dataset."""
+#: the worker's allowlist of keys a run may use: comma-separated ``NAME`` (an env var) or
+#: ``secret:BLOCK`` (a Prefect Secret block), each optionally ``@host1|host2`` (host or host:port)
+KEY_ALLOWLIST = "PROGRA_KEY_ENVS"
+#: without the variable: the usual providers' keys, each only to its provider's own endpoint
+DEFAULT_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "TOGETHERAI_API_KEY",
+                "OPENROUTER_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY")
+
+
+class KeyNotAllowed(PermissionError):
+    """A run asked for a key the worker does not allow, or to send one to a host it is not bound to."""
+
+
+def allowed_keys() -> dict[str, frozenset[str] | None]:
+    """Key label -> the hosts it may be sent to (None: only the provider's own endpoint, i.e. no
+    ``api_base``). Read from the worker's environment, never from run parameters."""
+    raw = os.environ.get(KEY_ALLOWLIST)
+    if raw is None:
+        return dict.fromkeys(DEFAULT_KEYS)
+    out: dict[str, frozenset[str] | None] = {}
+    for item in (x.strip() for x in raw.split(",")):
+        if item:
+            name, _, hosts = item.partition("@")
+            out[name.strip()] = frozenset(h.strip().lower() for h in hosts.split("|") if h.strip()) or None
+    return out
+
+
+def check_key(label: str, api_base: str | None) -> None:
+    """Refuse (:class:`KeyNotAllowed`) a key not on the allowlist, or bound elsewhere than ``api_base``."""
+    allowed = allowed_keys()
+    if label not in allowed:
+        raise KeyNotAllowed(f"API key {label!r} is not on this worker's allowlist ({KEY_ALLOWLIST}): the operator adds it "
+                            f"there (e.g. {KEY_ALLOWLIST}='{label}@api.example.com'); a run parameter cannot")
+    if not api_base:
+        return
+    hosts = allowed[label]
+    url = urlsplit(api_base if "//" in api_base else "//" + api_base)
+    host, hostport = (url.hostname or "").lower(), url.netloc.rpartition("@")[2].lower()
+    if hosts is None or not ({host, hostport} & hosts):
+        raise KeyNotAllowed(f"API key {label!r} may not be sent to {hostport or api_base!r}: this worker binds it to "
+                            f"{sorted(hosts) if hosts else 'its provider only'} ({KEY_ALLOWLIST})")
+
+
+def key_env(env: str | None, secret: str | None, api_base: str | None = None) -> str | None:
+    """The env var a request reads its API key from, once the worker's allowlist allows that key
+    for ``api_base`` (:func:`check_key`). A Prefect Secret block is loaded into this process's
+    environment under a derived name (once per process, on whichever worker runs the shard), so
+    the key itself never enters a parameter, a config, a cache key or a dataset."""
     if not secret:
+        if env:
+            check_key(env, api_base)
         return env
+    check_key(f"secret:{secret}", api_base)
     name = "PROGRA_SECRET_" + re.sub(r"\W", "_", secret).upper()
     if not os.environ.get(name):
         os.environ[name] = str(Secret.load(secret).get())
@@ -44,5 +92,5 @@ def key_env(env: str | None, secret: str | None) -> str | None:
 
 def endpoint(cfg: PipelineConfig, role: str) -> Endpoint:
     """How ``role`` reaches its model in this process."""
-    return Endpoint(getattr(cfg.models, role), cfg.models.api_base.get(role),
-                    key_env(cfg.models.api_key_env.get(role), cfg.models.api_key_secret.get(role)))
+    base = cfg.models.api_base.get(role)
+    return Endpoint(getattr(cfg.models, role), base, key_env(cfg.models.api_key_env.get(role), cfg.models.api_key_secret.get(role), base))

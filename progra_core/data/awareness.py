@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from progra_core import versioning
+from progra_core.calls import balanced_span
 from progra_core.config import AwarenessConfig
 from progra_core.llm import ChatRequest, Gateway
 from progra_core.prompts import awareness as prompts
@@ -35,10 +36,25 @@ CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prom
 AWARENESS_SHARD = AWARENESS.append(pa.field("reject_reason", pa.string())).append(pa.field("reject_detail", pa.string()))
 
 _SECTIONS = ("summary", "plan", "rationale")
-_TAG = {s: re.compile(rf"<{s}>\s*(.*?)\s*(?:</{s}>|(?=<(?:{'|'.join(_SECTIONS)})>)|\Z)", re.S | re.I) for s in _SECTIONS}
-_HEADER = re.compile(r"^\s*(?:#+\s*|\*\*)?\s*(summary|plan|future plan|rationale)\s*(?:\*\*)?\s*:?\s*(?:\*\*)?\s*$|"
-                     r"^\s*(?:\*\*)?(summary|plan|rationale)(?:\*\*)?\s*:\s*(.+)$", re.I | re.M)
-_CALL_LIST = re.compile(r"\[\s*[A-Za-z_]\w*\s*\(.*?\)\s*(?:,\s*[A-Za-z_]\w*\s*\(.*?\)\s*)*\]", re.S)
+# Every pattern here is linear in the answer: possessive quantifiers and no whitespace run that
+# two quantifiers can split between them (the earlier ones were quadratic on long blank runs).
+_TAG = {s: re.compile(rf"<{s}>\s*+(.*?)(?:</{s}>|(?=<(?:{'|'.join(_SECTIONS)})>)|\Z)", re.S | re.I) for s in _SECTIONS}
+_HEADER_ONLY = re.compile(r"(?:#++\s*+|\*\*)?(summary|plan|future plan|rationale)(?:\*\*)?+\s*+:?(?:\*\*)?", re.I)
+_HEADER_INLINE = re.compile(r"(?:\*\*)?(summary|plan|rationale)(?:\*\*)?\s*+:\s*+(.+)", re.I | re.S)
+_CALL_OPEN = re.compile(r"\[\s*+[A-Za-z_]\w*+\s*+\(")
+_CALL_WINDOW, _CALL_CANDIDATES = 4096, 64
+
+
+def _call_list(text: str) -> bool:
+    """Whether ``text`` holds a literal call list ``[name(...), ...]``: a bracket opening on a
+    call whose balanced span ends with ``)]``; the first few candidates, each within a window."""
+    for k, m in enumerate(_CALL_OPEN.finditer(text)):
+        if k >= _CALL_CANDIDATES:
+            return False
+        span = balanced_span(text[m.start():m.start() + _CALL_WINDOW], "[", "]")
+        if span is not None and span[:-1].rstrip().endswith(")"):
+            return True
+    return False
 
 
 #: A section with fewer words than this is not a description (e.g. an echo of the format line).
@@ -65,12 +81,25 @@ def tool_names(tools_json: str | None) -> list[str]:
     return [fn["name"] for fn in tool_functions(tools_json) if fn.get("name")]
 
 
+def _headers(text: str):
+    """(start, end, section, inline text) of each header line, one line at a time."""
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        start, body = pos, line.strip()
+        pos += len(line)
+        if not body:
+            continue
+        if m := _HEADER_ONLY.fullmatch(body):
+            yield start, start + len(line.rstrip("\r\n")), m.group(1), None
+        elif m := _HEADER_INLINE.fullmatch(body):
+            yield start, start + len(line.rstrip("\r\n")), m.group(1), m.group(2)
+
+
 def _by_headers(text: str) -> dict[str, str]:
     """Fallback for 'Summary:' / '## Plan' style answers."""
     marks = []
-    for m in _HEADER.finditer(text):
-        name = (m.group(1) or m.group(2)).lower().replace("future plan", "plan")
-        marks.append((m.start(), m.end(), name, m.group(3)))
+    for start, end, name, inline in _headers(text):
+        marks.append((start, end, name.lower().replace("future plan", "plan"), inline))
     out: dict[str, str] = {}
     for k, (_, end, name, inline) in enumerate(marks):
         stop = marks[k + 1][0] if k + 1 < len(marks) else len(text)
@@ -102,8 +131,7 @@ def parse_awareness(text: str | None, names: list[str] | tuple[str, ...] = ()) -
         m = pat.search(body)
         if m:
             raise AwarenessParseError("contains_function_call", f"it writes a call to {m.group(1)}(...) instead of describing it")
-    m = _CALL_LIST.search(body)
-    if m:
+    if _call_list(body):
         raise AwarenessParseError("contains_function_call", "it contains a literal call list")
     rationale = found.get("rationale", "")
     if rationale and _echoes(rationale, prompts.AWARENESS_PLACEHOLDERS["rationale"]):

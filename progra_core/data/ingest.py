@@ -94,7 +94,9 @@ def ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None
         if progress is not None:
             done = len(rows) + len(rejects)
             progress(done, max(len(entries), done))
-    table = pa.Table.from_pylist(rows, schema=TRAJECTORIES)
+    table, unstorable = _table(rows)
+    rejects += unstorable
+    rows = [r for r in rows if r["trajectory_id"] not in {x["input_id"] for x in unstorable}]
     stats = {
         "rows": len(rows),
         "rejects": len(rejects),
@@ -104,3 +106,20 @@ def ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None
         "calls": sum(r["n_calls"] for r in rows),
     }
     return table, rejects, stats
+
+
+def _table(rows: list[dict]) -> tuple[pa.Table, list[dict]]:
+    """The trajectories table; a row Arrow cannot store (found only when the whole build fails,
+    then row by row) is a reject instead of the end of the run."""
+    try:
+        return pa.Table.from_pylist(rows, schema=TRAJECTORIES), []
+    except (pa.ArrowException, ValueError, TypeError, UnicodeError, OverflowError):
+        pass
+    good, bad = [], []
+    for r in rows:
+        try:
+            pa.Table.from_pylist([r], schema=TRAJECTORIES)
+            good.append(r)
+        except (pa.ArrowException, ValueError, TypeError, UnicodeError, OverflowError) as e:
+            bad.append(reject(STAGE, r["trajectory_id"], "unstorable", f"{type(e).__name__}: {str(e)[:300]}"))
+    return pa.Table.from_pylist(good, schema=TRAJECTORIES), bad

@@ -48,6 +48,7 @@ def test_keys_are_used_but_never_stored_or_logged(tmp_path, katan_echo, echo_seg
     ver = katan_echo("--validate-keys", "--api-keys", f"openai={KEY_SECRET}")
     other = katan_echo("--validate-keys", "--api-keys", "openai=sk-that-server-only")
     monkeypatch.setenv("PROGRA_TEST_GENERATOR_KEY", KEY_ENV)
+    monkeypatch.setenv("PROGRA_KEY_ENVS", "PROGRA_TEST_GENERATOR_KEY@127.0.0.1, secret:progra-test-verifier-key@127.0.0.1")
     Secret(value=KEY_SECRET).save("progra-test-verifier-key", overwrite=True)
     root = tmp_path / "root"
     segs = echo_segments(root, N)
@@ -79,3 +80,34 @@ def test_keys_are_used_but_never_stored_or_logged(tmp_path, katan_echo, echo_seg
     assert [r for r in records if KEY_ENV in r or KEY_SECRET in r] == []  # ...its value is nowhere
     captured = capfd.readouterr()
     assert KEY_ENV not in captured.out + captured.err and KEY_SECRET not in captured.out + captured.err
+
+
+def test_a_run_parameter_cannot_send_a_worker_key_to_a_new_host(monkeypatch):
+    """Keys come from the worker's allowlist (PROGRA_KEY_ENVS), each bound to its hosts; a run's
+    overrides naming another env var, another host, or an unlisted Secret block are refused
+    before any key is read."""
+    from progra_core.config import load_config
+    from tasks.runtime import KeyNotAllowed, endpoint, key_env
+
+    monkeypatch.setenv("PROGRA_TEST_GENERATOR_KEY", KEY_ENV)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-very-secret")
+    monkeypatch.delenv("PROGRA_KEY_ENVS", raising=False)
+    assert key_env("OPENAI_API_KEY", None) == "OPENAI_API_KEY"  # default list: provider keys, provider endpoint
+    for env, base in [("OPENAI_API_KEY", "https://evil.example.com/v1"), ("AWS_SECRET_ACCESS_KEY", None),
+                      ("PROGRA_TEST_GENERATOR_KEY", "http://127.0.0.1:9/v1")]:
+        with pytest.raises(KeyNotAllowed):
+            key_env(env, None, base)
+    monkeypatch.setenv("PROGRA_KEY_ENVS", "PROGRA_TEST_GENERATOR_KEY@127.0.0.1|llm.internal:8443")
+    assert key_env("PROGRA_TEST_GENERATOR_KEY", None, "http://127.0.0.1:8000/v1") == "PROGRA_TEST_GENERATOR_KEY"
+    assert key_env("PROGRA_TEST_GENERATOR_KEY", None, "https://llm.internal:8443/v1") == "PROGRA_TEST_GENERATOR_KEY"
+    for base in ["https://llm.internal:9999/v1", "http://user@attacker.example.com/v1", "https://127.0.0.1.attacker.io/v1"]:
+        with pytest.raises(KeyNotAllowed, match="may not be sent"):
+            key_env("PROGRA_TEST_GENERATOR_KEY", None, base)
+    with pytest.raises(KeyNotAllowed, match="not on this worker's allowlist"):
+        key_env("OPENAI_API_KEY", None)  # an explicit list replaces the defaults
+    with pytest.raises(KeyNotAllowed, match="secret:someone-elses-block"):
+        key_env(None, "someone-elses-block", "http://127.0.0.1:8000/v1")  # refused before Secret.load
+    hostile = load_config("embedded", overrides=["models.generator=openai/x", "models.api_base={generator: https://evil.example.com}",
+                                                 "models.api_key_env={generator: AWS_SECRET_ACCESS_KEY}"])
+    with pytest.raises(KeyNotAllowed):
+        endpoint(hostile, "generator")
