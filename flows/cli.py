@@ -363,6 +363,26 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the catalog views (t
         sys.stdout.write(text + "\n")
 
 
+def _not_a_filter(where: str) -> str | None:
+    """Why ``where`` is not one filter expression: a ';', a comment, or a parenthesis that closes
+    the ``where (...)`` it is placed in (quoted text is skipped)."""
+    depth, quote = 0, None
+    for k, ch in enumerate(where):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";" or where.startswith(("--", "/*"), k):
+            return "no ';' and no comments"
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return "a ')' without its '('"
+    return "an unclosed quote or '('" if quote or depth else None
+
+
 @app.command()
 def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, verified_latest, eval_results, ...) or a dataset id "
                                                     "(prefixes work).")],
@@ -385,8 +405,8 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
     if not refs and not view.replace("_", "").isalnum():
         err.print(f"[red]{view!r} is neither a view nor a dataset id[/red] (progra datasets; progra sql \"show tables\")")
         raise typer.Exit(2)
-    if where is not None and (";" in where or "--" in where or "/*" in where):
-        err.print("[red]--where takes one filter expression[/red] (no ';', no comments)")
+    if where is not None and (problem := _not_a_filter(where)):
+        err.print(f"[red]--where takes one filter expression:[/red] {problem}")
         raise typer.Exit(2)
     filt = f" where ({where})" if where else ""
     try:

@@ -5,6 +5,7 @@
     rerun        a cached `progra run` vs the first one on an empty storage root
     sql          `progra sql` (Catalog.sql) on a 1M-row awareness dataset vs duckdb.read_parquet
     env          BFCLEnv steps/s vs BFCL's own executor (eval of call strings)
+    budget       env steps/s with the execution budget vs without it
     verify       local verification batched (local_batch_size=8) vs one request at a time
 
 Run: .venv/bin/python scripts/bench.py [--only awareness,sql] [--repeats 3] [--json out.json]
@@ -203,6 +204,25 @@ def bench_env(work: Path, repeats: int) -> dict:
             "baseline": steps / t_theirs, "unit": "steps/s", "ratio": t_theirs / t_ours, "goal": ">= 1 (no eval)"}
 
 
+def bench_budget(work: Path, repeats: int) -> dict:
+    """The execution budget's cost: the same replay with every env call budgeted (watchdog,
+    argument guards, arithmetic context) and with the budget bypassed, side by side."""
+    from progra_core.envs import budget
+    from progra_core.sources.bfcl import load_entries
+
+    entries = load_entries("base")
+    steps = _ours_env(entries)
+    run_call, guard = budget.run_call, budget.guard_arguments
+    t_on = median_time(lambda: _ours_env(entries), repeats)
+    budget.run_call, budget.guard_arguments = (lambda cls, fn, seconds=None: fn()), (lambda *a, **k: None)
+    try:
+        t_off = median_time(lambda: _ours_env(entries), repeats)
+    finally:
+        budget.run_call, budget.guard_arguments = run_call, guard
+    return {"name": f"env calls with vs without the execution budget ({steps} steps)", "ours": steps / t_on,
+            "baseline": steps / t_off, "unit": "steps/s", "ratio": t_off / t_on, "goal": ">= 0.95"}
+
+
 # -- batched vs one-at-a-time local verification -------------------------------------------------
 
 def bench_verify(work: Path, repeats: int, n: int = 8) -> dict:
@@ -227,7 +247,8 @@ def bench_verify(work: Path, repeats: int, n: int = 8) -> dict:
             "ours": n / t_batched, "baseline": n / t_single, "unit": "rows/s", "ratio": t_single / t_batched, "goal": "> 1"}
 
 
-BENCHES = {"awareness": bench_awareness, "rerun": bench_rerun, "sql": bench_sql, "env": bench_env, "verify": bench_verify}
+BENCHES = {"awareness": bench_awareness, "rerun": bench_rerun, "sql": bench_sql, "env": bench_env, "budget": bench_budget,
+           "verify": bench_verify}
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from progra_core.schemas import REJECTS
 
 _log = logging.getLogger("progra.storage")
+_warned: set[str] = set()
 
 __all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "ShardIO"]
 
@@ -260,6 +261,8 @@ class DatasetStore:
                 except CorruptManifest as e:
                     if str(e) not in self.corrupt:
                         self.corrupt.append(str(e))
+                    if str(e) not in _warned:  # once per process, not per listing
+                        _warned.add(str(e))
                         _log.warning("%s", e)
         return sorted(refs, key=lambda r: r.created_at)
 

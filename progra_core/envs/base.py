@@ -17,11 +17,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from progra_core.calls import Call, CallParseError, parse_calls
 
-__all__ = ["Env", "EnvError", "json_config", "missing_observations", "parse_step"]
+__all__ = ["Env", "EnvError", "CallBudgetError", "json_config", "missing_observations", "parse_step"]
 
 
 class EnvError(ValueError):
     """The environment cannot be built (unknown class, config the class rejects)."""
+
+
+class CallBudgetError(EnvError):
+    """Ground truth whose call the execution budget refused or stopped (a record, not the run, fails)."""
 
 
 def json_config(raw: Any, what: str) -> Any:

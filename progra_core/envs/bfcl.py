@@ -207,7 +207,7 @@ class BFCLEnv:
             obs = f"Error during execution: {err}"
         elif refused := budget.guard_arguments(cls, call.name, call.args, call.positional,
                                                bind=lambda: self.resolve(call).args):
-            obs = f"Error during execution: refused: {refused}"
+            obs = f"Error during execution: {budget.MARK}refused: {refused}"
         else:
             try:
                 # fresh copies, as BFCL's eval of the call text would make: a method that keeps or
@@ -215,7 +215,8 @@ class BFCLEnv:
                 args, kwargs = copy.deepcopy(call.positional), copy.deepcopy(call.args)
                 obs = budget.run_call(cls, lambda: _observation(method(*args, **kwargs)))
                 if len(obs) > budget.MAX_OBSERVATION_CHARS:
-                    obs = f"Error during execution: the result has {len(obs)} characters, above the limit of {budget.MAX_OBSERVATION_CHARS}"
+                    obs = (f"Error during execution: {budget.MARK}the result has {len(obs)} characters, above the limit of "
+                           f"{budget.MAX_OBSERVATION_CHARS}")
             except budget.CallBudgetExceeded as e:
                 obs = f"Error during execution: {e}"
             except Exception as e:  # a failing call is an observation, never an exception

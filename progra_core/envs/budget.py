@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["CallBudgetExceeded", "run_call", "guard_arguments", "CALL_SECONDS", "MAX_PRECISION", "MAX_RESULT_BITS",
-           "MAX_INT_BITS", "MAX_OBSERVATION_CHARS", "MODULE_STATE", "ARITHMETIC"]
+           "MAX_INT_BITS", "MAX_OBSERVATION_CHARS", "MODULE_STATE", "ARITHMETIC", "MARK", "budget_error"]
 
 CALL_SECONDS = 5.0  # BFCL/τ² methods take microseconds to milliseconds
 MAX_PRECISION = 1000  # digits for MathAPI's mpmath / decimal precision arguments
@@ -51,6 +51,15 @@ MAX_OBSERVATION_CHARS = 1 << 20
 MODULE_STATE: tuple[tuple[str, str, str], ...] = (
     ("VehicleControlAPI", "bfcl_eval.eval_checker.multi_turn_eval.func_source_code.long_context", "LONG_WEATHER_EXTENSION"),
 )
+
+
+#: how an observation of a call refused or stopped by the budget begins (after the env's own
+#: error prefix), so ingest can tell it from an ordinary failing call
+MARK = "budget: "
+
+
+def budget_error(observation: str) -> bool:
+    return MARK in observation[:64]
 
 
 class CallBudgetExceeded(BaseException):
@@ -199,7 +208,7 @@ def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> A
     except CallBudgetExceeded:
         if token is not None:
             _release(token)
-        raise CallBudgetExceeded(f"the call ran past its {seconds:g} s budget") from None
+        raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
 
 
 class _NoLock:

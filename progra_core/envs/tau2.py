@@ -241,7 +241,7 @@ class Tau2Env:
             msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {call.name}() got arguments that do not match its parameters",
                               requestor=requestor, error=True)
         elif refused := budget.guard_arguments(self.domain, call.name, dict(resolved.args)):
-            msg = ToolMessage(id=tc.id, role="tool", content=f"Error: refused: {refused}", requestor=requestor, error=True)
+            msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {budget.MARK}refused: {refused}", requestor=requestor, error=True)
         else:  # τ²'s own dispatch, result formatting and error wording, within the execution budget
             try:
                 msg = budget.run_call(self.domain, lambda: self.env.get_response(tc))

@@ -25,6 +25,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from progra_core.calls import Call, calls_to_records, parse_calls
+from progra_core.envs import budget
+from progra_core.envs.base import CallBudgetError
 from progra_core.envs.bfcl import BFCLEnv, _data_dir, function_docs
 from progra_core.schemas import reject
 
@@ -131,6 +133,8 @@ def entry_to_trajectory(entry: dict, step_mode: StepMode = "per_call", held_out_
         actions = []
         for group in groups:
             obs = env.execute(group)
+            if over := next((o for o in obs if budget.budget_error(o)), None):
+                raise CallBudgetError(f"{entry['id']} turn {i}: a ground-truth call exceeds the execution budget ({over})")
             actions.append({"calls": calls_to_records(group), "observations": obs})
         n_calls += len(calls)
         turns.append({"query": query, "actions": actions, "reply": None, "tools_added": added.get(i, [])})

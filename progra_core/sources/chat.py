@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from progra_core.calls import Call, CallParseError, calls_to_records, parse_calls
-from progra_core.envs.base import EnvError
+from progra_core.envs.base import CallBudgetError, EnvError
 from progra_core.envs.bfcl import function_docs
 from progra_core.envs.factory import ENV_KINDS
 from progra_core.schemas import reject
@@ -140,6 +140,10 @@ def _tool_call(tc: Any, where: str) -> tuple[str | None, Call]:
             raise RecordError("bad_arguments_json", f"{where}: arguments are not JSON ({e.msg})") from None
         except RecordError as e:
             raise RecordError(e.reason, f"{where}: {e.detail}") from None
+        try:
+            check_storable(args)
+        except RecordError as e:
+            raise RecordError(e.reason, f"{where}: {e.detail}") from None
     else:
         args = raw
     if not isinstance(args, dict):
@@ -208,8 +212,11 @@ def bfcl_record_to_trajectory(rec: dict, source: str, source_id: str) -> dict[st
         raise RecordError("bad_category", f"category must be a string, got {type(category).__name__}")
     entry = {"id": source_id, "question": question, "ground_truth": truth, "involved_classes": classes, "initial_config": cfg,
              "missed_function": rec.get("missed_function") or {}, "category": category}
+    split = _split(rec)
     try:
-        row = entry_to_trajectory(entry, source=source, split=_split(rec))
+        row = entry_to_trajectory(entry, source=source, split=split)
+    except CallBudgetError as e:
+        raise RecordError("call_budget", str(e)) from None
     except EnvError as e:
         raise RecordError("bad_environment", str(e)) from None
     except Exception as e:  # anything else the conversion trips on is this record's problem
