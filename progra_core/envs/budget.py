@@ -93,22 +93,30 @@ def _watch() -> None:
                         _set_async(tid, ctypes.py_object(CallBudgetExceeded))
 
 
-def _register(seconds: float) -> int:
+def _start_watchdog() -> None:
     global _watchdog
-    if _watchdog is None or not _watchdog.is_alive():
-        with _lock:
-            if _watchdog is None or not _watchdog.is_alive():
-                _watchdog = threading.Thread(target=_watch, name="progra-env-budget", daemon=True)
-                _watchdog.start()
-    token = next(_tokens)
-    _active[token] = (time.monotonic() + seconds, threading.get_ident())
-    return token
-
-
-def _release(token: int) -> bool:
-    """Deregister; True when the watchdog fired for it (an exception still pending is cleared)."""
     with _lock:
-        _active.pop(token, None)
+        if _watchdog is None:
+            _watchdog = threading.Thread(target=_watch, name="progra-env-budget", daemon=True)
+            _watchdog.start()
+
+
+def _register(seconds: float) -> tuple[int, float]:
+    if _watchdog is None:
+        _start_watchdog()
+    token, deadline = next(_tokens), time.monotonic() + seconds
+    _active[token] = (deadline, threading.get_ident())
+    return token, deadline
+
+
+def _release(token: int, deadline: float) -> bool:
+    """Deregister; True when the watchdog fired for it (an exception still pending is cleared).
+    Released before its deadline, a call cannot have been fired at (the watchdog fires only past
+    the deadline, under the lock, and only while the token is registered), so no lock is taken."""
+    _active.pop(token, None)
+    if time.monotonic() < deadline:
+        return False
+    with _lock:
         if token not in _fired:
             return False
         _fired.discard(token)
@@ -135,8 +143,9 @@ def guard_arguments(cls: str, method: str, args: dict[str, Any], positional: tup
                     bind: Callable[[], dict[str, Any]] | None = None) -> str | None:
     """Why this call cannot run within the budget, or None. ``bind`` gives the arguments by
     parameter name (only the guarded methods need it)."""
-    if any(_big_int(v) for v in args.values()) or any(_big_int(v) for v in positional):
-        return f"an integer argument has more than {MAX_INT_BITS} bits"
+    for v in (*args.values(), *positional):
+        if type(v) is not str and _big_int(v):
+            return f"an integer argument has more than {MAX_INT_BITS} bits"
     if cls == "MathAPI" and method in ("logarithm", "square_root", "power"):
         args = bind() if bind is not None and positional else args
         p = args.get("precision")
@@ -156,6 +165,7 @@ def guard_arguments(cls: str, method: str, args: dict[str, Any], positional: tup
 _math_lock = threading.RLock()  # mpmath's precision is one process-wide setting
 _module_values: dict[tuple[str, str], Any] = {}
 _WRITERS = frozenset(c for c, _, _ in MODULE_STATE)
+_recorded: set[str] = set()
 #: classes whose methods set the decimal context or mpmath's precision (the test scans for others)
 ARITHMETIC = frozenset({"MathAPI"})
 
@@ -185,20 +195,33 @@ def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> A
     when it runs past ``seconds`` (default :data:`CALL_SECONDS`)."""
     seconds = CALL_SECONDS if seconds is None else seconds
     writes = cls in _WRITERS
-    if writes:
+    if writes and cls not in _recorded:
         _restore_modules(cls)  # the first use records the pristine values
+        _recorded.add(cls)
     arithmetic = cls in ARITHMETIC
+    if not (writes or arithmetic):  # the common case, without the context managers
+        token, deadline = _register(seconds)
+        try:
+            try:
+                return fn()
+            finally:
+                fired, token = _release(token, deadline), None
+                if fired:
+                    raise CallBudgetExceeded
+        except CallBudgetExceeded:
+            if token is not None:
+                _release(token, deadline)
+            raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
     mpmath = _mpmath() if arithmetic else None
     token = None
     try:
         with (decimal.localcontext() if arithmetic else _nolock), (_math_lock if mpmath else _nolock):
             prec = mpmath.mp.prec if mpmath else None
-            token = _register(seconds)
+            token, deadline = _register(seconds)
             try:
                 return fn()
             finally:
-                fired = _release(token)
-                token = None
+                fired, token = _release(token, deadline), None
                 if mpmath:
                     mpmath.mp.prec = prec
                 if writes:
@@ -207,7 +230,7 @@ def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> A
                     raise CallBudgetExceeded
     except CallBudgetExceeded:
         if token is not None:
-            _release(token)
+            _release(token, deadline)
         raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
 
 
