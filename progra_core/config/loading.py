@@ -1,0 +1,123 @@
+"""Reading configs: profiles from ``configs/<name>.yaml`` (by name only), a file, ``--set a.b=c``
+overrides (values as YAML), all bounded and alias-free, validated into ``PipelineConfig``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from progra_core.config.sections import PipelineConfig
+
+__all__ = ["load_config", "resolve_config", "apply_overrides", "CONFIGS_DIR", "profile_names", "ConfigInputError",
+           "read_yaml", "MAX_CONFIG_BYTES", "MAX_OVERRIDE_CHARS"]
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_OVERRIDE_CHARS = 1 << 16
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config never needs them, and nested aliases expand
+    exponentially (the 'billion laughs' bomb that hangs at ~1 GB)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigInputError(f"YAML aliases are not allowed in a config (alias *{event.anchor} at {event.start_mark})")
+        return super().compose_node(parent, index)
+
+
+class ConfigInputError(ValueError):
+    """Config text that cannot be read: too large, not YAML, aliases, a profile outside configs/."""
+
+
+def read_yaml(text: str, what: str) -> Any:
+    """Bounded, alias-free YAML (configs and ``--set`` values)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigInputError(f"{what} is {len(text)} characters (limit {MAX_CONFIG_BYTES})")
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _parse_value(raw: str) -> Any:
+    """A ``--set`` value as YAML (numbers, lists, null...); text that is not YAML stays text."""
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise ConfigInputError(f"override value of {len(raw)} characters (limit {MAX_OVERRIDE_CHARS})")
+    try:
+        return read_yaml(raw, "override")
+    except ConfigInputError:
+        raise
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML: numbers, lists, null...)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def resolve_config(config: PipelineConfig | dict | None = None, profile: str | None = None,
+                   overrides: list[str] | None = None) -> PipelineConfig:
+    """What a flow run was given: a profile name (wins when set), else the config (the UI form),
+    else the embedded profile; then ``key=value`` overrides on top."""
+    if profile:
+        return load_config(profile, overrides=overrides)
+    if config is None:
+        return load_config("embedded", overrides=overrides)
+    data = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
+    return PipelineConfig.model_validate(apply_overrides(data, overrides))
+
+
+def load_config(profile: str | None = "embedded", path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Profile YAML (``configs/<profile>.yaml``) or an explicit file, then ``--set`` overrides."""
+    data: Any = {}
+    if path is not None:
+        data = _read_config_file(Path(path), str(path))
+    elif profile:
+        if not isinstance(profile, str) or not _PROFILE.fullmatch(profile) or profile not in profile_names():
+            raise ConfigInputError(f"unknown profile {str(profile)[:60]!r}; available: {profile_names()} (a profile is a "
+                                   "name in configs/, not a path: use --config FILE for a file)")
+        data = _read_config_file(CONFIGS_DIR / f"{profile}.yaml", f"profile {profile}")
+        data.setdefault("profile", profile)
+    data = apply_overrides(data, overrides)
+    return PipelineConfig.model_validate(data)
+
+
+_PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _read_config_file(path: Path, what: str) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ConfigInputError(f"cannot read {what}: {e}") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigInputError(f"{what} is {size} bytes (limit {MAX_CONFIG_BYTES})")
+    try:
+        data = read_yaml(path.read_text(), what)
+    except yaml.YAMLError as e:
+        raise ConfigInputError(f"{what} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigInputError(f"{what} must be a mapping of sections, got {type(data).__name__}")
+    return data
