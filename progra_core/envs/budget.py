@@ -35,7 +35,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
+
+from progra_core.calls import MAX_INT_BITS  # the parser's own limit: a Call from a record meets the same one
 
 __all__ = ["CallBudgetExceeded", "run_call", "guard_arguments", "CALL_SECONDS", "MAX_PRECISION", "MAX_RESULT_BITS",
            "MAX_INT_BITS", "MAX_OBSERVATION_CHARS", "MODULE_STATE", "ARITHMETIC", "MARK", "budget_error"]
@@ -43,7 +46,6 @@ __all__ = ["CallBudgetExceeded", "run_call", "guard_arguments", "CALL_SECONDS", 
 CALL_SECONDS = 5.0  # BFCL/τ² methods take microseconds to milliseconds
 MAX_PRECISION = 1000  # digits for MathAPI's mpmath / decimal precision arguments
 MAX_RESULT_BITS = 1 << 16  # an integer power's result (~19,700 decimal digits)
-MAX_INT_BITS = 1 << 12  # any integer argument (~1,233 digits; BFCL's values are prices, ids, counts)
 MAX_OBSERVATION_CHARS = 1 << 20
 
 #: (class, module, global name): module-level values a class's methods write (found by reading
@@ -190,59 +192,42 @@ def _restore_modules(cls: str) -> None:
                 setattr(module, name, copy.deepcopy(pristine))
 
 
-def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> Any:
-    """``fn()`` within the budget and its own arithmetic context; :class:`CallBudgetExceeded`
-    when it runs past ``seconds`` (default :data:`CALL_SECONDS`)."""
-    seconds = CALL_SECONDS if seconds is None else seconds
-    writes = cls in _WRITERS
-    if writes and cls not in _recorded:
-        _restore_modules(cls)  # the first use records the pristine values
-        _recorded.add(cls)
-    arithmetic = cls in ARITHMETIC
-    if not (writes or arithmetic):  # the common case, without the context managers
-        token, deadline = _register(seconds)
-        try:
-            try:
-                return fn()
-            finally:
-                fired, token = _release(token, deadline), None
-                if fired:
-                    raise CallBudgetExceeded
-        except CallBudgetExceeded:
-            if token is not None:
-                _release(token, deadline)
-            raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
-    mpmath = _mpmath() if arithmetic else None
-    token = None
+def _timed(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()`` registered with the watchdog; :class:`CallBudgetExceeded` when it was fired at."""
+    token, deadline = _register(seconds)
     try:
-        with (decimal.localcontext() if arithmetic else _nolock), (_math_lock if mpmath else _nolock):
-            prec = mpmath.mp.prec if mpmath else None
-            token, deadline = _register(seconds)
-            try:
-                return fn()
-            finally:
-                fired, token = _release(token, deadline), None
-                if mpmath:
-                    mpmath.mp.prec = prec
-                if writes:
-                    _restore_modules(cls)
-                if fired:
-                    raise CallBudgetExceeded
+        try:
+            return fn()
+        finally:
+            fired, token = _release(token, deadline), None
+            if fired:
+                raise CallBudgetExceeded
     except CallBudgetExceeded:
-        if token is not None:
+        if token is not None:  # delivered before the release above ran
             _release(token, deadline)
         raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
 
 
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_nolock = _NoLock()
+def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> Any:
+    """``fn()`` within the budget and its own arithmetic context; :class:`CallBudgetExceeded`
+    when it runs past ``seconds`` (default :data:`CALL_SECONDS`)."""
+    seconds = CALL_SECONDS if seconds is None else seconds
+    writes, arithmetic = cls in _WRITERS, cls in ARITHMETIC
+    if not (writes or arithmetic):  # the common case: no state to guard
+        return _timed(fn, seconds)
+    if writes and cls not in _recorded:
+        _restore_modules(cls)  # the first use records the pristine values
+        _recorded.add(cls)
+    mpmath = _mpmath() if arithmetic else None
+    with (decimal.localcontext() if arithmetic else nullcontext()), (_math_lock if mpmath else nullcontext()):
+        prec = mpmath.mp.prec if mpmath else None
+        try:
+            return _timed(fn, seconds)
+        finally:
+            if mpmath:
+                mpmath.mp.prec = prec
+            if writes:
+                _restore_modules(cls)
 
 
 def _mpmath():
