@@ -35,7 +35,7 @@ from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
-from progra_core.train import memory, rewards, rollout
+from progra_core.train import memory, rewards, rollout, samplers
 from progra_core.train.rewards import Rubric
 from progra_core.train.sft import (
     device_kwargs,
@@ -50,7 +50,7 @@ __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episod
            "reward_functions", "Recorder", "rubric_for"]
 
 STAGE = "grpo"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], rollout, rewards, policy_prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", sys.modules[__name__], rollout, samplers, rewards, policy_prompts, prompt_tools)
 
 
 

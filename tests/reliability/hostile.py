@@ -9,6 +9,7 @@ is True when that is a clear refusal / error / verdict and nothing was altered. 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,3 +110,17 @@ def all_ids_message_config() -> dict:
     """A MessageAPI scenario where every id its generator can draw is taken: send_message loops forever."""
     return {"MessageAPI": {"generated_ids": list(range(10000, 100000)), "user_count": 2, "current_user": "USR001",
                            "user_map": {"Alice": "USR001", "Bob": "USR002"}, "inbox": [], "message_count": 0}}
+
+
+TALLIES: dict[str, dict] = {}
+
+
+def report(name: str, t: Tally) -> None:
+    """Record a class's tally (``PROGRA_HOSTILE_REPORT`` names a JSON file for all of them) and
+    assert it: every case tried, none executed, hung, crashed or silently changed."""
+    TALLIES[name] = t.row()
+    if path := os.environ.get("PROGRA_HOSTILE_REPORT"):
+        Path(path).write_text(json.dumps(TALLIES, indent=1))
+    print(f"\n{name}: {t.row()}")
+    assert t.failures == [], t.failures
+    assert t.executed == t.hung == t.crashed == t.changed == 0 and t.tried > 0

@@ -1,0 +1,118 @@
+"""Samplers for rollouts: contexts (token ids) in, one :class:`Generation`
+each out, with every token's sampling log-probability (what TRL's importance-sampling correction
+compares with the trainer's). ``hf_sampler`` samples with transformers; ``vllm_sampler`` through
+TRL's vLLM engine.
+
+torch and transformers are imported inside the functions that use them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Generation", "GenerateFn", "hf_sampler", "vllm_sampler"]
+
+
+@dataclass
+class Generation:
+    """What the sampler drew for one context: the token ids (ending at EOS when it stopped) and
+    each token's log-probability under the sampling distribution (None when unknown)."""
+
+    ids: list[int]
+    logprobs: list[float] | None = None
+
+
+#: contexts (token ids) -> one Generation (or a bare list of ids) per context.
+GenerateFn = Callable[[list[list[int]]], list["Generation | list[int]"]]
+
+
+def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
+               seed: int | None = None) -> GenerateFn:
+    """Batched sampling with a transformers model (left padding), cut after the first EOS; each
+    token comes with its log-probability under the distribution it was drawn from (logits / T),
+    the quantity the trainer recomputes."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    cfg_eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = sorted({tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rng = random.Random(seed)
+
+    # only temperature shapes the distribution (no top-k/top-p, none of the model's own defaults):
+    # what the trainer recomputes as logits / T
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                               temperature=temperature if temperature > 0 else None, top_p=1.0, top_k=0,
+                               eos_token_id=eos, pad_token_id=pad)
+
+    class _Record(LogitsProcessor):
+        """Keeps each step's log-softmax(logits / T) and, one step later, the drawn token's entry
+        (one [batch, vocab] tensor alive at a time). transformers runs user processors before
+        its temperature warper, so the temperature is applied here."""
+
+        def __init__(self):
+            self.prev, self.out = None, []
+
+        def __call__(self, input_ids, scores):
+            if self.prev is not None:
+                self.out.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+            self.prev = torch.log_softmax(scores.float() / (temperature if temperature > 0 else 1.0), -1)
+            return scores
+
+    def generate(contexts: list[list[int]]) -> list[Generation]:
+        out: list[Generation] = []
+        device = next(model.parameters()).device
+        for b in range(0, len(contexts), batch_size):
+            chunk = contexts[b:b + batch_size]
+            width = max(len(c) for c in chunk)
+            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)
+            attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
+            if seed is not None:
+                torch.manual_seed(rng.randrange(2**31))
+            rec = _Record()
+            with torch.no_grad():
+                gen = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen_cfg,
+                                     logits_processor=LogitsProcessorList([rec]))
+            new = gen[:, width:]
+            if rec.prev is not None:
+                rec.out.append(rec.prev.gather(1, new[:, -1:]).squeeze(1))
+            logps = torch.stack(rec.out, 1).tolist() if rec.out else [[] for _ in chunk]
+            for row, lp in zip(new.tolist(), logps, strict=True):
+                cut = next((k for k, t in enumerate(row) if t in eos), None)
+                n = len(row) if cut is None else cut + 1
+                out.append(Generation(row[:n], lp[:n]))
+        return out
+
+    return generate
+
+
+def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = ()) -> GenerateFn:
+    """Sampling through TRL's vLLM engine (``trainer.vllm_generation``, colocate or server mode):
+    one ``generate`` call per lockstep round, each context once, at most ``max_new_tokens`` per
+    action (the engine's own limit, the whole stream length, is restored after). vLLM returns each
+    token's log-probability after temperature (TRL builds it with ``processed_logprobs``), which is
+    what importance-sampling correction compares with the trainer's recomputed ones. TRL syncs the
+    LoRA-merged weights into the engine before each step's ``rollout_func``. Single process: in
+    server mode TRL gathers prompts across ranks, and lockstep rounds differ per rank."""
+    eos = set(eos_ids)
+
+    def generate(contexts: list[list[int]]) -> list[Generation]:
+        saved = engine.max_completion_length
+        engine.max_completion_length = max_new_tokens
+        try:
+            _, completions, logprobs, _ = engine.generate(prompts=[list(c) for c in contexts], images=None, num_generations=1)
+        finally:
+            engine.max_completion_length = saved
+        if len(completions) != len(contexts):
+            raise RuntimeError(f"vLLM returned {len(completions)} completions for {len(contexts)} contexts")
+        out = []
+        for k, ids in enumerate(completions):
+            ids = list(ids)
+            cut = next((i for i, t in enumerate(ids) if t in eos), None)
+            n = len(ids) if cut is None else cut + 1
+            lp = None if logprobs is None else [float("nan") if t[0] is None else float(t[0]) for t in logprobs[k][:n]]
+            out.append(Generation(ids[:n], lp))
+        return out
+
+    return generate
