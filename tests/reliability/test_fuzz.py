@@ -12,7 +12,7 @@ from progra_core.sources import chat
 
 # -- Hypothesis: no hang, no undocumented exception ---------------------------------------------------
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=80, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 call_chars = st.sampled_from(list("[](){}'\",=:.-+_ \n\\#`@*xyzab019eEjJ") + ["0x", "1e", "lambda", "__", "```", "\ud800", "é"])
 call_text = st.lists(call_chars, max_size=120).map("".join) | st.text(max_size=200)
 scalars = st.none() | st.booleans() | st.integers(-2 ** 200, 2 ** 200) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)

@@ -24,7 +24,7 @@ def _budget_error(obs) -> bool:
 # -- 1. every env call within one budget ----------------------------------------------------------
 
 def test_runaway_env_calls_become_error_observations_and_ingest_rejects(monkeypatch):
-    monkeypatch.setattr(budget, "CALL_SECONDS", 1.0)
+    monkeypatch.setattr(budget, "CALL_SECONDS", 0.3)
     math = lambda text: lambda: BFCLEnv({}, ["MathAPI"]).execute(text)  # noqa: E731
     cases = [(t, math(t), _budget_error) for t in [
         "power(base=10, exponent=100000000)", "power(10, 100000000)", "power(base=-7, exponent=99999999)",
