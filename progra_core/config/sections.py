@@ -94,6 +94,11 @@ class LLMConfig(Section):
         "local/ models: most padded prompt tokens (rows x longest prompt) per forward pass; long prompts go alone. "
         "auto: 8192 on CPU (padding a batch to a long prompt costs more than it saves), on CUDA what half the memory "
         "left after loading the model holds (KV cache + activations). None: batch_size alone decides."))
+    local_prefix_cache_mb: int = Field(2048, ge=0, description=(
+        "local/ models: memory for KV caches of prompts already computed (an LRU, MiB of tensors), so a "
+        "prompt sharing a prefix with an earlier one (the docs of every BFCL step, a turn's conversation, "
+        "guided decoding's successive questions) computes only the rest; 0 turns reuse off. SmolLM2-135M in "
+        "float32 holds ~46 KiB per token: 2048 MiB is ~45k tokens"))
     local_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "local/ models' weights: auto = bfloat16 on a CUDA device that supports it, float32 on CPU."))
 
@@ -287,6 +292,9 @@ class GRPOConfig(Section):
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
         "use_vllm=colocate: share of the GPU vLLM reserves for its weights and KV cache (the rest trains)."))
     sample_batch_size: int = Field(8, ge=1, description="Contexts per generate() call in the CPU/transformers sampler.")
+    sample_prefix_cache_mb: int = Field(1024, ge=0, description=(
+        "transformers sampler: memory for the KV caches of shared context prefixes (a group's prompt, computed once "
+        "for its num_generations samples); kept for one step only, since the weights change after it. 0: off."))
     micro_batch_size: int | None = Field(None, ge=1, description=(
         "Rollout streams per forward/backward pass. A step still uses batch_size x num_generations streams (generated "
         "together, advantages over whole groups); they are scored in micro-batches and the gradients accumulated "

@@ -53,8 +53,11 @@ def item_error(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: rate limits, server errors, timeouts, dropped connections."""
     import litellm
+    import openai
 
     transient = (
+        openai.APIConnectionError,  # the openai SDK's (direct path); LiteLLM's subclass them
+        openai.APITimeoutError,
         litellm.RateLimitError,
         litellm.InternalServerError,
         litellm.ServiceUnavailableError,

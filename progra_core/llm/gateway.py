@@ -74,6 +74,62 @@ def _endpoint_semaphore(req: ChatRequest, concurrency: int) -> asyncio.Semaphore
     return sem
 
 
+_PRICED: set[str] = set()
+
+
+def _price_unknown(model: str) -> None:
+    """LiteLLM prices every response from its cost map; for a model the map does not know (a
+    self-hosted vLLM or llm-katan name) every lookup fails, and building that failure (an
+    exception, a traceback string, a debug record) costs ~2 ms of the gateway's one event loop
+    per call. Such a model is registered once at zero cost, so the lookup hits. progra does
+    not bill from LiteLLM's prices (usage is counted in tokens); a model LiteLLM knows is left alone."""
+    if model in _PRICED:
+        return
+    _PRICED.add(model)
+    import litellm
+
+    try:
+        litellm.get_model_info(model)
+        return
+    except Exception:  # noqa: BLE001 - "not mapped" is the case handled here
+        pass
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:  # noqa: BLE001 - a model LiteLLM cannot route fails on the call itself, with its reason
+        return
+    litellm.register_model({model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                    "litellm_provider": provider, "mode": "chat"}})
+
+
+#: providers whose ``api_base`` is an OpenAI-compatible server (vLLM, SGLang, llm-katan, ...)
+_OPENAI_COMPATIBLE = ("openai/", "hosted_vllm/")
+#: request ``extra`` keys the openai SDK's ``chat.completions.create`` takes as they are
+_OPENAI_PARAMS = frozenset({"top_p", "n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+                            "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "extra_body"})
+_CLIENTS: dict[tuple[int, str, str], Any] = {}
+
+
+def _direct(req: ChatRequest) -> bool:
+    """Whether the request goes straight to its OpenAI-compatible server through the openai SDK
+    (one pooled client per server and event loop) instead of through LiteLLM. LiteLLM's per-call
+    work (provider resolution, parameter mapping, logging objects, cost lookup, callbacks) is
+    ~1-3 ms of the gateway's single event loop; a batch of 64 answers arriving together then waits
+    ~100 ms to be read, every latency round, which caps throughput at high concurrency. For a
+    server that already speaks OpenAI's API there is nothing for LiteLLM to translate. Any other
+    provider, or a request carrying LiteLLM-only options (``mock_response``...), goes through LiteLLM."""
+    return bool(req.api_base) and req.model.startswith(_OPENAI_COMPATIBLE) and set(req.extra) <= _OPENAI_PARAMS
+
+
+def _client(api_base: str, key: str, timeout_s: float):
+    from openai import AsyncOpenAI
+
+    k = (id(asyncio.get_running_loop()), api_base, key)
+    c = _CLIENTS.get(k)
+    if c is None:
+        c = _CLIENTS[k] = AsyncOpenAI(base_url=api_base, api_key=key, max_retries=0, timeout=timeout_s)
+    return c
+
+
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
     records of one or many gateways, e.g. one per shard task)."""
@@ -116,6 +172,7 @@ class Gateway:
         local_batch_size: int = 8,
         local_batch_tokens: int | str | None = None,
         local_dtype: str = "auto",
+        local_prefix_cache_mb: int = 0,
         models_root: str | os.PathLike | None = None,
         local_models: dict[str, str | tuple[str, str]] | None = None,
         strict: bool = False,
@@ -129,6 +186,7 @@ class Gateway:
         self.local_batch_size = local_batch_size
         self.local_batch_tokens = local_batch_tokens
         self.local_dtype = local_dtype
+        self.local_prefix_cache_mb = local_prefix_cache_mb
         self.models_root = models_root
         self.local_models = dict(local_models or {})
         self._cache = None
@@ -155,6 +213,7 @@ class Gateway:
             local_batch_size=llm.local_batch_size,
             local_batch_tokens=llm.local_batch_tokens,
             local_dtype=llm.local_dtype,
+            local_prefix_cache_mb=llm.local_prefix_cache_mb,
             models_root=models_root,
             strict=True,
         )
@@ -191,9 +250,12 @@ class Gateway:
     # -- remote (LiteLLM) ------------------------------------------------------------------
 
     async def _remote(self, req: ChatRequest) -> ChatResult:
-        import litellm
+        direct = _direct(req)
+        if not direct:
+            import litellm
 
-        litellm.suppress_debug_info = True  # its "Give Feedback" banner on every error
+            litellm.suppress_debug_info = True  # its "Give Feedback" banner on every error
+            _price_unknown(req.model)
         kwargs: dict[str, Any] = dict(
             model=req.model,
             messages=req.messages,
@@ -214,6 +276,14 @@ class Gateway:
             kwargs["api_key"] = key
         elif req.api_base:
             kwargs["api_key"] = "EMPTY"  # OpenAI-compatible servers (vLLM, llm-katan) accept any key
+        if direct:
+            client = _client(req.api_base, kwargs.pop("api_key"), self.timeout_s)
+            for k in ("api_base", "num_retries", "timeout"):
+                kwargs.pop(k, None)
+            kwargs["model"] = req.model.split("/", 1)[1]
+            send = lambda: client.chat.completions.create(**kwargs)  # noqa: E731
+        else:
+            send = lambda: litellm.acompletion(**kwargs)  # noqa: E731
         attempts = 0
         t0 = time.perf_counter()
         retrying = AsyncRetrying(
@@ -229,7 +299,7 @@ class Gateway:
                     async with _endpoint_semaphore(req, self.concurrency):
                         with self._lock:
                             self.requests_sent += 1
-                        resp = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=self.timeout_s + 5)
+                        resp = await asyncio.wait_for(send(), timeout=self.timeout_s + 5)
         except RetryError as e:
             exc = e.last_attempt.exception()
             return ChatResult(None, req.model, req.role, req.id, error=redact(f"retries exhausted: {describe(exc)}", key),
@@ -281,7 +351,8 @@ class Gateway:
         for model, idx in by_model.items():
             try:
                 path, adapter = self.local_spec(model)
-                backend = get_backend(path, dtype=self.local_dtype, adapter=adapter)
+                backend = get_backend(path, dtype=self.local_dtype, adapter=adapter,
+                                      prefix_cache_mb=self.local_prefix_cache_mb)
                 results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size,
                                                   self.local_batch_tokens)
                 with self._lock:

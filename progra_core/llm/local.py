@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from progra_core.llm.hf import cache_kwarg, quiet_hf
+from progra_core.llm.prefix import PrefixCache, common_prefix, fork, reusable
 from progra_core.llm.types import ChatRequest, ChatResult
 
-__all__ = ["LocalBackend", "get_backend", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
+__all__ = ["LocalBackend", "get_backend", "prefix_generate", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
 
 
 #: local/ batches on CPU: padded prompt tokens per forward pass (measured: past ~8k, padding a
@@ -49,7 +50,8 @@ def kv_batch_tokens(free_bytes: float, layers: int, kv_dim: int, hidden: int, in
 
 
 class LocalBackend:
-    def __init__(self, path: str, dtype: str = "auto", device: str | None = None, adapter: str | None = None):
+    def __init__(self, path: str, dtype: str = "auto", device: str | None = None, adapter: str | None = None,
+                 prefix_cache_mb: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,6 +73,7 @@ class LocalBackend:
         self.context = getattr(self.model.config, "max_position_embeddings", None)
         self._cache_kw = cache_kwarg(self.model)
         self._lock = threading.Lock()
+        self.prefix = PrefixCache(prefix_cache_mb * 2**20) if prefix_cache_mb > 0 else None
         self.dtype = dtype
         self.auto_batch_tokens = self._device_batch_tokens(getattr(torch, dtype).itemsize)
 
@@ -93,8 +96,10 @@ class LocalBackend:
     def choose(self, reqs: Sequence[ChatRequest], batch_size: int = 8) -> list[ChatResult]:
         """Constrained decoding over a closed set: each request's ``extra["choices"]`` are scored by
         their summed token log-probability after the prompt (+ prefix); the answer is prefix + best.
-        The prompt is encoded once and its KV cache shared by all choices (right-padded, so no
-        choice attends to another's padding under the causal mask)."""
+        The prompt is computed once per answer: its KV cache comes from the prefix cache (guided
+        decoding asks one question after another of the same prompt, each with a longer prefix)
+        and is shared by all choices (right-padded, so no choice attends to another's padding
+        under the causal mask)."""
         import torch
 
         out = []
@@ -103,7 +108,12 @@ class LocalBackend:
             for r in reqs:
                 t0 = time.perf_counter()
                 ids = self.tokenizer(self._prompt(r.messages) + (r.prefix or ""), add_special_tokens=False)["input_ids"]
-                first = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                n, cache = self.prefix.lookup(ids) if self.prefix is not None else (0, None)
+                first = self.model(input_ids=torch.tensor([ids[n:]], device=self.device), use_cache=True,
+                                   **({self._cache_kw: cache} if cache is not None else {}))
+                cache = _cache_of(first)
+                if self.prefix is not None:
+                    self.prefix.store(ids, cache)
                 last_logp = torch.log_softmax(first.logits[0, -1].float(), -1)
                 choices = list(r.extra["choices"])
                 toks = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
@@ -112,9 +122,8 @@ class LocalBackend:
                     chunk = toks[s:s + batch_size]
                     width = max(len(t) for t in chunk)
                     batch = torch.tensor([t + [pad] * (width - len(t)) for t in chunk], device=self.device)
-                    cache = copy.deepcopy(first.cache if hasattr(first, "cache") else first.past_key_values)
-                    cache.batch_repeat_interleave(len(chunk))
-                    logp = torch.log_softmax(self.model(input_ids=batch, use_cache=True, **{self._cache_kw: cache}).logits.float(), -1)
+                    rows = _rows(cache, len(ids), len(chunk))
+                    logp = torch.log_softmax(self.model(input_ids=batch, use_cache=True, **{self._cache_kw: rows}).logits.float(), -1)
                     for k, t in enumerate(chunk):  # token 0 from the prompt's last position, token n from choice position n-1
                         scores.append(float(last_logp[t[0]]) + sum(float(logp[k, n - 1, t[n]]) for n in range(1, len(t))))
                 best = _pick(scores, r)
@@ -138,7 +147,8 @@ class LocalBackend:
                     out[i] = r
             return out  # type: ignore[return-value]
         prompts = [self._prompt(r.messages) + (r.prefix or "") for r in reqs]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        lengths = [len(e) for e in encoded]
         groups: dict[tuple, list[int]] = defaultdict(list)
         out: list[ChatResult | None] = [None] * len(reqs)
         for i, r in enumerate(reqs):
@@ -150,13 +160,13 @@ class LocalBackend:
         with self._lock, torch.no_grad():
             for (temp, rep), idx in groups.items():
                 idx.sort(key=lambda i: lengths[i])
-                for chunk in token_batches(idx, lengths, batch_size, batch_tokens):
+                # what each prompt still costs: a cached prefix is not computed again, so prompts
+                # whose docs are cached share a forward pass (and the decode steps) again
+                cost = lengths if self.prefix is None else [n - self.prefix.longest(e)[0] for n, e in zip(lengths, encoded, strict=True)]
+                for chunk in token_batches(idx, cost, batch_size, batch_tokens):
                     t0 = time.perf_counter()
-                    enc = self.tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
-                                         add_special_tokens=False).to(self.device)
                     max_new = max(reqs[i].max_tokens for i in chunk)
                     seed = reqs[chunk[0]].seed
-                    torch.manual_seed(seed if seed is not None else 0)
                     gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
                     if rep != 1.0:
                         gen_kwargs["repetition_penalty"] = rep
@@ -167,10 +177,10 @@ class LocalBackend:
                         gen_kwargs.update(do_sample=True, temperature=temp, top_p=1.0, top_k=0)
                     else:
                         gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                    seqs = self.model.generate(**enc, **gen_kwargs)
-                    new = seqs[:, enc["input_ids"].shape[1]:]
+                    new = prefix_generate(self.model, [encoded[i] for i in chunk], self.tokenizer.pad_token_id,
+                                          self.prefix, self._cache_kw, seed=seed if seed is not None else 0, **gen_kwargs)
                     dt = (time.perf_counter() - t0) * 1000 / len(chunk)
-                    for row, i in zip(new.tolist(), chunk, strict=True):
+                    for row, i in zip(new, chunk, strict=True):
                         r = reqs[i]
                         eos = self.tokenizer.eos_token_id
                         toks = row[: r.max_tokens]
@@ -187,6 +197,103 @@ class LocalBackend:
                         out[i] = ChatResult(text=text, model=r.model, role=r.role, id=r.id, finish_reason=finish,
                                             prompt_tokens=lengths[i], completion_tokens=len(toks), latency_ms=dt, attempts=1)
         return out  # type: ignore[return-value]
+
+
+def _cache_of(output):
+    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+
+
+def _rows(cache, n: int, batch: int):
+    """``batch`` rows of a batch-1 cache's first ``n`` positions, the source untouched."""
+    if reusable(cache):
+        return fork(cache, n, batch)
+    rows = copy.deepcopy(cache)
+    rows.batch_repeat_interleave(batch)
+    return rows
+
+
+def prefix_generate(model, contexts: Sequence[Sequence[int]], pad: int, prefix: PrefixCache | None, cache_kw: str,
+                    seed: int | None = None, **gen_kwargs) -> list[list[int]]:
+    """``model.generate`` over token-id contexts, reusing ``prefix``: each row starts from the KV
+    cache of its longest stored prefix and only the rest is computed. Row ``i`` is laid out
+    ``[its n_i cached tokens][padding to the longest cached][padding][its uncached suffix]`` with
+    every padding position masked; positions come from the attention mask's cumulative sum, so
+    every token sits where it would without reuse (with nothing cached this is plain left
+    padding). A prefix all contexts share that is not stored yet (a GRPO group's prompt, entries
+    with the same docs) is computed once first. After generation every row's sequence is stored
+    (its real positions gathered out of the padded batch), so the next step of a conversation
+    extends it. Returns the new token ids of each row (padding after EOS included)."""
+    import torch
+
+    device = next(model.parameters()).device
+    contexts = [list(c) for c in contexts]
+    rows = len(contexts)
+    hits: list[tuple[int, object]] = [(0, None)] * rows
+    if prefix is not None:
+        shared = min(len(c) for c in contexts) - 1  # every row keeps one token to compute
+        for c in contexts[1:]:
+            shared = min(shared, common_prefix(contexts[0], c))
+        if rows > 1 and shared - prefix.longest(contexts[0][:shared + 1])[0] >= prefix.min_tokens:
+            n, base = prefix.lookup(contexts[0][:shared + 1], count=False)  # compute the shared part once, keep it
+            ext = model(input_ids=torch.tensor([contexts[0][n:shared]], device=device), use_cache=True,
+                        **({cache_kw: base} if base is not None else {}))
+            prefix.store(contexts[0][:shared], _cache_of(ext))
+        hits = [prefix.lookup(c) for c in contexts]
+    held = max(n for n, _ in hits)  # cache positions every row has (its own, then masked padding)
+    width = max(len(c) - n for c, (n, _) in zip(contexts, hits, strict=True))
+    ids, mask = [], []
+    for c, (n, _) in zip(contexts, hits, strict=True):
+        gap = (held - n) + (width - (len(c) - n))
+        ids.append(c[:n] + [pad] * gap + c[n:])
+        mask.append([1] * n + [0] * gap + [1] * (len(c) - n))
+    kw = {cache_kw: _stack(hits, held)} if held else {}
+    ids_t, mask_t = torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    res = model.generate(input_ids=ids_t, attention_mask=mask_t, return_dict_in_generate=True, **kw, **gen_kwargs)
+    seqs = res.sequences
+    done = _cache_of(res)
+    if prefix is not None and done is not None and reusable(done):
+        filled = done.get_seq_length()
+        for k in range(rows):  # the row's real positions: its cached prefix, its suffix, what it generated
+            keep = [j for j, m in enumerate(mask[k]) if m] + list(range(len(mask[k]), filled))
+            prefix.store(seqs[k, keep].tolist(), _gather(done, k, keep) if rows > 1 or held != hits[k][0] else done)
+    return seqs[:, ids_t.shape[1]:].tolist()
+
+
+def _stack(hits, held: int):
+    """One cache for a batch from each row's own cached prefix (batch 1, ``n_i`` positions),
+    zero-filled to ``held`` positions (masked, so never attended)."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    if len(hits) == 1:
+        return hits[0][1]
+    ref = next(c for n, c in hits if n)
+    data = []
+    for li, layer in enumerate(ref.layers):
+        ks, vs = [], []
+        for n, c in hits:
+            shape = (1, layer.keys.shape[1], held, layer.keys.shape[3])
+            k = torch.zeros(shape, dtype=layer.keys.dtype, device=layer.keys.device)
+            v = torch.zeros(shape, dtype=layer.values.dtype, device=layer.values.device)
+            if n:
+                k[:, :, :n] = c.layers[li].keys
+                v[:, :, :n] = c.layers[li].values
+            ks.append(k)
+            vs.append(v)
+        data.append((torch.cat(ks), torch.cat(vs)))
+    return DynamicCache(ddp_cache_data=data)
+
+
+def _gather(cache, row: int, positions: list[int]):
+    """Row ``row``'s KV at ``positions``, as a batch-1 cache of its own."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    at = torch.tensor(positions, device=cache.layers[0].keys.device)
+    return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1].index_select(2, at), layer.values[row:row + 1].index_select(2, at))
+                                        for layer in cache.layers])
 
 
 def token_batches(idx: Sequence[int], lengths: Sequence[int], batch_size: int, batch_tokens: int | None) -> list[list[int]]:
@@ -219,5 +326,5 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
 
 
 @lru_cache(maxsize=4)
-def get_backend(path: str, dtype: str = "auto", adapter: str | None = None) -> LocalBackend:
-    return LocalBackend(path, dtype=dtype, adapter=adapter)
+def get_backend(path: str, dtype: str = "auto", adapter: str | None = None, prefix_cache_mb: int = 0) -> LocalBackend:
+    return LocalBackend(path, dtype=dtype, adapter=adapter, prefix_cache_mb=prefix_cache_mb)

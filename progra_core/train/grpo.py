@@ -236,7 +236,8 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
             with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
                     trainer.accelerator.autocast():
                 results = play(rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
-                                                  seed=cfg.seed + trainer.state.global_step))
+                                                  seed=cfg.seed + trainer.state.global_step,
+                                                  prefix_cache_mb=cfg.sample_prefix_cache_mb))
         recorder.add(trainer.state.global_step + 1, prompts, results)
         trainer._layout = _padded_layout(results, trainer.pad_to_multiple_of, trainer.accelerator.device)
         logprobs = [x.logprobs for x in results] if all(x.logprobs is not None for x in results) else None

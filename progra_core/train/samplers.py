@@ -28,12 +28,22 @@ GenerateFn = Callable[[list[list[int]]], list["Generation | list[int]"]]
 
 
 def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
-               seed: int | None = None) -> GenerateFn:
-    """Batched sampling with a transformers model (left padding), cut after the first EOS; each
-    token comes with its log-probability under the distribution it was drawn from (logits / T),
-    the quantity the trainer recomputes."""
+               seed: int | None = None, prefix_cache_mb: int = 0) -> GenerateFn:
+    """Batched sampling with a transformers model, cut after the first EOS; each token comes with
+    its log-probability under the distribution it was drawn from (logits / T), the quantity the
+    trainer recomputes. With ``prefix_cache_mb``, the prefix the contexts of a call share (a
+    group's prompt; the docs all episodes of an environment share) is computed once and its KV
+    cache forked to every row (:func:`~progra_core.llm.local.prefix_generate`); the cache lives as
+    long as this sampler, i.e. one training step, because the weights change after it."""
     import torch
     from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    from progra_core.llm.hf import cache_kwarg
+    from progra_core.llm.local import prefix_generate
+    from progra_core.llm.prefix import PrefixCache
+
+    prefix = PrefixCache(prefix_cache_mb * 2**20) if prefix_cache_mb > 0 else None
+    cache_kw = cache_kwarg(model.get_base_model() if hasattr(model, "get_base_model") else model)  # PEFT passes it on
 
     cfg_eos = getattr(model.generation_config, "eos_token_id", None)
     eos = sorted({tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None})
@@ -62,23 +72,17 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
 
     def generate(contexts: list[list[int]]) -> list[Generation]:
         out: list[Generation] = []
-        device = next(model.parameters()).device
         for b in range(0, len(contexts), batch_size):
             chunk = contexts[b:b + batch_size]
-            width = max(len(c) for c in chunk)
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)
-            attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
-            if seed is not None:
-                torch.manual_seed(rng.randrange(2**31))
             rec = _Record()
             with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen_cfg,
-                                     logits_processor=LogitsProcessorList([rec]))
-            new = gen[:, width:]
+                new = prefix_generate(model, chunk, pad, prefix, cache_kw, seed=rng.randrange(2**31) if seed is not None else None,
+                                      generation_config=gen_cfg, logits_processor=LogitsProcessorList([rec]))
             if rec.prev is not None:
-                rec.out.append(rec.prev.gather(1, new[:, -1:]).squeeze(1))
+                last = torch.tensor([[row[-1]] for row in new], device=rec.prev.device)
+                rec.out.append(rec.prev.gather(1, last).squeeze(1))
             logps = torch.stack(rec.out, 1).tolist() if rec.out else [[] for _ in chunk]
-            for row, lp in zip(new.tolist(), logps, strict=True):
+            for row, lp in zip(new, logps, strict=True):
                 cut = next((k for k, t in enumerate(row) if t in eos), None)
                 n = len(row) if cut is None else cut + 1
                 out.append(Generation(row[:n], lp[:n]))

@@ -4,6 +4,8 @@ random-initialised llama (built from a config, SmolLM2 tokenizer)."""
 import json
 from dataclasses import replace
 
+import pytest
+
 from progra_core.llm import ChatRequest, Gateway
 
 
@@ -191,3 +193,27 @@ def test_strict_gateway_raises_for_endpoint_failures_only_after_trying_every_req
     lenient = Gateway(None, max_retries=0)
     (r,) = lenient.batch([req(5, extra={"mock_response": litellm.RateLimitError("x", model="m", llm_provider="openai")})])
     assert r.retryable and "RateLimitError" in r.error
+
+
+def test_openai_compatible_servers_skip_litellm_and_unknown_models_get_a_price():
+    """A server named by api_base that speaks OpenAI's API is sent through the openai SDK; other
+    providers and LiteLLM-only options go through LiteLLM, where a model missing from its cost
+    map is registered once (at zero) so the lookup stops failing on every call."""
+    import litellm
+
+    from progra_core.llm import gateway
+
+    base = "http://127.0.0.1:9/v1"
+    assert gateway._direct(ChatRequest([], "openai/echo", api_base=base))
+    assert gateway._direct(ChatRequest([], "hosted_vllm/qwen", api_base=base, extra={"top_p": 0.9}))
+    assert not gateway._direct(ChatRequest([], "openai/gpt-4o"))  # OpenAI's own API: through LiteLLM
+    assert not gateway._direct(ChatRequest([], "anthropic/claude", api_base=base))
+    assert not gateway._direct(ChatRequest([], "openai/echo", api_base=base, extra={"mock_response": "x"}))
+    name = "openai/progra-unpriced-test-model"
+    with pytest.raises(Exception, match="mapped"):  # unknown to LiteLLM's cost map
+        litellm.get_model_info(name)
+    gateway._price_unknown(name)
+    assert litellm.get_model_info(name)["input_cost_per_token"] == 0.0
+    known = litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"]
+    gateway._price_unknown("openai/gpt-4o")
+    assert litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"] == known > 0  # known prices left alone

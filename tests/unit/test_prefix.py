@@ -1,0 +1,144 @@
+"""Prefix reuse (progra_core/llm/prefix.py): every path that reuses a KV cache gives what it gives
+without reuse, token for token, and the cache stays within its memory bound."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from progra_core.llm import Gateway
+from progra_core.llm.prefix import PrefixCache, common_prefix
+from progra_core.llm.types import ChatRequest
+
+SYSTEM = "You call tools. " + " ".join(f"fn_{k}(path: str, depth: int) lists entries under path." for k in range(40))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
+def test_common_prefix_matches_the_definition(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    assert common_prefix(a, b) == n == common_prefix(tuple(a), b)
+
+
+@pytest.fixture(scope="module")
+def sharp_llama(tiny_llama, tmp_path_factory):
+    """The tiny llama with large random weights: peaked next-token distributions, so a wrong key,
+    value or position anywhere in the reused cache changes what is generated (at the default
+    initialisation the tiny model's logits are nearly flat and hide such errors)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig.from_pretrained(tiny_llama)
+    cfg.initializer_range = 0.5
+    path = tmp_path_factory.mktemp("sharp") / "sharp-llama"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backends(sharp_llama):
+    """The same model twice: with a prefix cache and without."""
+    from progra_core.llm.local import LocalBackend
+
+    return LocalBackend(str(sharp_llama), prefix_cache_mb=64), LocalBackend(str(sharp_llama))
+
+
+def _conv(k: int, extra: list[dict] | None = None) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"task {k}: list /data/{k} two levels deep"},
+            *(extra or [])]
+
+
+def test_cache_bounds_supersedes_and_never_changes_what_it_holds(backends):
+    import torch
+
+    from progra_core.llm.local import _cache_of
+
+    on, _ = backends
+    tok, model = on.tokenizer, on.model
+    ids = tok(on._prompt(_conv(0)), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        full = _cache_of(model(input_ids=torch.tensor([ids]), use_cache=True))
+        head = _cache_of(model(input_ids=torch.tensor([ids[:40]]), use_cache=True))
+    cache = PrefixCache(max_bytes=10**9, min_tokens=8)
+    assert cache.store(ids[:40], head) and cache.lookup(ids)[0] == 40
+    assert not cache.store(ids[:39], head)  # the cache must hold exactly the ids it is stored under
+    before = full.layers[0].keys.clone()
+    assert cache.store(ids, full) and len(cache) == 1  # the 40-token entry is a prefix of this one: dropped
+    n, fork = cache.lookup(ids)
+    assert n == len(ids) - 1  # one token is always left to compute
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids[n:]]), use_cache=True, cache=fork)
+    assert fork.get_seq_length() == len(ids) and torch.equal(full.layers[0].keys, before)  # the fork grew, not the entry
+    assert cache.lookup([tok.eos_token_id] * 50) == (0, None)  # nothing shared: a miss
+    small = PrefixCache(max_bytes=cache.bytes + 1, min_tokens=8)  # room for one entry
+    other = tok(on._prompt(_conv(1)), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        second = _cache_of(model(input_ids=torch.tensor([other]), use_cache=True))
+    assert small.store(ids, full) and small.store(other, second)
+    assert len(small) == 1 and small.bytes <= small.max_bytes and small.stats.evicted == 1
+    assert small.lookup(other)[0] == len(other) - 1
+
+
+def test_generation_with_reuse_equals_generation_without(backends):
+    """A conversation's steps (lone and batched, greedy and seeded sampling): same tokens."""
+    on, off = backends
+    on.prefix.clear()
+    for temperature in (0.0, 0.8):
+        step1 = [ChatRequest(_conv(k), "local/tiny", max_tokens=12, temperature=temperature, seed=5, id=str(k)) for k in range(3)]
+        a, b = on.generate(step1, 8, None), off.generate(step1, 8, None)  # one batch of three sharing the system prompt
+        assert [r.text for r in a] == [r.text for r in b]
+        for k in range(3):  # then each conversation alone, twice: the second step extends the first
+            convo = _conv(k, [{"role": "assistant", "content": a[k].text}, {"role": "user", "content": "and now /tmp"}])
+            for _ in range(2):
+                req = [ChatRequest(convo, "local/tiny", max_tokens=12, temperature=temperature, seed=5)]
+                x, y = on.generate(req, 8, None), off.generate(req, 8, None)
+                assert x[0].text == y[0].text
+                convo = convo + [{"role": "assistant", "content": x[0].text}, {"role": "user", "content": "again"}]
+    s = on.prefix.stats
+    assert s.hits >= 8 and s.reuse > 0.5, s  # most prompt tokens came from the cache
+
+
+def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
+    """guided_calls asks one choose() question after another of the same prompt: the answers are
+    the same with the prompt's cache reused, and the prompt is computed once per answer."""
+    from progra_core.llm import local
+    from progra_core.llm.guided import guided_calls
+
+    tools = json.dumps([{"name": "cd", "parameters": {"properties": {"folder": {"type": "string"}}}},
+                        {"name": "sort", "parameters": {"properties": {"file_name": {"type": "string"},
+                                                                       "reverse": {"type": "boolean"}}}}])
+    reqs = [ChatRequest(_conv(k), "local/tiny", prefix="[", max_tokens=8, id=str(k)) for k in range(3)]
+    texts = []
+    for mb in (64, 0):
+        local.get_backend.cache_clear()
+        g = Gateway(None, local_models={"tiny": str(sharp_llama)}, local_prefix_cache_mb=mb)
+        texts.append([r.text for r in guided_calls(g, reqs, [tools] * 3, max_calls=2, value_tokens=6)])
+        if mb:
+            stats = local.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb).prefix.stats
+    local.get_backend.cache_clear()
+    assert texts[0] == texts[1]
+    assert stats.hits >= 3 and stats.reuse > 0.7, stats
+
+
+def test_rl_sampler_with_reuse_equals_sampler_without(backends):
+    """A GRPO group (four copies of a prompt), then its diverged continuations: the same tokens and
+    the same sampling log-probabilities with the shared prefix computed once."""
+    from progra_core.train.samplers import hf_sampler
+
+    _, off = backends
+    tok, model = off.tokenizer, off.model
+    prompt = tok(off._prompt(_conv(0)), add_special_tokens=False)["input_ids"]
+    outs = []
+    for mb in (64, 0):
+        gen = hf_sampler(model, tok, max_new_tokens=10, temperature=1.0, batch_size=8, seed=3, prefix_cache_mb=mb)
+        first = gen([prompt] * 4)
+        second = gen([prompt + g.ids + tok("ok", add_special_tokens=False)["input_ids"] for g in first])
+        outs.append(first + second)
+    for x, y in zip(*outs, strict=True):
+        assert x.ids == y.ids
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
