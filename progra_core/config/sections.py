@@ -99,6 +99,10 @@ class LLMConfig(Section):
         "prompt sharing a prefix with an earlier one (the docs of every BFCL step, a turn's conversation, "
         "guided decoding's successive questions) computes only the rest; 0 turns reuse off. SmolLM2-135M in "
         "float32 holds ~46 KiB per token: 2048 MiB is ~45k tokens"))
+    local_static_cache: bool = Field(True, description=(
+        "local/ models: decode into a preallocated KV cache written in place (transformers StaticCache) instead of "
+        "one that is copied whole at every new token; same tokens, and about half a decode step saved at a 4.6k-token "
+        "prompt on CPU. Models with sliding-window or non-attention layers always use the dynamic cache."))
     local_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "local/ models' weights: auto = bfloat16 on a CUDA device that supports it, float32 on CPU."))
 

@@ -173,6 +173,7 @@ class Gateway:
         local_batch_tokens: int | str | None = None,
         local_dtype: str = "auto",
         local_prefix_cache_mb: int = 0,
+        local_static_cache: bool = False,
         models_root: str | os.PathLike | None = None,
         local_models: dict[str, str | tuple[str, str]] | None = None,
         strict: bool = False,
@@ -187,6 +188,7 @@ class Gateway:
         self.local_batch_tokens = local_batch_tokens
         self.local_dtype = local_dtype
         self.local_prefix_cache_mb = local_prefix_cache_mb
+        self.local_static_cache = local_static_cache
         self.models_root = models_root
         self.local_models = dict(local_models or {})
         self._cache = None
@@ -214,6 +216,7 @@ class Gateway:
             local_batch_tokens=llm.local_batch_tokens,
             local_dtype=llm.local_dtype,
             local_prefix_cache_mb=llm.local_prefix_cache_mb,
+            local_static_cache=llm.local_static_cache,
             models_root=models_root,
             strict=True,
         )
@@ -352,7 +355,7 @@ class Gateway:
             try:
                 path, adapter = self.local_spec(model)
                 backend = get_backend(path, dtype=self.local_dtype, adapter=adapter,
-                                      prefix_cache_mb=self.local_prefix_cache_mb)
+                                      prefix_cache_mb=self.local_prefix_cache_mb, static_cache=self.local_static_cache)
                 results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size,
                                                   self.local_batch_tokens)
                 with self._lock:

@@ -90,8 +90,10 @@ literal values. Use only the listed functions and their exact parameter names. R
 
 
 def verify_messages(tools_text: str, scenario: str, awareness_text: str) -> list[dict]:
-    """LLM_ver sees info_meta (tools + scenario) and S^a only: never c_his or q (Eq. 9)."""
-    user = (f"Scenario:\n{scenario or '(none)'}\n\nAvailable functions:\n{tools_text}\n\n"
+    """LLM_ver sees info_meta (tools + scenario) and S^a only: never c_his or q (Eq. 9). Ordered
+    from most to least shared (the tools of an environment, the scenario of a trajectory, the note
+    of a segment), so a local verifier computes the shared part of the prompt once (prefix reuse)."""
+    user = (f"Available functions:\n{tools_text}\n\nScenario:\n{scenario or '(none)'}\n\n"
             f"Progress note:\n{awareness_text}\n\nThe next call list:")
     return [{"role": "system", "content": _VERIFY_SYSTEM}, {"role": "user", "content": user}]
 

@@ -28,7 +28,7 @@ GenerateFn = Callable[[list[list[int]]], list["Generation | list[int]"]]
 
 
 def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
-               seed: int | None = None, prefix_cache_mb: int = 0) -> GenerateFn:
+               seed: int | None = None, prefix_cache_mb: int = 0, static_cache: bool = True) -> GenerateFn:
     """Batched sampling with a transformers model, cut after the first EOS; each token comes with
     its log-probability under the distribution it was drawn from (logits / T), the quantity the
     trainer recomputes. With ``prefix_cache_mb``, the prefix the contexts of a call share (a
@@ -77,6 +77,7 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
             rec = _Record()
             with torch.no_grad():
                 new = prefix_generate(model, chunk, pad, prefix, cache_kw, seed=rng.randrange(2**31) if seed is not None else None,
+                                      static=static_cache,
                                       generation_config=gen_cfg, logits_processor=LogitsProcessorList([rec]))
             if rec.prev is not None:
                 last = torch.tensor([[row[-1]] for row in new], device=rec.prev.device)

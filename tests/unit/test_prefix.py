@@ -42,10 +42,17 @@ def sharp_llama(tiny_llama, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backends(sharp_llama):
-    """The same model twice: with a prefix cache and without."""
+    """The same model twice: with a prefix cache and the in-place decode cache, and with neither."""
     from progra_core.llm.local import LocalBackend
 
-    return LocalBackend(str(sharp_llama), prefix_cache_mb=64), LocalBackend(str(sharp_llama))
+    return LocalBackend(str(sharp_llama), prefix_cache_mb=64, static_cache=True), LocalBackend(str(sharp_llama))
+
+
+@pytest.fixture(scope="module")
+def static_only(sharp_llama):
+    from progra_core.llm.local import LocalBackend
+
+    return LocalBackend(str(sharp_llama), static_cache=True)
 
 
 def _conv(k: int, extra: list[dict] | None = None) -> list[dict]:
@@ -84,10 +91,15 @@ def test_cache_bounds_supersedes_and_never_changes_what_it_holds(backends):
     assert small.lookup(other)[0] == len(other) - 1
 
 
-def test_generation_with_reuse_equals_generation_without(backends):
-    """A conversation's steps (lone and batched, greedy and seeded sampling): same tokens."""
+@pytest.mark.parametrize("variant", ["prefix+static", "static"])
+def test_generation_with_reuse_equals_generation_without(backends, static_only, variant):
+    """A conversation's steps (lone and batched, greedy and seeded sampling): same tokens with the
+    prefix cache and the preallocated decode cache as with neither."""
     on, off = backends
-    on.prefix.clear()
+    if variant == "static":
+        on = static_only
+    else:
+        on.prefix.clear()
     for temperature in (0.0, 0.8):
         step1 = [ChatRequest(_conv(k), "local/tiny", max_tokens=12, temperature=temperature, seed=5, id=str(k)) for k in range(3)]
         a, b = on.generate(step1, 8, None), off.generate(step1, 8, None)  # one batch of three sharing the system prompt
@@ -99,8 +111,9 @@ def test_generation_with_reuse_equals_generation_without(backends):
                 x, y = on.generate(req, 8, None), off.generate(req, 8, None)
                 assert x[0].text == y[0].text
                 convo = convo + [{"role": "assistant", "content": x[0].text}, {"role": "user", "content": "again"}]
-    s = on.prefix.stats
-    assert s.hits >= 8 and s.reuse > 0.5, s  # most prompt tokens came from the cache
+    if on.prefix is not None:
+        s = on.prefix.stats
+        assert s.hits >= 8 and s.reuse > 0.5, s  # most prompt tokens came from the cache
 
 
 def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
@@ -116,10 +129,11 @@ def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
     texts = []
     for mb in (64, 0):
         local.get_backend.cache_clear()
-        g = Gateway(None, local_models={"tiny": str(sharp_llama)}, local_prefix_cache_mb=mb)
+        g = Gateway(None, local_models={"tiny": str(sharp_llama)}, local_prefix_cache_mb=mb, local_static_cache=bool(mb))
         texts.append([r.text for r in guided_calls(g, reqs, [tools] * 3, max_calls=2, value_tokens=6)])
         if mb:
-            stats = local.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb).prefix.stats
+            stats = local.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb,
+                                      static_cache=True).prefix.stats
     local.get_backend.cache_clear()
     assert texts[0] == texts[1]
     assert stats.hits >= 3 and stats.reuse > 0.7, stats
@@ -134,11 +148,36 @@ def test_rl_sampler_with_reuse_equals_sampler_without(backends):
     tok, model = off.tokenizer, off.model
     prompt = tok(off._prompt(_conv(0)), add_special_tokens=False)["input_ids"]
     outs = []
-    for mb in (64, 0):
-        gen = hf_sampler(model, tok, max_new_tokens=10, temperature=1.0, batch_size=8, seed=3, prefix_cache_mb=mb)
+    for mb, static in ((64, True), (0, False)):
+        gen = hf_sampler(model, tok, max_new_tokens=10, temperature=1.0, batch_size=8, seed=3, prefix_cache_mb=mb,
+                         static_cache=static)
         first = gen([prompt] * 4)
         second = gen([prompt + g.ids + tok("ok", add_special_tokens=False)["input_ids"] for g in first])
         outs.append(first + second)
     for x, y in zip(*outs, strict=True):
         assert x.ids == y.ids
         assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
+def test_packed_choice_scoring_equals_scoring_each_choice_alone(backends):
+    """choose() feeds every choice in one row after the prompt (block-diagonal mask, each choice
+    at its own positions): the log-probabilities equal those of prompt + that choice alone."""
+    import torch
+
+    from progra_core.llm.local import _cache_of
+
+    _, off = backends
+    tok, model = off.tokenizer, off.model
+    ids = tok(off._prompt(_conv(2)), add_special_tokens=False)["input_ids"]
+    choices = [tok(c, add_special_tokens=False)["input_ids"] for c in ("cd", "sort_files_by_name", "mv", "ls -a -l")]
+    assert sorted(len(c) for c in choices)[-1] > 2  # a choice of several tokens, or the mask is not exercised
+    with torch.no_grad():
+        cache = _cache_of(model(input_ids=torch.tensor([ids]), use_cache=True))
+        packed = off._score_packed(cache, len(ids), choices)
+        at = 0
+        for c in choices:
+            alone = torch.log_softmax(model(input_ids=torch.tensor([ids + c])).logits[0].float(), -1)
+            for n in range(1, len(c)):  # position of the choice's token n-1 -> its token n
+                assert torch.allclose(packed[at + n - 1], alone[len(ids) + n - 1], atol=1e-4)
+            at += len(c) - 1
+    assert at == packed.shape[0]
