@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
+from prefect.utilities.annotations import quote
 
 from progra_core.llm import Gateway
 
@@ -43,7 +44,8 @@ def shard_mapper(cfg, root: str, stage: str, work, usage: list[dict]):
         while pending or inflight:
             while pending and failure is None and len(inflight) < cfg.dispatch.max_workers:
                 key, part = pending.pop(0)
-                f = shard.submit(cfg, root, stage, key, part, work)
+                # quoted: Prefect would otherwise walk every row of the shard looking for futures
+                f = shard.submit(cfg, root, stage, key, quote(part), work)
                 inflight[f.task_run_id] = (key, f)
             if not inflight:
                 break

@@ -9,6 +9,7 @@ done shard by shard (``progra_core.sharding``), so a killed run resumes and a re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -149,9 +150,22 @@ def _tools(seg: dict, mode: str) -> str | None:
         return seg.get("tools")
     text = " ".join((m.get("content") or "") for k in ("history", "prior_steps", "future") for m in (seg.get(k) or []))
     called = {c["name"] for c in seg.get("target_calls") or []}
-    docs = [d for d in json.loads(seg["tools"]) if (n := d.get("function", d).get("name")) in called
-            or re.search(rf"(?<![\w.]){re.escape(n)}\s*\(", text)]
+    called |= set(_CALLED.findall(text))  # every `name(` in the text at once, not one regex per tool
+    docs = [d for d in _docs(seg["tools"]) if (n := d.get("function", d).get("name")) in called
+            or (not _NAME.fullmatch(n) and re.search(rf"(?<![\w.]){re.escape(n)}\s*\(", text))]
     return json.dumps(docs)
+
+
+#: a call's name as the text writes it (``name(`` not preceded by a word character or a dot), and
+#: the names that pattern can find whole; a tool named otherwise is searched for by itself
+_CALLED = re.compile(r"(?<![\w.])([\w.]+)\s*\(")
+_NAME = re.compile(r"[\w.]+")
+
+
+@functools.lru_cache(maxsize=64)
+def _docs(tools: str) -> tuple:
+    """Parsed tool docs, once per distinct docs string (the segments of a trajectory share one)."""
+    return tuple(json.loads(tools))
 
 
 def _accumulate(acc: dict, ans) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from collections import defaultdict
@@ -62,6 +63,10 @@ def _gateway_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="progra-gateway-loop", daemon=True).start()
             _LOOP = (os.getpid(), loop)
         return _LOOP[1]
+
+
+class _Exhausted(Exception):
+    """A transient failure with no retries configured (``max_retries=0``)."""
 
 
 def _endpoint_semaphore(req: ChatRequest, concurrency: int) -> asyncio.Semaphore:
@@ -235,20 +240,20 @@ class Gateway:
 
     # -- cache -----------------------------------------------------------------------------
 
-    def _cached(self, req: ChatRequest) -> ChatResult | None:
+    def _cached(self, req: ChatRequest, key: str | None = None) -> ChatResult | None:
         if self._cache is None:
             return None
-        hit = self._cache.get(req.cache_key())
+        hit = self._cache.get(key or req.cache_key())
         if hit is None:
             return None
         return ChatResult(**{**hit, "role": req.role, "id": req.id, "cached": True, "attempts": 0, "latency_ms": 0.0})
 
-    def _store(self, req: ChatRequest, res: ChatResult) -> None:
+    def _store(self, req: ChatRequest, res: ChatResult, key: str | None = None) -> None:
         if self._cache is not None and res.ok:
             d = asdict(res)
             for k in ("role", "id", "cached", "attempts"):
                 d.pop(k)
-            self._cache.set(req.cache_key(), d)
+            self._cache.set(key or req.cache_key(), d)
 
     # -- remote (LiteLLM) ------------------------------------------------------------------
 
@@ -289,22 +294,39 @@ class Gateway:
             send = lambda: litellm.acompletion(**kwargs)  # noqa: E731
         attempts = 0
         t0 = time.perf_counter()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_random_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-            retry=retry_if_exception(is_transient),
-            reraise=False,
-        )
+
+        async def once():
+            nonlocal attempts
+            attempts += 1
+            async with _endpoint_semaphore(req, self.concurrency):
+                with self._lock:
+                    self.requests_sent += 1
+                async with asyncio.timeout(self.timeout_s + 5):  # the client's own timeout is the first line
+                    return await send()
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    async with _endpoint_semaphore(req, self.concurrency):
-                        with self._lock:
-                            self.requests_sent += 1
-                        resp = await asyncio.wait_for(send(), timeout=self.timeout_s + 5)
-        except RetryError as e:
-            exc = e.last_attempt.exception()
+            try:  # the common case, one attempt, builds none of the retry machinery on the event loop
+                resp, first = await once(), None
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                resp, first = None, exc
+            if first is not None:
+                if self.max_retries == 0:
+                    raise _Exhausted(first)
+                # the rest as tenacity would have run them from the first attempt: waits drawn
+                # from [0, min(max, initial * 2^(k-1))] after failure k
+                await asyncio.sleep(random.uniform(0, min(self.backoff_max_s, self.backoff_initial_s)))
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.max_retries),
+                    wait=wait_random_exponential(multiplier=2 * self.backoff_initial_s, max=self.backoff_max_s),
+                    retry=retry_if_exception(is_transient),
+                    reraise=False,
+                ):
+                    with attempt:
+                        resp = await once()
+        except (RetryError, _Exhausted) as e:
+            exc = e.last_attempt.exception() if isinstance(e, RetryError) else e.args[0]
             return ChatResult(None, req.model, req.role, req.id, error=redact(f"retries exhausted: {describe(exc)}", key),
                               attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=True)
         except Exception as exc:  # not transient: report, do not retry
@@ -380,18 +402,25 @@ class Gateway:
             if on_result is not None:
                 on_result(i, r)
 
+        # the cache (keys are JSON + sha256 of each request; diskcache is SQLite) is read and
+        # written in worker threads, so the event loop only sends and receives, as a bare client's does
+        keys = [None] * len(requests)
+        if self._cache is not None:
+            keys = await asyncio.to_thread(lambda: [r.cache_key() for r in requests])
+        hits = await asyncio.to_thread(lambda: [self._cached(r, k) for r, k in zip(requests, keys, strict=True)])
         local_idx, remote_idx = [], []
         for i, req in enumerate(requests):
-            hit = self._cached(req)
-            if hit is not None:
-                done(i, hit)
+            if hits[i] is not None:
+                done(i, hits[i])
             elif req.model.startswith(LOCAL_PREFIX):
                 local_idx.append(i)
             else:
                 remote_idx.append(i)
+
         async def one(i: int) -> None:
             r = await self._remote(requests[i])
-            self._store(requests[i], r)
+            if self._cache is not None and r.ok:
+                await asyncio.to_thread(self._store, requests[i], r, keys[i])
             done(i, r)
 
         async def local() -> None:
@@ -403,7 +432,7 @@ class Gateway:
                 chunk = local_idx[s:s + step]
                 rs = await self._local([requests[i] for i in chunk])
                 for i, r in zip(chunk, rs, strict=True):
-                    self._store(requests[i], r)
+                    self._store(requests[i], r, keys[i])
                     done(i, r)
 
         await asyncio.gather(local(), *(one(i) for i in remote_idx))

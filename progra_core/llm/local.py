@@ -107,7 +107,6 @@ class LocalBackend:
         import torch
 
         out = []
-        pad = self.tokenizer.pad_token_id
         with self._lock, torch.no_grad():
             for r in reqs:
                 t0 = time.perf_counter()
@@ -336,7 +335,6 @@ def _plain_attention(model) -> bool:
 def _static(model, hits, held: int, batch: int, length: int):
     """A ``StaticCache`` of ``length`` positions for ``batch`` rows holding each row's cached
     prefix (``n_i`` positions) at its start, zeros (masked) up to ``held``."""
-    import torch
     from transformers.cache_utils import StaticCache
 
     cache = StaticCache(config=model.config, max_cache_len=length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Literal
 
@@ -38,7 +39,17 @@ def render_tools(tools_json: str | list | None, style: DocStyle = "compact") -> 
     (type, optional)``), which keeps a
     small model's prompt short yet shows every name, type, enum and required flag SCHEMA checks; it
     is deliberately not call-shaped (small models copy ``name(arg: type)`` signatures as calls)."""
-    docs = json.loads(tools_json) if isinstance(tools_json, str) else list(tools_json or [])
+    if isinstance(tools_json, str):  # the segments of a trajectory share one docs string: rendered once
+        return _render_text(tools_json, style)
+    return _render(list(tools_json or []), style)
+
+
+@functools.lru_cache(maxsize=256)
+def _render_text(tools_json: str, style: DocStyle) -> str:
+    return _render(json.loads(tools_json), style)
+
+
+def _render(docs: list, style: DocStyle) -> str:
     if style == "json":
         return json.dumps(docs, indent=4)
     lines = []

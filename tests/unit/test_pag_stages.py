@@ -202,3 +202,28 @@ def test_sharded_work_resumes_without_redoing_finished_shards():
     table, stats = run_sharded(items, "id", 3, process, io)
     assert sorted(table.column("id").to_pylist()) == [i["id"] for i in items]
     assert stats == {"shards": 4, "shards_reused": 2, "shards_computed": 2, "items_computed": 4} and len(seen) == 4
+
+
+def test_awareness_tool_docs_used_equals_the_per_tool_definition():
+    """tools=used keeps a tool iff its name is a target call or appears as ``name(`` (not after a
+    word character or a dot) in the conversation: the one-pass scan agrees with searching for
+    each tool by itself, on random texts made of the names, dots, spaces and parentheses."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from progra_core.data.awareness import _tools
+
+    names = ["ls", "cd", "mv", "sort", "sort_lines", "a.b", "b", "x-y", "mean"]
+    tools = json.dumps([{"name": n} for n in names])
+    pieces = st.sampled_from(names + [".", " ", "(", ")", "_", "z", "\n", "ls("])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(pieces, max_size=30).map("".join), st.lists(st.sampled_from(names), max_size=2))
+    def check(text, targets):
+        seg = {"tools": tools, "history": [{"content": text}], "target_calls": [{"name": n} for n in targets]}
+        want = [n for n in names if n in targets or re.search(rf"(?<![\w.]){re.escape(n)}\s*\(", text)]
+        assert [d["name"] for d in json.loads(_tools(seg, "used"))] == want
+
+    check()
