@@ -41,99 +41,13 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
+from progra_core.llm import transport  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
 from progra_core.llm.local import get_backend  # noqa: E402
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
-
-_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
-_LOOP_LOCK = threading.Lock()
-_SEMAPHORES: dict[tuple[int, str, int], asyncio.Semaphore] = {}
-
-
-def _gateway_loop() -> asyncio.AbstractEventLoop:
-    """One long-lived event loop per process, in a daemon thread, for every gateway (a forked
-    child gets its own: the parent's loop thread does not survive the fork)."""
-    global _LOOP
-    with _LOOP_LOCK:
-        if _LOOP is None or _LOOP[0] != os.getpid() or _LOOP[1].is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="progra-gateway-loop", daemon=True).start()
-            _LOOP = (os.getpid(), loop)
-        return _LOOP[1]
-
-
-class _Exhausted(Exception):
-    """A transient failure with no retries configured (``max_retries=0``)."""
-
-
-def _endpoint_semaphore(req: ChatRequest, concurrency: int) -> asyncio.Semaphore:
-    """One in-flight limit per endpoint and event loop, shared by every gateway on it: shard tasks
-    running side by side keep ``concurrency`` requests busy between them, never more."""
-    key = (id(asyncio.get_running_loop()), req.api_base or req.model, concurrency)
-    sem = _SEMAPHORES.get(key)
-    if sem is None:
-        sem = _SEMAPHORES[key] = asyncio.Semaphore(concurrency)
-    return sem
-
-
-_PRICED: set[str] = set()
-
-
-def _price_unknown(model: str) -> None:
-    """LiteLLM prices every response from its cost map; for a model the map does not know (a
-    self-hosted vLLM or llm-katan name) every lookup fails, and building that failure (an
-    exception, a traceback string, a debug record) costs ~2 ms of the gateway's one event loop
-    per call. Such a model is registered once at zero cost, so the lookup hits. progra does
-    not bill from LiteLLM's prices (usage is counted in tokens); a model LiteLLM knows is left alone."""
-    if model in _PRICED:
-        return
-    _PRICED.add(model)
-    import litellm
-
-    try:
-        litellm.get_model_info(model)
-        return
-    except Exception:  # noqa: BLE001 - "not mapped" is the case handled here
-        pass
-    try:
-        provider = litellm.get_llm_provider(model)[1]
-    except Exception:  # noqa: BLE001 - a model LiteLLM cannot route fails on the call itself, with its reason
-        return
-    litellm.register_model({model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                    "litellm_provider": provider, "mode": "chat"}})
-
-
-#: providers whose ``api_base`` is an OpenAI-compatible server (vLLM, SGLang, llm-katan, ...)
-_OPENAI_COMPATIBLE = ("openai/", "hosted_vllm/")
-#: request ``extra`` keys the openai SDK's ``chat.completions.create`` takes as they are
-_OPENAI_PARAMS = frozenset({"top_p", "n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-                            "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "extra_body"})
-_CLIENTS: dict[tuple[int, str, str], Any] = {}
-
-
-def _direct(req: ChatRequest) -> bool:
-    """Whether the request goes straight to its OpenAI-compatible server through the openai SDK
-    (one pooled client per server and event loop) instead of through LiteLLM. LiteLLM's per-call
-    work (provider resolution, parameter mapping, logging objects, cost lookup, callbacks) is
-    ~1-3 ms of the gateway's single event loop; a batch of 64 answers arriving together then waits
-    ~100 ms to be read, every latency round, which caps throughput at high concurrency. For a
-    server that already speaks OpenAI's API there is nothing for LiteLLM to translate. Any other
-    provider, or a request carrying LiteLLM-only options (``mock_response``...), goes through LiteLLM."""
-    return bool(req.api_base) and req.model.startswith(_OPENAI_COMPATIBLE) and set(req.extra) <= _OPENAI_PARAMS
-
-
-def _client(api_base: str, key: str, timeout_s: float):
-    from openai import AsyncOpenAI
-
-    k = (id(asyncio.get_running_loop()), api_base, key)
-    c = _CLIENTS.get(k)
-    if c is None:
-        c = _CLIENTS[k] = AsyncOpenAI(base_url=api_base, api_key=key, max_retries=0, timeout=timeout_s)
-    return c
-
 
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
@@ -258,12 +172,12 @@ class Gateway:
     # -- remote (LiteLLM) ------------------------------------------------------------------
 
     async def _remote(self, req: ChatRequest) -> ChatResult:
-        direct = _direct(req)
+        direct = transport.direct(req)
         if not direct:
             import litellm
 
             litellm.suppress_debug_info = True  # its "Give Feedback" banner on every error
-            _price_unknown(req.model)
+            transport.price_unknown(req.model)
         kwargs: dict[str, Any] = dict(
             model=req.model,
             messages=req.messages,
@@ -285,7 +199,7 @@ class Gateway:
         elif req.api_base:
             kwargs["api_key"] = "EMPTY"  # OpenAI-compatible servers (vLLM, llm-katan) accept any key
         if direct:
-            client = _client(req.api_base, kwargs.pop("api_key"), self.timeout_s)
+            client = transport.client(req.api_base, kwargs.pop("api_key"), self.timeout_s)
             for k in ("api_base", "num_retries", "timeout"):
                 kwargs.pop(k, None)
             kwargs["model"] = req.model.split("/", 1)[1]
@@ -298,7 +212,7 @@ class Gateway:
         async def once():
             nonlocal attempts
             attempts += 1
-            async with _endpoint_semaphore(req, self.concurrency):
+            async with transport.endpoint_semaphore(req, self.concurrency):
                 with self._lock:
                     self.requests_sent += 1
                 async with asyncio.timeout(self.timeout_s + 5):  # the client's own timeout is the first line
@@ -313,7 +227,7 @@ class Gateway:
                 resp, first = None, exc
             if first is not None:
                 if self.max_retries == 0:
-                    raise _Exhausted(first)
+                    raise transport.Exhausted(first)
                 # the rest as tenacity would have run them from the first attempt: waits drawn
                 # from [0, min(max, initial * 2^(k-1))] after failure k
                 await asyncio.sleep(random.uniform(0, min(self.backoff_max_s, self.backoff_initial_s)))
@@ -325,7 +239,7 @@ class Gateway:
                 ):
                     with attempt:
                         resp = await once()
-        except (RetryError, _Exhausted) as e:
+        except (RetryError, transport.Exhausted) as e:
             exc = e.last_attempt.exception() if isinstance(e, RetryError) else e.args[0]
             return ChatResult(None, req.model, req.role, req.id, error=redact(f"retries exhausted: {describe(exc)}", key),
                               attempts=attempts, latency_ms=(time.perf_counter() - t0) * 1000, retryable=True)
@@ -444,7 +358,7 @@ class Gateway:
         LiteLLM's loop-bound HTTP clients and logging worker and the per-endpoint in-flight limit;
         a loop per call would break all three. A strict gateway raises :class:`EndpointUnavailable`
         once every request was tried if any got no answer for the endpoint's sake."""
-        results = asyncio.run_coroutine_threadsafe(self.abatch(requests, on_result), _gateway_loop()).result()
+        results = asyncio.run_coroutine_threadsafe(self.abatch(requests, on_result), transport.gateway_loop()).result()
         if self.strict:
             failed = [r for r in results if r.retryable]
             if failed:

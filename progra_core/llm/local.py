@@ -303,7 +303,6 @@ def prefix_generate(model, contexts: Sequence[Sequence[int]], pad: int, prefix: 
 def _stack(hits, held: int):
     """One cache for a batch from each row's own cached prefix (batch 1, ``n_i`` positions),
     zero-filled to ``held`` positions (masked, so never attended)."""
-    import torch
     from transformers.cache_utils import DynamicCache
 
     if len(hits) == 1:
@@ -311,17 +310,10 @@ def _stack(hits, held: int):
     ref = next(c for n, c in hits if n)
     data = []
     for li, layer in enumerate(ref.layers):
-        ks, vs = [], []
-        for n, c in hits:
-            shape = (1, layer.keys.shape[1], held, layer.keys.shape[3])
-            k = torch.zeros(shape, dtype=layer.keys.dtype, device=layer.keys.device)
-            v = torch.zeros(shape, dtype=layer.values.dtype, device=layer.values.device)
-            if n:
-                k[:, :, :n] = c.layers[li].keys
-                v[:, :, :n] = c.layers[li].values
-            ks.append(k)
-            vs.append(v)
-        data.append((torch.cat(ks), torch.cat(vs)))
+        shape = (len(hits), layer.keys.shape[1], held, layer.keys.shape[3])
+        k, v = layer.keys.new_zeros(shape), layer.values.new_zeros(shape)
+        _fill(k, v, hits, li)
+        data.append((k, v))
     return DynamicCache(ddp_cache_data=data)
 
 
@@ -345,12 +337,18 @@ def _static(model, hits, held: int, batch: int, length: int):
         src = ref.layers[li]
         shape = (batch, src.keys.shape[1], 0, src.keys.shape[3])
         layer.lazy_initialization(src.keys.new_empty(shape), src.values.new_empty(shape))
-        for row, (n, c) in enumerate(hits):
-            if n:
-                layer.keys[row, :, :n] = c.layers[li].keys[0]
-                layer.values[row, :, :n] = c.layers[li].values[0]
+        _fill(layer.keys, layer.values, hits, li)
         layer.cumulative_length.fill_(held)
     return cache
+
+
+def _fill(keys, values, hits, layer: int) -> None:
+    """Write each row's cached prefix (layer ``layer`` of its batch-1 cache, ``n_i`` positions) at
+    the start of that row of ``keys`` / ``values``; what lies past it stays as it was (zeros)."""
+    for row, (n, c) in enumerate(hits):
+        if n:
+            keys[row, :, :n] = c.layers[layer].keys[0]
+            values[row, :, :n] = c.layers[layer].values[0]
 
 
 def _gather(cache, row: int, positions: list[int]):

@@ -201,19 +201,19 @@ def test_openai_compatible_servers_skip_litellm_and_unknown_models_get_a_price()
     map is registered once (at zero) so the lookup stops failing on every call."""
     import litellm
 
-    from progra_core.llm import gateway
+    from progra_core.llm import transport
 
     base = "http://127.0.0.1:9/v1"
-    assert gateway._direct(ChatRequest([], "openai/echo", api_base=base))
-    assert gateway._direct(ChatRequest([], "hosted_vllm/qwen", api_base=base, extra={"top_p": 0.9}))
-    assert not gateway._direct(ChatRequest([], "openai/gpt-4o"))  # OpenAI's own API: through LiteLLM
-    assert not gateway._direct(ChatRequest([], "anthropic/claude", api_base=base))
-    assert not gateway._direct(ChatRequest([], "openai/echo", api_base=base, extra={"mock_response": "x"}))
+    assert transport.direct(ChatRequest([], "openai/echo", api_base=base))
+    assert transport.direct(ChatRequest([], "hosted_vllm/qwen", api_base=base, extra={"top_p": 0.9}))
+    assert not transport.direct(ChatRequest([], "openai/gpt-4o"))  # OpenAI's own API: through LiteLLM
+    assert not transport.direct(ChatRequest([], "anthropic/claude", api_base=base))
+    assert not transport.direct(ChatRequest([], "openai/echo", api_base=base, extra={"mock_response": "x"}))
     name = "openai/progra-unpriced-test-model"
     with pytest.raises(Exception, match="mapped"):  # unknown to LiteLLM's cost map
         litellm.get_model_info(name)
-    gateway._price_unknown(name)
+    transport.price_unknown(name)
     assert litellm.get_model_info(name)["input_cost_per_token"] == 0.0
     known = litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"]
-    gateway._price_unknown("openai/gpt-4o")
+    transport.price_unknown("openai/gpt-4o")
     assert litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"] == known > 0  # known prices left alone
