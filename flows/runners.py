@@ -26,8 +26,9 @@ def task_runner(cfg: PipelineConfig) -> TaskRunner:
                            f"(or set dispatch.task_runner=thread)") from None
     if d.task_runner == "dask":
         kw = {"address": d.address} if d.address else {"cluster_kwargs": {"n_workers": d.max_workers}}
-    else:
-        kw = {"address": d.address} if d.address else {}
+    else:  # a local Ray cluster: no dashboard process, at most max_workers shard tasks at once
+        kw = {"address": d.address} if d.address else {"init_kwargs": {"include_dashboard": False,
+                                                                         "num_cpus": d.max_workers}}
     return runner(**kw)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.evaluate import evaluate_models
+from flows.runners import with_runner
 from progra_core import stages
 from progra_core.config import PipelineConfig, resolve_config
 from progra_core.methods import recipe
@@ -50,7 +51,10 @@ def run_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = N
     refs = input_refs(cfg, name, inputs)
     root = cfg.storage.root
     r = recipe(cfg.method)
-    if stages.get(name).kind != "custom":
+    if stages.get(name).kind == "sharded" and cfg.dispatch.task_runner != "thread":
+        ref = with_runner(sharded_stage, cfg)(name, cfg, refs)
+        out = {ref.stage: ref}
+    elif stages.get(name).kind != "custom":
         ref = run_data_stage(name, cfg, *refs)
         out = {ref.stage: ref}
     elif name == "synthesize":
@@ -67,6 +71,13 @@ def run_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = N
         return evaluate_models(models, model_id, cfg)
     Catalog(root, cfg.storage.catalog_path).refresh()
     return out
+
+
+@flow(name="shards", flow_run_name="{name}-shards")
+def sharded_stage(name: str, cfg: PipelineConfig, refs: list) -> DatasetRef:
+    """A paid stage whose shards go to the task runner ``dispatch.task_runner`` names (Dask, Ray):
+    a subflow, because a flow's runner is fixed when it starts and ``stage`` starts on threads."""
+    return run_data_stage(name, cfg, *refs)
 
 
 @flow(name="stage", flow_run_name="stage-{name}", log_prints=True)

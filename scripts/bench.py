@@ -12,6 +12,8 @@
     localeval    local BFCL evaluation (3 shortest held-out entries, base model) with vs without
                  prefix reuse (llm.local_prefix_cache_mb); outputs must be identical
     guided       guided (grammar) verification with vs without prompt reuse; outputs identical
+    dask, ray    the awareness stage's shards on a local Dask / Ray cluster vs on threads
+                 (spin-up included, and measured alone on a one-shard run)
 
 Run: .venv/bin/python scripts/bench.py [--only awareness,sql] [--repeats 3] [--json out.json]
 Medians of repeated runs; numbers are printed, never asserted. Work goes to a temporary folder.
@@ -116,6 +118,51 @@ def bench_awareness(work: Path, repeats: int, concurrency: int = 16, latency_ms:
 
 def bench_awareness64(work: Path, repeats: int) -> dict:
     return bench_awareness(work, repeats, concurrency=64)
+
+
+# -- shard tasks on Dask / Ray vs threads -----------------------------------------------------
+
+def _bench_runner(work: Path, repeats: int, runner: str, n: int = 256) -> dict:
+    """The awareness stage with its shards on ``runner`` vs on threads, same echo server (200 ms),
+    same shards (16 segments) and concurrency; each stage run starts its own local cluster, so the
+    rate includes spin-up, which a one-shard run (8 segments) measures alone."""
+    from flows.stages import stage
+    from progra_core.config import load_config
+    from tests.reliability import echo_data
+
+    srv = echo_server(work, "--latency-ms", "200", "--max-concurrent", "256")
+    try:
+        base = echo_data.bfcl_segment_rows()
+        roots = iter(work / f"runner-{runner}-{k}" for k in range(10 * repeats + 10))
+
+        def run(kind: str, size: int) -> float:
+            root = next(roots)
+            cfg = load_config("embedded", overrides=[
+                f"storage.root={root}", "models.generator=openai/echo", "models.api_base=" + json.dumps({"generator": srv.api_base}),
+                "awareness.limit=null", "awareness.shard_size=16", "llm.concurrency=8", "dispatch.max_workers=4",
+                f"dispatch.task_runner={kind}"])
+            seg = echo_data.write_echo_segments(root, size, base)
+            t = time.perf_counter()
+            assert stage(name="awareness", input_dataset_id=seg, profile=None, config=cfg)["awareness"]
+            return time.perf_counter() - t
+
+        run("thread", 8)  # the process's first flow run starts Prefect's ephemeral server
+        spin = {k: statistics.median(run(k, 8) for _ in range(repeats)) for k in ("thread", runner)}
+        rate = {k: n / statistics.median(run(k, n) for _ in range(repeats)) for k in ("thread", runner)}
+    finally:
+        srv.stop()
+    return {"name": f"awareness shards on {runner} vs threads ({n} segments, 16 per shard, 4 workers, 200 ms; "
+                    f"one-shard run {spin[runner]:.1f} s vs {spin['thread']:.1f} s)",
+            "ours": rate[runner], "baseline": rate["thread"], "unit": "segments/s", "ratio": rate[runner] / rate["thread"],
+            "goal": "—"}
+
+
+def bench_dask(work: Path, repeats: int) -> dict:
+    return _bench_runner(work, repeats, "dask")
+
+
+def bench_ray(work: Path, repeats: int) -> dict:
+    return _bench_runner(work, repeats, "ray")
 
 
 # -- cached rerun vs first run ----------------------------------------------------------------
@@ -351,7 +398,8 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
 
 
 BENCHES = {"awareness": bench_awareness, "awareness64": bench_awareness64, "rerun": bench_rerun, "sql": bench_sql, "env": bench_env, "budget": bench_budget,
-           "verify": bench_verify, "localeval": bench_localeval, "localeval_json": bench_localeval_json, "guided": bench_guided}
+           "verify": bench_verify, "localeval": bench_localeval, "localeval_json": bench_localeval_json, "guided": bench_guided,
+           "dask": bench_dask, "ray": bench_ray}
 
 
 def main() -> None:

@@ -1,9 +1,12 @@
 """Fingerprinted Parquet datasets on any fsspec filesystem.
 
 Layout: ``<root>/datasets/<stage>/<dataset_id>/`` holding ``part-*.parquet`` (zstd, row-group
-statistics), optional ``rejects.parquet`` and ``_manifest.json``. A dataset is written under a
-temporary name and renamed into place with its manifest already inside, so readers see either no
-dataset or a complete one. The dataset id is the fingerprint of (stage, the stage's config section,
+statistics), optional rejects and ``_manifest.json``, which names the dataset's files. Readers see
+either no dataset or a complete one: on a local root it is written under a temporary name and
+renamed into place with its manifest already inside; on an object store (no rename there, ``mv`` is
+copy-then-delete) each writer puts its files under its own names and commits by creating the
+manifest last with an exclusive PUT (``If-None-Match``): the first manifest wins, a losing writer
+deletes its own files, and readers trust only the files a manifest names. The dataset id is the fingerprint of (stage, the stage's config section,
 parent ids, code version): the same inputs always land in the same folder, which is what makes
 Prefect's cache key and a rerun's "nothing to do" the same thing.
 
@@ -22,6 +25,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -74,16 +78,19 @@ class DatasetRef:
     flow_run_id: str | None = None
     created_at: str = ""
     stats: dict = field(default_factory=dict)
+    files: tuple[str, ...] = ()  #: part file names in the dataset folder (empty: older manifests, listed)
+    rejects_name: str = ""  #: the rejects file's name ("" with no rejects, or an older manifest)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["parents"] = list(self.parents)
+        d["parents"], d["files"] = list(self.parents), list(self.files)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DatasetRef:
         d = dict(d)
         d["parents"] = tuple(d.get("parents") or ())
+        d["files"] = tuple(d.get("files") or ())
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -96,6 +103,9 @@ class DatasetStore:
         self.fs, self._root = fsspec.core.url_to_fs(root)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.is_local = self.protocol in ("file", "local")
+        if not self.is_local and self.protocol != "memory":
+            # other processes publish here: a listing must be asked for, never remembered
+            self.fs, self._root = fsspec.core.url_to_fs(root, use_listings_cache=False)
         if self.is_local:
             self._root = os.path.abspath(self._root)
         self.root_url = root if not self.is_local else self._root
@@ -139,22 +149,29 @@ class DatasetStore:
         final = self.dataset_dir(stage, dataset_id)
         if self.exists(stage, dataset_id):
             return self.ref(stage, dataset_id)
-        tmp = self._join("datasets", stage, f".tmp-{dataset_id}-{uuid.uuid4().hex[:8]}")
+        writer = uuid.uuid4().hex[:8]
+        # local: a private folder renamed into place; object store: our own names in the final folder
+        tmp = self._join("datasets", stage, f".tmp-{dataset_id}-{writer}") if self.is_local else final
+        tag = "" if self.is_local else f"{writer}-"
+        names: list[str] = []
         self.fs.makedirs(tmp, exist_ok=True)
+        committed = False
         try:
             nbytes = 0
             n = table.num_rows
             chunks = [table.slice(o, rows_per_file) for o in range(0, n, rows_per_file)] or [table]
             for i, chunk in enumerate(chunks):
-                p = posixpath.join(tmp, f"part-{i:05d}.parquet")
+                names.append(f"part-{tag}{i:05d}.parquet")
+                p = posixpath.join(tmp, names[-1])
                 with self.fs.open(p, "wb") as f:
                     pq.write_table(chunk, f, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
                 nbytes += self.fs.size(p)
-            n_rejects = 0
+            n_rejects, rejects_name = 0, ""
             if rejects is not None:
                 rt = rejects if isinstance(rejects, pa.Table) else pa.Table.from_pylist(list(rejects), schema=REJECTS)
-                n_rejects = rt.num_rows
-                with self.fs.open(posixpath.join(tmp, "rejects.parquet"), "wb") as f:
+                n_rejects, rejects_name = rt.num_rows, f"rejects{'-' + writer if tag else ''}.parquet"
+                names.append(rejects_name)
+                with self.fs.open(posixpath.join(tmp, rejects_name), "wb") as f:
                     pq.write_table(rt, f, compression="zstd")
             ref = DatasetRef(
                 dataset_id=dataset_id,
@@ -169,28 +186,54 @@ class DatasetStore:
                 flow_run_id=flow_run_id,
                 created_at=datetime.now(UTC).isoformat(),
                 stats=stats or {},
+                files=tuple(x for x in names if x != rejects_name),
+                rejects_name=rejects_name,
             )
-            with self.fs.open(posixpath.join(tmp, MANIFEST), "w") as f:
-                f.write(json.dumps(ref.to_dict(), indent=1, default=str))
-            self._commit(tmp, final)
+            manifest = json.dumps(ref.to_dict(), indent=1, default=str).encode()
+            if self.is_local:
+                with self.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
+                    f.write(manifest)
+                self._commit(tmp, final)
+            else:
+                committed = self._commit_manifest(final, manifest, names)
         finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp, recursive=True)
+            if self.is_local:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp, recursive=True)
+            elif not committed:  # lost the race, or failed mid-write: our files are nobody's
+                self._rm_quiet([posixpath.join(final, x) for x in names])
         return self.ref(stage, dataset_id)
 
+    def _commit_manifest(self, final: str, manifest: bytes, names: list[str]) -> bool:
+        """Object stores: create the manifest only if none exists (an exclusive PUT). True if ours
+        won; then files left by writers that died mid-publish (named by no manifest) are removed."""
+        try:
+            with self.fs.open(posixpath.join(final, MANIFEST), "xb") as f:
+                f.write(manifest)
+        except FileExistsError:
+            return False  # someone else committed the same fingerprint first
+        keep = {*names, MANIFEST}
+        self._rm_quiet([p for p in self.fs.ls(final, detail=False, refresh=True) if posixpath.basename(p) not in keep])
+        return True
+
+    def _rm_quiet(self, paths: list[str]) -> None:
+        for p in paths:
+            try:
+                self.fs.rm_file(p)
+            except FileNotFoundError:
+                pass
+
     def _commit(self, tmp: str, final: str) -> None:
+        """Local roots: rename the finished folder into place."""
         if self.fs.exists(final):
             if self.fs.exists(posixpath.join(final, MANIFEST)):
                 return  # someone else committed the same fingerprint first
             self.fs.rm(final, recursive=True)  # leftover of a crashed non-atomic filesystem
-        if self.is_local:
-            try:
-                os.rename(tmp, final)  # atomic on POSIX; fails if a concurrent writer won
-            except OSError:
-                if not os.path.exists(os.path.join(final, MANIFEST)):
-                    raise
-        else:
-            self.fs.mv(tmp, final, recursive=True)
+        try:
+            os.rename(tmp, final)  # atomic on POSIX; fails if a concurrent writer won
+        except OSError:
+            if not os.path.exists(os.path.join(final, MANIFEST)):
+                raise
 
     # -- model folders (trained adapters) -----------------------------------------------------
 
@@ -214,9 +257,28 @@ class DatasetStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not os.path.exists(os.path.join(final, "adapter_config.json")):
                     raise
-        else:
-            self.fs.put(str(local_dir), final, recursive=True)
+        else:  # readers look for adapter_config.json: it goes up last, after the weights
+            files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+            marker = [p for p in files if p.relative_to(local_dir).as_posix() == "adapter_config.json"]
+            for p in [p for p in files if p not in marker] + marker:
+                self.fs.put_file(str(p), posixpath.join(final, p.relative_to(local_dir).as_posix()))
         return self.url(final)
+
+    def local_model(self, path: str, cache_dir: str | os.PathLike = ".progra-local/models-fetched") -> str:
+        """A folder this process can load an adapter from: ``path`` itself on a local root, else a
+        copy fetched once per machine (the folder name is the model id, which never changes)."""
+        if self.is_local or "://" not in path:
+            return path
+        dest = Path(cache_dir) / posixpath.relpath(self.fs._strip_protocol(path), self._join("models"))
+        if not (dest / "adapter_config.json").exists():
+            tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+            self.fs.get(self.fs._strip_protocol(path).rstrip("/") + "/", str(tmp), recursive=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(dest.resolve())
 
     # -- read --------------------------------------------------------------------------------
 
@@ -267,11 +329,18 @@ class DatasetStore:
         return sorted(refs, key=lambda r: r.created_at)
 
     def files(self, ref: DatasetRef) -> list[str]:
+        """The dataset's part files: those its manifest names (a folder may also hold files of a
+        writer that lost or died; they are never read)."""
         d = self.dataset_dir(ref.stage, ref.dataset_id)
+        if ref.files:
+            return [posixpath.join(d, x) for x in ref.files]
         return sorted(p for p in self.fs.ls(d, detail=False) if posixpath.basename(p).startswith("part-"))
 
     def rejects_file(self, ref: DatasetRef) -> str | None:
-        p = posixpath.join(self.dataset_dir(ref.stage, ref.dataset_id), "rejects.parquet")
+        d = self.dataset_dir(ref.stage, ref.dataset_id)
+        if ref.files:  # a manifest that names its files names its rejects too
+            return posixpath.join(d, ref.rejects_name) if ref.rejects_name else None
+        p = posixpath.join(d, "rejects.parquet")
         return p if self.fs.exists(p) else None
 
     def read(self, ref: DatasetRef | str, stage: str | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -296,14 +365,7 @@ class DatasetStore:
         """Record which datasets a flow run produced or found cached (``runs/<id>.json``), so
         a parent on another machine reads them from the shared root, not from Prefect results."""
         d = self._join("runs")
-        self.fs.makedirs(d, exist_ok=True)
-        tmp = posixpath.join(d, f".tmp-{flow_run_id}-{uuid.uuid4().hex[:8]}.json")
-        with self.fs.open(tmp, "w") as f:
-            json.dump(outputs, f)
-        if self.is_local:
-            os.replace(tmp, posixpath.join(d, f"{flow_run_id}.json"))
-        else:
-            self.fs.mv(tmp, posixpath.join(d, f"{flow_run_id}.json"))
+        self._put_atomic(posixpath.join(d, f"{flow_run_id}.json"), json.dumps(outputs).encode())
 
     def read_run_outputs(self, flow_run_id: str) -> dict[str, str]:
         try:
@@ -318,17 +380,24 @@ class DatasetStore:
         return self._join("shards", stage, dataset_id)
 
     def write_shard(self, stage: str, dataset_id: str, key: str, table: pa.Table) -> str:
-        d = self.shard_dir(stage, dataset_id)
-        self.fs.makedirs(d, exist_ok=True)
-        final = posixpath.join(d, f"shard-{key}.parquet")
-        tmp = posixpath.join(d, f".tmp-{key}-{uuid.uuid4().hex[:8]}.parquet")
-        with self.fs.open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-        if self.is_local:
-            os.replace(tmp, final)
-        else:
-            self.fs.mv(tmp, final)
+        final = posixpath.join(self.shard_dir(stage, dataset_id), f"shard-{key}.parquet")
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        self._put_atomic(final, buf.getvalue().to_pybytes())
         return final
+
+    def _put_atomic(self, path: str, data: bytes) -> None:
+        """One file, seen whole or not at all: a temporary file renamed over it locally, a single
+        PUT on an object store (a PUT is atomic there; ``mv`` would be copy-then-delete)."""
+        d = posixpath.dirname(path)
+        self.fs.makedirs(d, exist_ok=True)
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        tmp = posixpath.join(d, f".tmp-{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
 
     def read_shards(self, stage: str, dataset_id: str) -> dict[str, pa.Table]:
         d = self.shard_dir(stage, dataset_id)

@@ -67,7 +67,7 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
             row = store.read(ref).to_pylist()[0]
             method = row["method"]
             awareness = RECIPES[method].awareness_prompt if method in RECIPES else method.startswith("pag")
-            local[name] = (policy_path(cfg, cfg.storage.root), row["adapter_path"])
+            local[name] = (policy_path(cfg, cfg.storage.root), store.local_model(row["adapter_path"]))
             out.append((Subject(name, method, f"local/{name}", awareness=awareness), [name]))
     return out, local
 

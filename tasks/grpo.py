@@ -44,7 +44,7 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     else:
         episodes, rejects = rollout.episodes_from_trajectories(rows, cfg.grpo.max_turns)
     episodes = core.select_episodes(episodes, cfg.grpo)
-    adapter = store.read(init).to_pylist()[0]["adapter_path"] if init else None
+    adapter = store.local_model(store.read(init).to_pylist()[0]["adapter_path"]) if init else None
     get_run_logger().info("grpo (%s rollouts, from %s): %d episodes, %d rejects", r.grpo, adapter or "base", len(episodes), len(rejects))
     judge_stats: dict = {}
     extra = {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
-from prefect.utilities.annotations import quote
 
 from progra_core.llm import Gateway
 
@@ -14,11 +15,15 @@ __all__ = ["llm_shard", "shard_mapper"]
 
 
 @task(name="shard", task_run_name="{stage}-shard-{key}", cache_policy=NONE)
-def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict], work) -> tuple:
+def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict] | bytes, work) -> tuple:
     """One shard on whatever worker the task runner picked: its own gateway (same response cache
     on the shared root; local models are loaded once per process), its rows and the gateway's
     usage records. A retry (``llm.shard_retries``) replays the answers already cached and asks
-    only for the requests the endpoint did not answer."""
+    only for the requests the endpoint did not answer. ``part`` arrives pickled from the mapper:
+    Prefect passes bytes through untouched on every runner, where a list of rows would be walked
+    item by item looking for futures (and ``quote`` does not survive Dask and Ray workers)."""
+    if isinstance(part, bytes):
+        part = pickle.loads(part)  # noqa: S301 - our own mapper's rows, never external input
     gateway = Gateway.from_config(cfg, root)
     try:
         return work(part, gateway), gateway.usage
@@ -44,8 +49,7 @@ def shard_mapper(cfg, root: str, stage: str, work, usage: list[dict]):
         while pending or inflight:
             while pending and failure is None and len(inflight) < cfg.dispatch.max_workers:
                 key, part = pending.pop(0)
-                # quoted: Prefect would otherwise walk every row of the shard looking for futures
-                f = shard.submit(cfg, root, stage, key, quote(part), work)
+                f = shard.submit(cfg, root, stage, key, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), work)
                 inflight[f.task_run_id] = (key, f)
             if not inflight:
                 break

@@ -151,3 +151,47 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible HTTP server on loopback (moto's server mode, its own process group,
+    stopped by PID) and a fresh bucket. The endpoint and credentials go into this process's
+    environment, where s3fs/botocore and every child process (spawned writers, ``progra`` CLI
+    runs, Dask and Ray workers) pick them up: ``s3://progra-test/...`` then means this server."""
+    import uuid
+
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    f = open(log, "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            httpx.get(endpoint, timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"moto_server did not come up:\n{log.read_text()[-2000:]}") from None
+            time.sleep(0.3)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "progra", "AWS_SECRET_ACCESS_KEY": "progra",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    bucket = f"progra-test-{uuid.uuid4().hex[:6]}"
+    s3fs.S3FileSystem(use_listings_cache=False).mkdir(bucket)
+    yield {"endpoint": endpoint, "bucket": bucket, "env": env}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(15)
+    f.close()

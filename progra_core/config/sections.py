@@ -388,7 +388,7 @@ class DispatchConfig(Section):
     poll_s: float = Field(2.0, gt=0, description="How often the pipeline polls a dispatched stage run.")
     task_runner: Literal["thread", "dask", "ray"] = Field("thread", description=(
         "Prefect task runner the flows map shard tasks on: a thread pool, or prefect-dask / prefect-ray when installed."))
-    max_workers: int = Field(4, ge=1, description="Shard tasks in flight (thread pool size; Dask workers).")
+    max_workers: int = Field(4, ge=1, description="Shard tasks in flight (thread pool size; workers of a local Dask cluster; CPUs of a local Ray cluster).")
     address: str | None = Field(None, description="dask/ray: address of an existing cluster (None: start a local one).")
 
 

@@ -32,7 +32,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from pathlib import Path
 
-import diskcache
 from tenacity import (  # noqa: E402
     AsyncRetrying,
     RetryError,
@@ -42,6 +41,7 @@ from tenacity import (  # noqa: E402
 )
 
 from progra_core.llm import transport  # noqa: E402
+from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
 from progra_core.llm.local import get_backend  # noqa: E402
@@ -72,7 +72,8 @@ def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
 class Gateway:
     """Batch chat completions for all roles.
 
-    ``cache_dir``: persistent response cache (diskcache, process-safe); ``None`` disables it.
+    ``cache_dir``: persistent response cache, a local folder (diskcache, process-safe) or an
+    fsspec URL (one object per answer, shared by every worker on that store); ``None`` disables it.
     ``local_models``: optional map of ``local/<name>`` names to a model folder or a (base folder,
     LoRA adapter folder) pair; ``models_root`` is
     where ``local/smollm2`` is provisioned. ``strict``: :meth:`batch` raises
@@ -112,7 +113,7 @@ class Gateway:
         self.local_models = dict(local_models or {})
         self._cache = None
         if cache_dir is not None:
-            self._cache = diskcache.Cache(str(cache_dir), size_limit=2**36)
+            self._cache = open_cache(cache_dir)
         self._lock = threading.Lock()
         self.usage: list[dict] = []
         self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
@@ -120,12 +121,14 @@ class Gateway:
     @classmethod
     def from_config(cls, cfg, root: str | None = None) -> Gateway:
         """Build from a :class:`~progra_core.config.PipelineConfig`."""
-        root = root or cfg.storage.root
-        local_root = Path(root) if "://" not in str(root) else Path(".progra-local")
+        root = str(root or cfg.storage.root)
+        remote = "://" in root
+        # models are provisioned per machine; answers live with the datasets, so all workers share them
+        local_root = Path(".progra-local") if remote else Path(root)
         models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
         llm = cfg.llm
         return cls(
-            local_root / "llm_cache" if llm.cache else None,
+            (f"{root.rstrip('/')}/llm_cache" if remote else local_root / "llm_cache") if llm.cache else None,
             concurrency=llm.concurrency,
             timeout_s=llm.timeout_s,
             max_retries=llm.max_retries,
