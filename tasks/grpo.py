@@ -19,6 +19,7 @@ from progra_core.train.curves import plot_curves
 from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
+from tasks.limits import global_endpoint_limit
 from tasks.models import policy_path, register_model
 from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 from tasks.stage import stage_fingerprint
@@ -49,7 +50,7 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     judge_stats: dict = {}
     extra = {}
     if "judge" in r.reward_terms:  # TARL: one gateway for every verdict of the run (cached, batched)
-        gateway = Gateway.from_config(cfg, root)
+        gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
         extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
         metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,

@@ -10,6 +10,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
 from progra_core.llm import Gateway
+from tasks.limits import global_endpoint_limit
 
 __all__ = ["llm_shard", "shard_mapper"]
 
@@ -24,7 +25,7 @@ def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict] | bytes, wo
     item by item looking for futures (and ``quote`` does not survive Dask and Ray workers)."""
     if isinstance(part, bytes):
         part = pickle.loads(part)  # noqa: S301 - our own mapper's rows, never external input
-    gateway = Gateway.from_config(cfg, root)
+    gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
     try:
         return work(part, gateway), gateway.usage
     finally:

@@ -13,6 +13,7 @@ from progra_core.llm.gateway import summarize_usage
 from progra_core.sharding import run_sharded
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
+from tasks.limits import ensure_limit
 from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 from tasks.shards import shard_mapper
 
@@ -62,6 +63,7 @@ def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], ou
     if st.kind == "sharded":
         items = st.items(cfg, tables)
         ep = endpoint(cfg, st.role)
+        ensure_limit(cfg, ep)
         shards = ShardIO(store, output_stage, dataset_id)
         table, shard_stats = run_sharded(items, st.id_key, st.shard_size(cfg), None, shards,
                                          Progress(f"{name.replace('_', '-')}-progress", len(items)),

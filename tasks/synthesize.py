@@ -14,6 +14,7 @@ from progra_core.sharding import run_sharded
 from progra_core.sources import bfcl
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
+from tasks.limits import global_endpoint_limit
 from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 
 STAGE = stages.get("synthesize")
@@ -39,7 +40,7 @@ def synthesize(cfg: PipelineConfig, root: str, output_stage: str = STAGE.output,
     specs = core.plan_attempts(sc, entries)
     models = {r: getattr(cfg.models, r) for r in core.ROLES}
     endpoints = {r: {"api_base": e.api_base, "api_key_env": e.api_key_env} for r in core.ROLES for e in [endpoint(cfg, r)]}
-    gateway = Gateway.from_config(cfg, root)
+    gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
     shards = ShardIO(store, output_stage, dataset_id)
     try:
         table, shard_stats = run_sharded(

@@ -81,6 +81,9 @@ class ModelsConfig(Section):
 
 class LLMConfig(Section):
     concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint, shared by all shard tasks of a process.")
+    global_limit: bool = Field(False, description=(
+        "Hold llm.concurrency per endpoint across every worker (Dask/Ray processes, pods, parallel runs) with a "
+        "Prefect global concurrency limit on the Prefect server they share; costs one lease round trip per request."))
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/connection errors.")
     backoff_initial_s: float = Field(0.5, gt=0, description="First backoff (exponential with full jitter).")

@@ -26,6 +26,9 @@ class EndpointUnavailable(RuntimeError):
         self.failed = failed
         self.total = total
 
+    def __reduce__(self):  # a Dask / Ray worker's failure reaches the flow as itself, not a TypeError
+        return type(self), (self.failed, self.total)
+
 
 def redact(message: str, key: str | None, limit: int = 400) -> str:
     """An error message safe to store: some endpoints quote the API key they were sent."""

@@ -19,12 +19,14 @@ LiteLLM is imported inside the functions that use it: heavy, and only some calle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from typing import Any
 
@@ -97,8 +99,10 @@ class Gateway:
         models_root: str | os.PathLike | None = None,
         local_models: dict[str, str | tuple[str, str]] | None = None,
         strict: bool = False,
+        endpoint_limit: Callable[[str, int], AbstractAsyncContextManager] | None = None,
     ):
         self.strict = strict
+        self.endpoint_limit = endpoint_limit
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -119,8 +123,11 @@ class Gateway:
         self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
 
     @classmethod
-    def from_config(cls, cfg, root: str | None = None) -> Gateway:
-        """Build from a :class:`~progra_core.config.PipelineConfig`."""
+    def from_config(cls, cfg, root: str | None = None,
+                    endpoint_limit: Callable[[str, int], AbstractAsyncContextManager] | None = None) -> Gateway:
+        """Build from a :class:`~progra_core.config.PipelineConfig`; ``endpoint_limit(endpoint,
+        concurrency)``: an async context manager every request also holds (the orchestrator's limit
+        shared by all workers; the core knows nothing of who provides it)."""
         root = str(root or cfg.storage.root)
         remote = "://" in root
         # models are provisioned per machine; answers live with the datasets, so all workers share them
@@ -141,6 +148,7 @@ class Gateway:
             local_static_cache=llm.local_static_cache,
             models_root=models_root,
             strict=True,
+            endpoint_limit=endpoint_limit,
         )
 
     # -- accounting ------------------------------------------------------------------------
@@ -216,10 +224,12 @@ class Gateway:
             nonlocal attempts
             attempts += 1
             async with transport.endpoint_semaphore(req, self.concurrency):
-                with self._lock:
-                    self.requests_sent += 1
-                async with asyncio.timeout(self.timeout_s + 5):  # the client's own timeout is the first line
-                    return await send()
+                shared = self.endpoint_limit(req.api_base or req.model, self.concurrency) if self.endpoint_limit else None
+                async with shared or contextlib.nullcontext():  # the limit every worker shares, if any
+                    with self._lock:
+                        self.requests_sent += 1
+                    async with asyncio.timeout(self.timeout_s + 5):  # the client's own timeout is the first line
+                        return await send()
 
         try:
             try:  # the common case, one attempt, builds none of the retry machinery on the event loop

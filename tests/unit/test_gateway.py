@@ -217,3 +217,16 @@ def test_openai_compatible_servers_skip_litellm_and_unknown_models_get_a_price()
     known = litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"]
     transport.price_unknown("openai/gpt-4o")
     assert litellm.get_model_info("openai/gpt-4o")["input_cost_per_token"] == known > 0  # known prices left alone
+
+
+def test_endpoint_unavailable_survives_pickling_to_another_process():
+    """Dask and Ray send a shard's exception back pickled: it must arrive as itself (it arrived
+    as a TypeError from its two-argument __init__ before)."""
+    import pickle
+
+    from progra_core.llm.errors import EndpointUnavailable
+    from progra_core.llm.types import ChatResult
+
+    failed = [ChatResult(text=None, role="generator", id="r1", model="openai/echo", error="HTTP 503", retryable=True)]
+    e = pickle.loads(pickle.dumps(EndpointUnavailable(failed, 3)))
+    assert isinstance(e, EndpointUnavailable) and e.total == 3 and e.failed[0].id == "r1" and "1 of 3" in str(e)

@@ -1,0 +1,64 @@
+"""One in-flight limit per endpoint for every worker: a Prefect global concurrency limit.
+
+``llm.concurrency`` is enforced per process by the gateway's semaphore, so N workers (Dask or Ray
+processes, several `progra` runs, pods of a work pool) would otherwise send N × that many requests
+at once. With ``llm.global_limit`` each request also holds one slot of the Prefect global
+concurrency limit ``llm-endpoint-<hash of the endpoint>`` (created with ``llm.concurrency`` slots
+if missing), on the Prefect server all workers already report to: no extra service to run. A slot
+is a lease, so a worker killed mid-request frees it when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from progra_core.config import PipelineConfig
+from progra_core.llm.types import LOCAL_PREFIX, Endpoint
+
+__all__ = ["limit_name", "global_endpoint_limit", "ensure_limit"]
+
+_READY: set[tuple[str, int]] = set()
+
+
+def limit_name(endpoint: str) -> str:
+    """The Prefect limit of one endpoint (its URL or model string), hashed: never a key or a path."""
+    return "llm-endpoint-" + hashlib.sha256(endpoint.encode()).hexdigest()[:12]
+
+
+@asynccontextmanager
+async def _slot(endpoint: str, limit: int, lease_s: float) -> AsyncIterator[None]:
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.asyncio import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = limit_name(endpoint)
+    if (name, limit) not in _READY:  # once per process and limit
+        async with get_client() as client:
+            try:
+                await client.upsert_global_concurrency_limit_by_name(name, limit)
+            except ObjectAlreadyExists:  # another worker created it between read and create
+                pass
+        _READY.add((name, limit))
+    async with concurrency(name, occupy=1, strict=True, lease_duration=lease_s):
+        yield
+
+
+def global_endpoint_limit(cfg: PipelineConfig) -> Callable[[str, int], AbstractAsyncContextManager] | None:
+    """The gateway's ``endpoint_limit`` when ``llm.global_limit`` is on, else None."""
+    if not cfg.llm.global_limit:
+        return None
+    lease_s = max(60.0, 2 * cfg.llm.timeout_s)  # outlives one attempt; Prefect renews it meanwhile
+    return lambda endpoint, limit: _slot(endpoint, limit, lease_s)
+
+
+def ensure_limit(cfg: PipelineConfig, ep: Endpoint) -> None:
+    """Create (or resize) the endpoint's limit from the flow, before its shards start on workers,
+    so workers find it instead of racing to create it. In-process models have no endpoint."""
+    if not cfg.llm.global_limit or ep.model.startswith(LOCAL_PREFIX):
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(limit_name(ep.api_base or ep.model), cfg.llm.concurrency)
