@@ -103,6 +103,15 @@ class Server:
                 time.sleep(0.02)
         raise RuntimeError(f"unreadable stats file {self.stats}")
 
+    def settled(self, every_s: float = 0.5) -> int:
+        """:meth:`requests` once it stops moving (the server counts a request when its answer is
+        sent, so requests still in flight show up a moment later)."""
+        last = -1
+        while (now := self.requests()) != last:
+            last = now
+            time.sleep(every_s)
+        return now
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

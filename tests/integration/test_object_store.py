@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,14 +24,6 @@ from tests.reliability import echo_data
 from tests.reliability.conftest import echo_config, run_awareness
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def _settled(srv) -> int:
-    last = -1
-    while (now := srv.requests()) != last:
-        last = now
-        time.sleep(0.3)
-    return now
 
 
 def test_data_flow_on_an_s3_root_with_one_response_cache_for_all_workers(tmp_path, katan_echo, s3_server):
@@ -50,7 +41,7 @@ def test_data_flow_on_an_s3_root_with_one_response_cache_for_all_workers(tmp_pat
     assert {"trajectories", "segments", "awareness", "verified", "augmented", "sft_examples"} <= set(first)
     assert all(r.path.startswith(root + "/datasets/") for r in first.values())
     assert first["awareness"].rows + first["awareness"].rejects == first["segments"].rows > 10
-    paid = _settled(srv)
+    paid = srv.settled()
     assert paid >= first["segments"].rows  # (the echo answers no valid note here: rows are rejects with reasons)
     store = DatasetStore(root)
     fs = s3fs.S3FileSystem(use_listings_cache=False)
@@ -62,7 +53,7 @@ def test_data_flow_on_an_s3_root_with_one_response_cache_for_all_workers(tmp_pat
     acfg = echo_config(root, srv.api_base)
     aware = store.ref("awareness", run_awareness(acfg, segs)["awareness"])
     assert aware.rows == 12
-    paid = _settled(srv)
+    paid = srv.settled()
     # ...then a second worker: its own process and working directory (no local cache, no local
     # Prefect home), the same root. A new shard size is a new dataset id with the same requests.
     worker = tmp_path / "worker-b"
@@ -74,7 +65,7 @@ def test_data_flow_on_an_s3_root_with_one_response_cache_for_all_workers(tmp_pat
                           "--config", str(conf), "--set", "awareness.shard_size=3"],
                          cwd=worker, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert _settled(srv) == paid  # every answer came from the shared cache: 0 requests
+    assert srv.settled() == paid  # every answer came from the shared cache: 0 requests
     again = [r for r in store.list("awareness") if r.dataset_id not in (aware.dataset_id, first["awareness"].dataset_id)]
     assert len(again) == 1 and again[0].rows == 12
     assert store.read(again[0]).column("summary").to_pylist() == store.read(aware).column("summary").to_pylist()

@@ -24,14 +24,6 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 N, LIMIT = 32, 2  # segments (4 shards of 8 over 2 workers); requests in flight per endpoint
 
 
-def _settled(srv) -> int:
-    last = -1
-    while (now := srv.requests()) != last:
-        last = now
-        time.sleep(0.3)
-    return now
-
-
 @pytest.mark.slow
 def test_thread_dask_and_ray_runners_write_the_same_dataset_with_no_duplicate_requests(tmp_path, katan_echo):
     pytest.importorskip("prefect_dask")
@@ -46,12 +38,12 @@ def test_thread_dask_and_ray_runners_write_the_same_dataset_with_no_duplicate_re
             segs = echo_data.write_echo_segments(root, N, base)
             cfg = echo_config(root, proxy.api_base, f"dispatch.task_runner={runner}", "dispatch.max_workers=2",
                               "awareness.shard_size=8", f"llm.concurrency={LIMIT}", f"llm.global_limit={str(shared).lower()}")
-            before = _settled(srv)
+            before = srv.settled()
             proxy.reset()
             t = time.perf_counter()
             ids[runner] = run_awareness(cfg, segs)["awareness"]
             wall[runner] = time.perf_counter() - t
-            asked[runner], most[runner] = _settled(srv) - before, proxy.most
+            asked[runner], most[runner] = srv.settled() - before, proxy.most
             got, rejects, stats = awareness_outcome(root, ids[runner])
             rows[runner] = sorted((r["segment_id"], r["summary"], r["plan"]) for r in got)
             assert rejects == [] and stats["shards"] == 4

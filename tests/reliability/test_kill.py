@@ -40,15 +40,6 @@ def _cached_answers(root: Path) -> int:
         return len(c)
 
 
-def _settled(srv) -> int:
-    """The server's count once it stops moving (it counts a request when its answer is sent)."""
-    last = -1
-    while (now := srv.requests()) != last:
-        last = now
-        time.sleep(0.5)
-    return now
-
-
 def test_kill_9_mid_stage_then_rerun(tmp_path, katan_echo, echo_segments):
     from storage import DatasetStore
 
@@ -75,7 +66,7 @@ def test_kill_9_mid_stage_then_rerun(tmp_path, katan_echo, echo_segments):
     stored = len(list(shard_dir.rglob("shard-*.parquet")))
     assert 3 <= stored < N // 16, "the kill must land mid-stage"
     assert store.list("awareness") == []  # nothing half-written is published
-    asked_before = _settled(slow)  # requests in flight at the kill are still counted by the server
+    asked_before = slow.settled()  # requests in flight at the kill are still counted by the server
     cached = _cached_answers(root)
     unfinished = N - cached  # every segment is one request; an answered one is in the cache
 
