@@ -2,13 +2,14 @@
 
 Layout: ``<root>/datasets/<stage>/<dataset_id>/`` holding ``part-*.parquet`` (zstd, row-group
 statistics), optional rejects and ``_manifest.json``, which names the dataset's files. Readers see
-either no dataset or a complete one: on a local root it is written under a temporary name and
-renamed into place with its manifest already inside; on an object store (no rename there, ``mv`` is
-copy-then-delete) each writer puts its files under its own names and commits by creating the
+either no dataset or a complete one. On a local root it is written under a temporary name and
+renamed into place with its manifest already inside. On an object store (no rename there; ``mv``
+is copy-then-delete) each writer puts its files under its own names and commits by creating the
 manifest last with an exclusive PUT (``If-None-Match``): the first manifest wins, a losing writer
-deletes its own files, and readers trust only the files a manifest names. The dataset id is the fingerprint of (stage, the stage's config section,
-parent ids, code version): the same inputs always land in the same folder, which is what makes
-Prefect's cache key and a rerun's "nothing to do" the same thing.
+deletes its own files, and readers trust only the files a manifest names. The dataset id is the
+fingerprint of (stage, the stage's config section, parent ids, code version): the same inputs
+always land in the same folder, which is what makes Prefect's cache key and a rerun's "nothing to
+do" the same thing.
 
 Long LLM stages also keep ``<root>/shards/<stage>/<dataset_id>/shard-<key>.parquet`` while running,
 each written atomically, so a killed run resumes from the shards it already paid for.

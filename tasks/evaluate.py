@@ -14,11 +14,10 @@ from progra_core import stages
 from progra_core.config import PipelineConfig
 from progra_core.evaluation import harness
 from progra_core.evaluation.bfcl import Subject
-from progra_core.llm import Gateway
 from progra_core.methods import RECIPES
 from storage import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress
-from tasks.limits import global_endpoint_limit
+from tasks.limits import gateway_for
 from tasks.models import policy_path
 from tasks.runtime import dataset_cache_key, endpoint, key_env
 from tasks.stage import commit
@@ -122,7 +121,7 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
     get_run_logger().info("evaluate %s (%s, prompt %s): %d next-call cases, %d BFCL entries + %d tau2 tasks x %d trials",
                           subject.model_ref, subject.method, cfg.evaluate.prompt, len(cases), len(entries), len(tasks),
                           cfg.evaluate.trials)
-    gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
+    gateway = gateway_for(cfg, root)
     gateway.local_models.update(local_models)
     try:
         table, rejects, stats = harness.evaluate_subject(

@@ -10,7 +10,6 @@ from prefect import get_run_logger, task
 
 from progra_core import stages
 from progra_core.config import PipelineConfig
-from progra_core.llm import Gateway
 from progra_core.methods import recipe
 from progra_core.schemas import ROLLOUTS
 from progra_core.train import grpo as core
@@ -19,7 +18,7 @@ from progra_core.train.curves import plot_curves
 from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
-from tasks.limits import global_endpoint_limit
+from tasks.limits import gateway_for
 from tasks.models import policy_path, register_model
 from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 from tasks.stage import stage_fingerprint
@@ -50,7 +49,7 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     judge_stats: dict = {}
     extra = {}
     if "judge" in r.reward_terms:  # TARL: one gateway for every verdict of the run (cached, batched)
-        gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
+        gateway = gateway_for(cfg, root)
         extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
         metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from progra_core.config import PipelineConfig
+from progra_core.llm import Gateway
 from progra_core.llm.types import LOCAL_PREFIX, Endpoint
 
-__all__ = ["limit_name", "global_endpoint_limit", "ensure_limit"]
+__all__ = ["limit_name", "global_endpoint_limit", "ensure_limit", "gateway_for"]
 
 _READY: set[tuple[str, int]] = set()
 
@@ -34,7 +35,7 @@ async def _slot(endpoint: str, limit: int, lease_s: float) -> AsyncIterator[None
     from prefect.exceptions import ObjectAlreadyExists
 
     name = limit_name(endpoint)
-    if (name, limit) not in _READY:  # once per process and limit
+    if (name, limit) not in _READY:  # once per process and limit (a flow that ran ensure_limit skips it)
         async with get_client() as client:
             try:
                 await client.upsert_global_concurrency_limit_by_name(name, limit)
@@ -60,5 +61,13 @@ def ensure_limit(cfg: PipelineConfig, ep: Endpoint) -> None:
         return
     from prefect.client.orchestration import get_client
 
+    name = limit_name(ep.api_base or ep.model)
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(limit_name(ep.api_base or ep.model), cfg.llm.concurrency)
+        client.upsert_global_concurrency_limit_by_name(name, cfg.llm.concurrency)
+    _READY.add((name, cfg.llm.concurrency))
+
+
+def gateway_for(cfg: PipelineConfig, root: str) -> Gateway:
+    """The gateway a pipeline task uses: built from the config, holding the shared endpoint limit
+    when ``llm.global_limit`` asks for it (one place, so no caller can forget it)."""
+    return Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))

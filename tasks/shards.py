@@ -9,8 +9,7 @@ from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
-from progra_core.llm import Gateway
-from tasks.limits import global_endpoint_limit
+from tasks.limits import gateway_for
 
 __all__ = ["llm_shard", "shard_mapper"]
 
@@ -25,7 +24,7 @@ def llm_shard(cfg, root: str, stage: str, key: str, part: list[dict] | bytes, wo
     item by item looking for futures (and ``quote`` does not survive Dask and Ray workers)."""
     if isinstance(part, bytes):
         part = pickle.loads(part)  # noqa: S301 - our own mapper's rows, never external input
-    gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
+    gateway = gateway_for(cfg, root)
     try:
         return work(part, gateway), gateway.usage
     finally:

@@ -9,12 +9,11 @@ from prefect import get_run_logger, task
 from progra_core import stages
 from progra_core.config import PipelineConfig
 from progra_core.data import synthesize as core
-from progra_core.llm import Gateway
 from progra_core.sharding import run_sharded
 from progra_core.sources import bfcl
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
-from tasks.limits import global_endpoint_limit
+from tasks.limits import gateway_for
 from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
 
 STAGE = stages.get("synthesize")
@@ -40,7 +39,7 @@ def synthesize(cfg: PipelineConfig, root: str, output_stage: str = STAGE.output,
     specs = core.plan_attempts(sc, entries)
     models = {r: getattr(cfg.models, r) for r in core.ROLES}
     endpoints = {r: {"api_base": e.api_base, "api_key_env": e.api_key_env} for r in core.ROLES for e in [endpoint(cfg, r)]}
-    gateway = Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
+    gateway = gateway_for(cfg, root)
     shards = ShardIO(store, output_stage, dataset_id)
     try:
         table, shard_stats = run_sharded(

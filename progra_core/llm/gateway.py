@@ -135,7 +135,7 @@ class Gateway:
         models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
         llm = cfg.llm
         return cls(
-            (f"{root.rstrip('/')}/llm_cache" if remote else local_root / "llm_cache") if llm.cache else None,
+            f"{root.rstrip('/')}/llm_cache" if llm.cache else None,  # a folder or a URL: open_cache decides
             concurrency=llm.concurrency,
             timeout_s=llm.timeout_s,
             max_retries=llm.max_retries,
