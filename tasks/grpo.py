@@ -13,7 +13,7 @@ from progra_core.config import PipelineConfig
 from progra_core.methods import recipe
 from progra_core.schemas import ROLLOUTS
 from progra_core.train import grpo as core
-from progra_core.train import rollout
+from progra_core.train import launch, rollout
 from progra_core.train.curves import plot_curves
 from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
@@ -49,12 +49,18 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     judge_stats: dict = {}
     extra = {}
     if "judge" in r.reward_terms:  # TARL: one gateway for every verdict of the run (cached, batched)
+        if cfg.grpo.launch.num_processes > 1:
+            raise ValueError(f"{r.name} scores turns with an LLM judge, which runs in the stage's process only: "
+                             "set grpo.launch.num_processes=1 for it")
         gateway = gateway_for(cfg, root)
         extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
-        metrics, table = core.train_grpo(episodes, r, cfg.grpo, policy_path(cfg, root), adapter, out, run=dataset_id,
-                                         progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step,
-                                         docs_style=cfg.tool_docs, rubric=core.rubric_for(r, cfg.grpo, extra))
+        metrics, table = launch.train(
+            "progra_core.train.grpo:train_grpo", cfg.grpo.launch, out_dir=out,
+            progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step,
+            info=get_run_logger().info, episodes=episodes, r=r, cfg=cfg.grpo, base_path=policy_path(cfg, root),
+            adapter_path=adapter, run=dataset_id, docs_style=cfg.tool_docs,
+            rubric=core.rubric_for(r, cfg.grpo, extra) if extra else None)
         if extra:
             gateway.close()
             metrics["judge"] = judge_stats

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from progra_core import stages
 from progra_core.config import PipelineConfig
 from progra_core.methods import recipe
+from progra_core.train import launch
 from progra_core.train import sft as core
 from progra_core.train.curves import plot_curves
 from storage import DatasetRef, DatasetStore
@@ -41,8 +42,9 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
     rows, rejects, fit = core.fit_length(rows, AutoTokenizer.from_pretrained(base), cfg.sft.max_length)
     get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])
     with tempfile.TemporaryDirectory(prefix="progra-sft-out-") as out:
-        metrics = core.train_sft(rows, base, cfg.sft, out, seed=cfg.sft_data.seed,
-                                 progress=Progress("sft-progress", cfg.sft.max_steps, what="steps"), log=log_train_step)
+        metrics = launch.train("progra_core.train.sft:train_sft", cfg.sft.launch, out_dir=out,
+                               progress=Progress("sft-progress", cfg.sft.max_steps, what="steps"), log=log_train_step,
+                               info=get_run_logger().info, rows=rows, base_path=base, cfg=cfg.sft, seed=cfg.sft_data.seed)
         png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
         metrics |= fit
         if png:

@@ -17,7 +17,7 @@ from progra_core.envs.tau2 import DOMAINS, TRAIN_DOMAINS
 from progra_core.methods import RECIPES
 
 __all__ = ["Section", "StorageConfig", "ModelsConfig", "LLMConfig", "IngestConfig", "SynthesizeConfig", "SegmentConfig", "AwarenessConfig", "VerifyConfig", "AugmentConfig", "SFTDataConfig", "SFTConfig", "GRPOConfig", "EvaluateConfig", "DispatchConfig", "PipelineConfig",
-           "BFCL_CATEGORIES", "ANSWER_TOKENS", "check_micro_batch"]
+           "LaunchConfig", "BFCL_CATEGORIES", "ANSWER_TOKENS", "check_micro_batch"]
 
 BFCL_CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
 #: Tokens an action needs besides its awareness note: the think and the call list.
@@ -222,6 +222,35 @@ class SFTDataConfig(Section):
     seed: int = 0
 
 
+class LaunchConfig(Section):
+    """How a training stage uses more than one device: one process trains in the stage's own
+    process; more run as one ``accelerate launch`` job (one process per GPU; gloo CPU processes
+    where there is none) that the stage launches, watches and registers one adapter from."""
+
+    num_processes: int = Field(1, ge=1, description=(
+        "Training processes. 1: train in the stage's process. >1: an `accelerate launch` job with this many "
+        "processes (one per GPU of the node); the effective batch stays the section's batch_size."))
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description=(
+        "ddp: every process holds the whole model (policies that fit one device). fsdp / deepspeed: shard weights, "
+        "gradients and optimizer state over the processes (configs/accelerate/fsdp.yaml, deepspeed_zero3.yaml; "
+        "GPU only, deepspeed needs `pip install deepspeed`)."))
+    config_file: str | None = Field(None, description=(
+        "An accelerate config YAML used instead of the strategy's (e.g. one written by `accelerate config`); "
+        "num_processes still comes from this section."))
+    main_process_port: int = Field(0, ge=0, le=65535, description="Rendezvous port on 127.0.0.1 (0: a free one).")
+    timeout_s: int = Field(48 * 3600, ge=1, description="Longest the job may run; past it the job is killed and the stage fails.")
+
+    def per_device(self, batch: int, micro: int | None, what: str) -> tuple[int, int]:
+        """(examples per device per pass, accumulated passes) so that device passes x processes x
+        accumulation = ``batch``, the configured effective batch."""
+        n = self.num_processes
+        per = micro or batch // n
+        if per < 1 or batch % (per * n):
+            raise ValueError(f"{what} {batch} must be a multiple of micro_batch_size ({micro or 'unset'}) x "
+                             f"launch.num_processes {n}: the effective batch would change")
+        return per, batch // (per * n)
+
+
 class SFTConfig(Section):
     """LoRA warm-up (§3.2, §4.3). The paper searched rank 8-16, alpha 8-64, lr 1e-7 to 1e-6 and
     batch 8-16 on 3-8B models; the embedded profile uses values that move a 135M model in a few steps."""
@@ -244,15 +273,23 @@ class SFTConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
         "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles (about 2x faster here), else fp32. On CUDA "
         "with bf16 the base weights also load in bf16 (half the memory); on CPU they stay fp32."))
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _micro(self):
         check_micro_batch(self.batch_size, self.micro_batch_size, "sft.batch_size")
+        self.launch.per_device(self.batch_size, self.micro_batch_size, "sft.batch_size")
         return self
 
     @property
+    def device_batch(self) -> int:
+        """Examples per forward/backward pass on one device."""
+        return self.launch.per_device(self.batch_size, self.micro_batch_size, "sft.batch_size")[0]
+
+    @property
     def accumulation_steps(self) -> int:
-        return self.batch_size // (self.micro_batch_size or self.batch_size)
+        """Passes accumulated per optimizer step on each device (device batch x processes x this = batch_size)."""
+        return self.launch.per_device(self.batch_size, self.micro_batch_size, "sft.batch_size")[1]
 
 
 def check_micro_batch(batch: int, micro: int | None, what: str) -> None:
@@ -311,11 +348,17 @@ class GRPOConfig(Section):
         "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles, else fp32 (sampling uses the same). On CUDA "
         "with bf16 the base weights also load in bf16."))
     seed: int = 0
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _micro(self):
         check_micro_batch(self.batch_size * self.num_generations, self.micro_batch_size,
                           "grpo.batch_size x grpo.num_generations")
+        self.launch.per_device(self.streams_per_step, self.micro_batch_size, "grpo.batch_size x grpo.num_generations")
+        if self.launch.num_processes > 1 and self.use_vllm != "off":  # server mode gathers prompts over ranks;
+            raise ValueError("grpo.use_vllm needs grpo.launch.num_processes=1: episodes' lockstep rounds differ per "
+                             "rank, so ranks cannot share one engine call; use the transformers sampler to train on "
+                             "several GPUs")
         return self
 
     @property
@@ -323,8 +366,14 @@ class GRPOConfig(Section):
         return self.batch_size * self.num_generations
 
     @property
+    def device_batch(self) -> int:
+        """Rollout streams per forward/backward pass on one device."""
+        return self.launch.per_device(self.streams_per_step, self.micro_batch_size, "grpo streams")[0]
+
+    @property
     def accumulation_steps(self) -> int:
-        return self.streams_per_step // (self.micro_batch_size or self.streams_per_step)
+        """Passes accumulated per optimizer step on each device (device batch x processes x this = streams per step)."""
+        return self.launch.per_device(self.streams_per_step, self.micro_batch_size, "grpo streams")[1]
 
 
 class EvaluateConfig(Section):
@@ -434,7 +483,12 @@ class PipelineConfig(Section):
         return self
 
     def section(self, name: str) -> dict[str, Any]:
-        """A stage's own section as plain JSON data (what enters its fingerprint)."""
-        return json.loads(getattr(self, name).model_dump_json())
+        """A stage's own section as plain JSON data (what enters its fingerprint). A one-process
+        ``launch`` is left out: a one-process model's id does not depend on the section."""
+        out = json.loads(getattr(self, name).model_dump_json())
+        if out.get("launch") == _ONE_PROCESS:
+            del out["launch"]
+        return out
 
 
+_ONE_PROCESS = LaunchConfig().model_dump(mode="json")

@@ -42,8 +42,10 @@ from progra_core.train.sft import (
     lora_config,
     preflight,
     quiet_trainer,
+    save_adapter,
     step_callbacks,
     weights_dtype,
+    world,
 )
 
 __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
@@ -107,8 +109,21 @@ class Recorder:
             })
         self.pending = []
 
-    def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=ROLLOUTS)
+    def table(self, accelerator=None) -> pa.Table:
+        """Every rollout of the run; with several processes, every rank's (gathered, in rank order),
+        each group's generations numbered across ranks (TRL spreads a group over processes)."""
+        rows = self.rows
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object([rows])
+            rows = sorted((r for part in rows for r in part), key=lambda r: r["step"])  # stable: rank order within a step
+            seen: dict[tuple[int, str], int] = {}
+            for r in rows:
+                key = (r["step"], r["prompt_id"])
+                r["generation"] = seen.get(key, 0)
+                seen[key] = r["generation"] + 1
+        return pa.Table.from_pylist(rows, schema=ROLLOUTS)
 
     def last_rows(self) -> list[dict]:
         """The rollouts of the latest step (recorded once TRL has their advantages)."""
@@ -178,7 +193,8 @@ def _trainer_class():
             if self.loss_type == "dr_grpo":
                 if self.dr_grpo_tokens is None:
                     mask = out["completion_mask"] * out["tool_mask"] if out.get("tool_mask") is not None else out["completion_mask"]
-                    self.dr_grpo_tokens = max(1, round(float(mask.sum(1).float().mean())))
+                    per_stream = self.accelerator.gather(mask.sum(1).float())  # the same constant on every rank
+                    self.dr_grpo_tokens = max(1, round(float(per_stream.mean())))
                 self.max_completion_length = self.dr_grpo_tokens  # TRL's dr_grpo divides by this
             if self.recorder is not None and self.recorder.pending:
                 self.recorder.attach(out["advantages"].detach().float().cpu().tolist())
@@ -236,7 +252,7 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
             with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
                     trainer.accelerator.autocast():
                 results = play(rollout.hf_sampler(model, tok, cfg.max_action_tokens, cfg.temperature, cfg.sample_batch_size,
-                                                  seed=cfg.seed + trainer.state.global_step,
+                                                  seed=cfg.seed + trainer.state.global_step + 1_000_003 * trainer.accelerator.process_index,
                                                   prefix_cache_mb=cfg.sample_prefix_cache_mb))
         recorder.add(trainer.state.global_step + 1, prompts, results)
         trainer._layout = _padded_layout(results, trainer.pad_to_multiple_of, trainer.accelerator.device)
@@ -298,7 +314,7 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
         **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
     args = TRLGRPOConfig(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.micro_batch_size or cfg.streams_per_step,
+        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.device_batch,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
         loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
         temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
@@ -330,10 +346,9 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         trainer.train()
         seconds = time.perf_counter() - t0
         reference = _check_reference(trainer.model, init)
-        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
-        tok.save_pretrained(str(out_dir))
+        save_adapter(trainer, tok, out_dir, selected_adapters=["default"])
         history = list(trainer.state.log_history)
-    table = trainer.recorder.table()
+    table = trainer.recorder.table(trainer.accelerator)
     steps = trainer.state.global_step
     tokens = table.column("tokens").to_pylist() + table.column("env_tokens").to_pylist()
     metrics = {
@@ -344,7 +359,7 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         "model_tokens_per_step": round(sum(table.column("tokens").to_pylist()) / max(steps, 1), 1),
         "stream_tokens_per_step": round(sum(tokens) / max(steps, 1), 1),
         "dr_grpo_tokens": trainer.dr_grpo_tokens, "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "log_history": history,
+        **world(trainer), "log_history": history,
     }
     return metrics, table
 

@@ -125,7 +125,7 @@ def _train(stage: str, a: Arch, micro: int, length: int, r: int, bf16: bool, che
 
 def estimate_sft(a: Arch, cfg, bf16: bool = True, checkpointing: bool = True) -> Estimate:
     """``cfg``: an ``SFTConfig``; one micro-batch of ``max_length``-token examples."""
-    return _train("sft", a, cfg.micro_batch_size or cfg.batch_size, cfg.max_length, cfg.lora_r, bf16, checkpointing, {})
+    return _train("sft", a, cfg.device_batch, cfg.max_length, cfg.lora_r, bf16, checkpointing, {})
 
 
 def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointing: bool = True) -> Estimate:
@@ -134,7 +134,7 @@ def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointi
     extra = {"reference_adapter": 4 * a.lora_params(cfg.lora_r)}
     if cfg.use_vllm == "colocate":
         extra["vllm"] = cfg.vllm_gpu_memory_utilization * gpu_bytes
-    return _train("grpo", a, cfg.micro_batch_size or cfg.streams_per_step, cfg.max_seq_len, cfg.lora_r, bf16,
+    return _train("grpo", a, cfg.device_batch, cfg.max_seq_len, cfg.lora_r, bf16,
                   checkpointing, extra)
 
 

@@ -31,7 +31,7 @@ from progra_core.schemas import reject
 from progra_core.train import memory
 
 __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
-           "quiet_trainer", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
+           "quiet_trainer", "save_adapter", "world", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
 
 STAGE = "sft"
 CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts, prompt_tools)
@@ -185,6 +185,28 @@ def quiet_trainer(trainer):
     return trainer
 
 
+def save_adapter(trainer, tok, out_dir, **kw) -> None:
+    """Save the trained adapter and tokenizer once: rank 0 under DDP (every rank holds the same
+    weights); under FSDP/DeepSpeed the Trainer's collective save gathers the shards first."""
+    acc = trainer.accelerator
+    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+        trainer.save_model(str(out_dir))
+    elif acc.is_main_process:
+        trainer.model.save_pretrained(str(out_dir), **kw)
+    if acc.is_main_process:
+        tok.save_pretrained(str(out_dir))
+    acc.wait_for_everyone()
+
+
+def world(trainer) -> dict:
+    """How the batch was spread: processes, device batch, accumulation and their product (the
+    effective batch, which the config fixes)."""
+    a = trainer.args
+    n = trainer.accelerator.num_processes
+    return {"processes": n, "device_batch": a.per_device_train_batch_size, "accumulation": a.gradient_accumulation_steps,
+            "effective_batch": a.per_device_train_batch_size * n * a.gradient_accumulation_steps}
+
+
 def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str | Path, seed: int = 0,
               progress: Callable[[int, int], None] | None = None, log: Callable[[dict], None] | None = None) -> dict:
     """LoRA SFT with TRL on the train split, eval loss on the validation split before and after.
@@ -204,7 +226,7 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     if not train:
         raise ValueError("no SFT training rows: the train split is empty")
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
-    micro = cfg.micro_batch_size or cfg.batch_size
+    micro = cfg.device_batch  # per device; x processes x accumulation = batch_size
     with tempfile.TemporaryDirectory(prefix="progra-sft-") as tmp:
         args = TRLSFTConfig(
             output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=micro,
@@ -221,8 +243,7 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
         out = trainer.train()
         seconds = time.perf_counter() - t0
         after = trainer.evaluate()["eval_loss"] if val else None
-        trainer.model.save_pretrained(str(out_dir))
-        tok.save_pretrained(str(out_dir))
+        save_adapter(trainer, tok, out_dir)
         history = list(trainer.state.log_history)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return {
@@ -231,5 +252,5 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
         "seconds_per_step": round(seconds / max(trainer.state.global_step, 1), 3),
         "train_examples": len(train), "validation_examples": len(val), "trainable_params": trainable,
         "kinds": dict(Counter(r["kind"] for r in rows)), "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "log_history": history,
+        **world(trainer), "log_history": history,
     }

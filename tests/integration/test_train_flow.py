@@ -4,6 +4,8 @@ from-base method (w/o PAG) skips SFT. The policy is a tiny random llama; data ro
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
@@ -57,3 +59,22 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     assert set(base_run) == {"grpo"}
     assert '"kl_reference": "base_model"' in cat.sql(
         f"select metrics from models where model_id = '{base_run['grpo'].dataset_id}'").to_pylist()[0]["metrics"]
+
+    # multi-process training: the stage stays one flow run, which launches the 2-process job (gloo),
+    # watches it and registers exactly one adapter with the configured effective batch
+    from flows.stages import stage
+    from progra_core.config import LaunchConfig
+
+    cfg.method = "progra"
+    cfg.sft.launch = LaunchConfig(num_processes=2)
+    written.clear()
+    before = cat.sql("select count(*) c from models where stage = 'sft'").to_pylist()[0]["c"]
+    ids = stage("sft", data["sft_examples"].dataset_id, config=cfg)
+    assert ids["sft"] != models["sft"].dataset_id  # the process count is part of the model's fingerprint
+    assert sorted(written) == ["models", "train_log"]
+    row = cat.sql(f"select * from models where model_id = '{ids['sft']}'").to_pylist()
+    assert len(row) == 1 and cat.sql("select count(*) c from models where stage = 'sft'").to_pylist()[0]["c"] == before + 1
+    metrics = json.loads(row[0]["metrics"])
+    assert (metrics["processes"], metrics["effective_batch"], metrics["steps"]) == (2, 2, 1)
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), row[0]["adapter_path"])
+    assert cat.sql(f"select count(*) c from train_log where model_id = '{ids['sft']}' and metric = 'loss'").to_pylist()[0]["c"] == 1
