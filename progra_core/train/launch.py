@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,8 @@ EVENT = "@@progra "
 #: the strategies' accelerate configs (shipped with the profiles)
 ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
 _STRATEGY_FILES = {"fsdp": "fsdp.yaml", "deepspeed": "deepspeed_zero3.yaml"}
+#: a Python exception's last traceback line (``KeyError: 'x'``), optionally rank-prefixed by torchrun
+_RAISED = re.compile(r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)):\s")
 
 
 class LaunchFailed(RuntimeError):
@@ -112,6 +115,7 @@ def _watch(cmd: list[str], launch: LaunchConfig, progress, log, info) -> None:
     """Run the job to its end, forwarding rank 0's events; kill its whole process group on
     timeout, failure or when the caller is interrupted (a cancelled Prefect run)."""
     tail: deque[str] = deque(maxlen=40)
+    raised: list[str] = []  # the ranks' own exceptions: torchrun's summary can push them out of the tail
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=_env(launch), start_new_session=True)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -139,6 +143,8 @@ def _watch(cmd: list[str], launch: LaunchConfig, progress, log, info) -> None:
                     log(event["log"])
             elif line:
                 tail.append(line.rstrip())
+                if _RAISED.match(line) and len(raised) < 8 and line.rstrip() not in raised:
+                    raised.append(line.rstrip())
             if time.monotonic() > deadline:
                 raise LaunchFailed(f"the training job ran past launch.timeout_s={launch.timeout_s}s and was killed")
         rc = proc.wait()
@@ -149,7 +155,8 @@ def _watch(cmd: list[str], launch: LaunchConfig, progress, log, info) -> None:
             pass
         proc.wait()
     if rc != 0:
-        raise LaunchFailed(f"the {launch.num_processes}-process training job exited {rc}; its last output:\n"
+        first = ("; raised: " + " | ".join(raised)) if raised else ""
+        raise LaunchFailed(f"the {launch.num_processes}-process training job exited {rc}{first}; its last output:\n"
                            + "\n".join(tail))
     if info and tail:
         info("training job finished; its last output: " + " | ".join(list(tail)[-3:]))

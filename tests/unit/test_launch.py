@@ -55,7 +55,7 @@ def test_sharded_strategies_and_missing_files_are_refused_before_launch(tmp_path
 
 
 def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
-    with pytest.raises(launch.LaunchFailed, match="exited 1(.|\n)*rank one broke"):
+    with pytest.raises(launch.LaunchFailed, match=r"exited [1-9]\d*; raised: [^\n]*RuntimeError: rank one broke"):
         launch.train("tests.unit.launch_targets:fail", TWO, out_dir=tmp_path, message="rank one broke")
 
 
