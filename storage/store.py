@@ -6,7 +6,8 @@ either no dataset or a complete one. On a local root it is written under a tempo
 renamed into place with its manifest already inside. On an object store (no rename there; ``mv``
 is copy-then-delete) each writer puts its files under its own names and commits by creating the
 manifest last with an exclusive PUT (``If-None-Match``): the first manifest wins, a losing writer
-deletes its own files, and readers trust only the files a manifest names. The dataset id is the
+deletes its own files (or, caught mid-write by the winner's clean-up, returns the winner's dataset),
+and readers trust only the files a manifest names. The dataset id is the
 fingerprint of (stage, the stage's config section, parent ids, code version): the same inputs
 always land in the same folder, which is what makes Prefect's cache key and a rerun's "nothing to
 do" the same thing.
@@ -155,54 +156,62 @@ class DatasetStore:
         tmp = self._join("datasets", stage, f".tmp-{dataset_id}-{writer}") if self.is_local else final
         tag = "" if self.is_local else f"{writer}-"
         names: list[str] = []
-        self.fs.makedirs(tmp, exist_ok=True)
-        committed = False
         try:
-            nbytes = 0
-            n = table.num_rows
-            chunks = [table.slice(o, rows_per_file) for o in range(0, n, rows_per_file)] or [table]
-            for i, chunk in enumerate(chunks):
-                names.append(f"part-{tag}{i:05d}.parquet")
-                p = posixpath.join(tmp, names[-1])
-                with self.fs.open(p, "wb") as f:
-                    pq.write_table(chunk, f, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
-                nbytes += self.fs.size(p)
-            n_rejects, rejects_name = 0, ""
-            if rejects is not None:
-                rt = rejects if isinstance(rejects, pa.Table) else pa.Table.from_pylist(list(rejects), schema=REJECTS)
-                n_rejects, rejects_name = rt.num_rows, f"rejects{'-' + writer if tag else ''}.parquet"
-                names.append(rejects_name)
-                with self.fs.open(posixpath.join(tmp, rejects_name), "wb") as f:
-                    pq.write_table(rt, f, compression="zstd")
-            ref = DatasetRef(
-                dataset_id=dataset_id,
-                stage=stage,
-                path=self.url(final),
-                rows=n,
-                bytes=nbytes,
-                rejects=n_rejects,
-                parents=tuple(parents),
-                config=config,
-                code_version=code_version,
-                flow_run_id=flow_run_id,
-                created_at=datetime.now(UTC).isoformat(),
-                stats=stats or {},
-                files=tuple(x for x in names if x != rejects_name),
-                rejects_name=rejects_name,
-            )
-            manifest = json.dumps(ref.to_dict(), indent=1, default=str).encode()
-            if self.is_local:
-                with self.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
-                    f.write(manifest)
-                self._commit(tmp, final)
-            else:
-                committed = self._commit_manifest(final, manifest, names)
-        finally:
-            if self.is_local:
-                if self.fs.exists(tmp):
-                    self.fs.rm(tmp, recursive=True)
-            elif not committed:  # lost the race, or failed mid-write: our files are nobody's
-                self._rm_quiet([posixpath.join(final, x) for x in names])
+            self.fs.makedirs(tmp, exist_ok=True)
+            committed = False
+            try:
+                nbytes = 0
+                n = table.num_rows
+                chunks = [table.slice(o, rows_per_file) for o in range(0, n, rows_per_file)] or [table]
+                for i, chunk in enumerate(chunks):
+                    names.append(f"part-{tag}{i:05d}.parquet")
+                    p = posixpath.join(tmp, names[-1])
+                    with self.fs.open(p, "wb") as f:
+                        pq.write_table(chunk, f, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+                    nbytes += self.fs.size(p)
+                n_rejects, rejects_name = 0, ""
+                if rejects is not None:
+                    rt = rejects if isinstance(rejects, pa.Table) else pa.Table.from_pylist(list(rejects), schema=REJECTS)
+                    n_rejects, rejects_name = rt.num_rows, f"rejects{'-' + writer if tag else ''}.parquet"
+                    names.append(rejects_name)
+                    with self.fs.open(posixpath.join(tmp, rejects_name), "wb") as f:
+                        pq.write_table(rt, f, compression="zstd")
+                ref = DatasetRef(
+                    dataset_id=dataset_id,
+                    stage=stage,
+                    path=self.url(final),
+                    rows=n,
+                    bytes=nbytes,
+                    rejects=n_rejects,
+                    parents=tuple(parents),
+                    config=config,
+                    code_version=code_version,
+                    flow_run_id=flow_run_id,
+                    created_at=datetime.now(UTC).isoformat(),
+                    stats=stats or {},
+                    files=tuple(x for x in names if x != rejects_name),
+                    rejects_name=rejects_name,
+                )
+                manifest = json.dumps(ref.to_dict(), indent=1, default=str).encode()
+                if self.is_local:
+                    with self.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
+                        f.write(manifest)
+                    self._commit(tmp, final)
+                else:
+                    committed = self._commit_manifest(final, manifest, names)
+            finally:
+                if self.is_local:
+                    if self.fs.exists(tmp):
+                        self.fs.rm(tmp, recursive=True)
+                elif not committed:  # lost the race, or failed mid-write: our files are nobody's
+                    self._rm_quiet([posixpath.join(final, x) for x in names])
+        except Exception:
+            # On an object store a writer that commits the same id first removes the files no
+            # manifest names, ours included, while we may still be writing them. Its dataset has
+            # the same fingerprint, so it is the result; anything else is a real failure.
+            if self.is_local or not self.exists(stage, dataset_id):
+                raise
+            _log.info("dataset %s/%s was committed by another writer while this one wrote; keeping it", stage, dataset_id)
         return self.ref(stage, dataset_id)
 
     def _commit_manifest(self, final: str, manifest: bytes, names: list[str]) -> bool:

@@ -1,5 +1,6 @@
 import json
 import os
+import posixpath
 
 import pyarrow as pa
 import pytest
@@ -101,6 +102,36 @@ def test_fsspec_memory_root():
     assert cat.db_path is None
     assert cat.sql("select trajectory_id from trajectories").column(0).to_pylist() == ["t1"]
     assert cat.refresh() is None
+
+
+def test_object_store_writer_whose_files_a_winner_removed_returns_the_winners_dataset():
+    """The winner of a publish race removes the files its manifest does not name, including those
+    of a writer still busy with the same id; that writer must return the winner's dataset, not fail
+    (seen against the S3 server: FileNotFoundError from the loser's size() of its own part)."""
+    root = f"memory://progra-race-{os.getpid()}"
+    slow, fast = DatasetStore(root), DatasetStore(root)
+    table = pa.table({"k": list(range(10))})
+    size, raced = slow.fs.size, []
+
+    def size_after_a_rival_committed(path):
+        if not raced:  # the first part is written; the rival now publishes the same id and cleans up
+            raced.append(None)  # the rival's own size() calls pass straight through
+            raced[0] = fast.write("things", table, dataset_id="same", rows_per_file=5)
+        return size(path)
+
+    slow.fs.size = size_after_a_rival_committed  # the memory filesystem is one shared instance
+    try:
+        ref = slow.write("things", table, dataset_id="same", rows_per_file=5)
+    finally:
+        del slow.fs.size
+    assert raced and ref.files == raced[0].files and ref.created_at == raced[0].created_at
+    assert slow.read(ref).column("k").to_pylist() == list(range(10))
+    folder = slow.fs.ls(slow.dataset_dir("things", "same"), detail=False)
+    assert sorted(posixpath.basename(p) for p in folder) == sorted([*ref.files, "_manifest.json"])
+
+    with pytest.raises(AttributeError):  # a real failure, with no rival's manifest, still raises
+        slow.write("things", "not a table", dataset_id="other")  # type: ignore[arg-type]
+    assert not slow.exists("things", "other")
 
 
 def test_catalog_views_follow_new_datasets_within_one_process(tmp_path):
