@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.progra-setup
 PROFILE ?= embedded
+# pytest worker processes for `make test`; each test file runs whole on one (its fixtures stay together)
+TEST_WORKERS ?= 2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LITELLM_LOCAL_MODEL_COST_MAP := True
@@ -38,7 +40,7 @@ run: setup
 	$(VENV)/bin/progra run --profile $(PROFILE)
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check progra_core storage tasks flows tests scripts
