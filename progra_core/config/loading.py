@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from progra_core.config.sections import PipelineConfig
+from progra_core.config.pipeline import PipelineConfig
 
 __all__ = ["load_config", "resolve_config", "apply_overrides", "CONFIGS_DIR", "profile_names", "ConfigInputError",
            "read_yaml", "MAX_CONFIG_BYTES", "MAX_OVERRIDE_CHARS"]

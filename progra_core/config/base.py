@@ -1,0 +1,34 @@
+"""What every config section shares: strict validation, and the small checks and constants more
+than one section uses."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Section", "BFCL_CATEGORIES", "ANSWER_TOKENS", "check_micro_batch"]
+
+BFCL_CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
+#: Tokens an action needs besides its awareness note: the think and the call list.
+ANSWER_TOKENS = 64
+
+
+def known_bfcl_categories(cls, v: list[str]) -> list[str]:
+    """BFCL multi-turn categories, checked the same way wherever a section names some (a field validator)."""
+    bad = [c for c in v if c not in BFCL_CATEGORIES]
+    if bad:
+        raise ValueError(f"unknown BFCL categories {bad}; allowed {list(BFCL_CATEGORIES)}")
+    return v
+
+
+class Section(BaseModel):
+    """strict: no coercion (``true`` is not 50 %, ``no`` is not a model name, ``"1"`` is not 1;
+    an int is still a float); no NaN or infinity in any number."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+def check_micro_batch(batch: int, micro: int | None, what: str) -> None:
+    """Refuse a micro batch that does not divide the batch: accumulation would change the effective batch."""
+    if micro is not None and (micro > batch or batch % micro):
+        raise ValueError(f"micro_batch_size {micro} must divide {what} {batch}: the effective batch would change")
+
