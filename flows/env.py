@@ -19,6 +19,10 @@ def prepare(root: str = "./.progra") -> None:
     home = Path(root if local else ".progra-local").resolve() / "prefect"
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # stage tasks persist nothing (tasks/runtime.STAGE_TASK); whatever else Prefect persists is JSON,
+    # never a pickle a later run would load
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", "json")
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(Path(os.environ["PREFECT_HOME"]) / "storage"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

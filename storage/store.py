@@ -41,6 +41,11 @@ _warned: set[str] = set()
 
 __all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "ShardIO"]
 
+#: file suffixes that are pickles (torch.save, pickle): never stored under a root
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
+#: files a trainer leaves beside the adapter that are pickles and not needed to load it
+DROPPED = frozenset({"training_args.bin"})
+
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
 
@@ -256,11 +261,16 @@ class DatasetStore:
         final = self.model_dir(stage, model_id)
         if self.fs.exists(posixpath.join(final, "adapter_config.json")):
             return self.url(final)
+        pickled = [p.relative_to(local_dir).as_posix() for p in Path(local_dir).rglob("*")
+                   if p.suffix in PICKLE_SUFFIXES and p.name not in DROPPED]
+        if pickled:  # torch .bin/.pt files are pickles: loading one runs whatever it holds
+            raise ValueError(f"{stage} {model_id}: {', '.join(pickled)} would be stored as pickles; models are stored "
+                             "as safetensors and JSON only (save with safe_serialization=True)")
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
 
-            shutil.copytree(local_dir, tmp)
+            shutil.copytree(local_dir, tmp, ignore=lambda d, names: [n for n in names if n in DROPPED])
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -268,7 +278,7 @@ class DatasetStore:
                 if not os.path.exists(os.path.join(final, "adapter_config.json")):
                     raise
         else:  # readers look for adapter_config.json: it goes up last, after the weights
-            files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+            files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file() and p.name not in DROPPED)
             marker = [p for p in files if p.relative_to(local_dir).as_posix() == "adapter_config.json"]
             for p in [p for p in files if p not in marker] + marker:
                 self.fs.put_file(str(p), posixpath.join(final, p.relative_to(local_dir).as_posix()))

@@ -19,7 +19,7 @@ from storage import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress
 from tasks.limits import gateway_for
 from tasks.models import policy_path
-from tasks.runtime import dataset_cache_key, endpoint, key_env
+from tasks.runtime import STAGE_TASK, already_committed, endpoint, key_env
 from tasks.stage import commit
 
 __all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate", "trained_bfcl_ids", "check_no_leak"]
@@ -109,12 +109,13 @@ def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[st
     return fingerprint(STAGE.output, harness.payload(cfg, subject), parents or ["base"], STAGE.code_version)
 
 
-@task(name="evaluate", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
+@task(name="evaluate", **STAGE_TASK, log_prints=False)
 def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dict, parents: list[str],
              output_stage: str = STAGE.output, dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)
     dataset_id = dataset_id or evaluate_fingerprint(cfg, subject, parents)
     if store.exists(output_stage, dataset_id):
+        already_committed(output_stage, dataset_id)
         return store.ref(output_stage, dataset_id)
     entries, tasks, cases = harness.planned_runs(cfg)
     check_no_leak(cfg, store, subject, parents, entries, cases)

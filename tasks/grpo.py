@@ -20,7 +20,7 @@ from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.limits import gateway_for
 from tasks.models import policy_path, register_model
-from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
+from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 from tasks.stage import stage_fingerprint
 
 STAGE = stages.get("grpo")
@@ -30,12 +30,13 @@ def grpo_fingerprint(cfg: PipelineConfig, trajectories: DatasetRef, init: Datase
     return stage_fingerprint("grpo", cfg, [trajectories.dataset_id, init.dataset_id if init else "base"])
 
 
-@task(name="grpo", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
+@task(name="grpo", **STAGE_TASK, log_prints=False)
 def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: DatasetRef | None, output_stage: str = "models",
          dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)
     dataset_id = dataset_id or grpo_fingerprint(cfg, trajectories, init)
     if store.exists(output_stage, dataset_id):
+        already_committed(output_stage, dataset_id)
         return store.ref(output_stage, dataset_id)
     r = recipe(cfg.method)
     rows = store.read(trajectories).to_pylist()

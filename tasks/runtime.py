@@ -1,5 +1,6 @@
-"""What a task needs from the Prefect run it is in: the flow run id, the dataset-fingerprint cache
-key, and the API keys of LLM roles (Prefect Secret blocks or named environment variables)."""
+"""What a task needs from the Prefect run it is in: the flow run id, how stage tasks are declared
+(no Prefect result cache: the dataset store is the cache), and the API keys of LLM roles (Prefect
+Secret blocks or named environment variables)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import re
 from urllib.parse import urlsplit
 
 from prefect.blocks.system import Secret
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from progra_core.config import PipelineConfig
 from progra_core.llm.types import Endpoint
-from storage import DatasetStore
 
-__all__ = ["flow_run_id", "dataset_cache_key", "key_env", "endpoint", "check_key", "allowed_keys", "KeyNotAllowed",
+__all__ = ["flow_run_id", "STAGE_TASK", "already_committed", "key_env", "endpoint", "check_key", "allowed_keys", "KeyNotAllowed",
            "KEY_ALLOWLIST"]
 
 
@@ -23,13 +24,18 @@ def flow_run_id() -> str | None:
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
-def dataset_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
-    """Prefect cache key = the output dataset's fingerprint, but only while that dataset exists:
-    if someone deleted it, the task runs again instead of returning a dangling reference."""
-    root, stage, dataset_id = parameters.get("root"), parameters.get("output_stage"), parameters.get("dataset_id")
-    if not (root and stage and dataset_id):
-        return None
-    return f"progra-{stage}-{dataset_id}" if DatasetStore(root).exists(stage, dataset_id) else None
+#: How every stage task is declared: no Prefect cache and no persisted result. The dataset store
+#: is the only cache (a task whose dataset id is committed returns that dataset at once); Prefect's
+#: own result files would be pickles under the root that a run later unpickles (a crafted file
+#: there is code that runs), and they would duplicate what the manifests already say.
+STAGE_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def already_committed(stage: str, dataset_id: str) -> None:
+    """Log a cache hit the way a user reads it on the run page."""
+    from prefect import get_run_logger
+
+    get_run_logger().info("%s %s is already in the store: cached, nothing recomputed", stage, dataset_id)
 
 
 #: the worker's allowlist of keys a run may use: comma-separated ``NAME`` (an env var) or

@@ -17,7 +17,7 @@ from progra_core.train.curves import plot_curves
 from storage import DatasetRef, DatasetStore
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.models import policy_path, register_model
-from tasks.runtime import dataset_cache_key
+from tasks.runtime import STAGE_TASK, already_committed
 from tasks.stage import ancestor, stage_fingerprint
 
 STAGE = stages.get("sft")
@@ -27,12 +27,13 @@ def sft_fingerprint(cfg: PipelineConfig, examples: DatasetRef) -> str:
     return stage_fingerprint("sft", cfg, [examples.dataset_id])
 
 
-@task(name="sft", cache_key_fn=dataset_cache_key, persist_result=True, log_prints=False)
+@task(name="sft", **STAGE_TASK, log_prints=False)
 def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str = "models",
         dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)
     dataset_id = dataset_id or sft_fingerprint(cfg, examples)
     if store.exists(output_stage, dataset_id):
+        already_committed(output_stage, dataset_id)
         return store.ref(output_stage, dataset_id)
     r = recipe(cfg.method)
     segments = store.read(ancestor(store, examples, "segments")).to_pylist() if r.sft == "plain" else []

@@ -14,7 +14,7 @@ from progra_core.sharding import run_sharded
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
 from tasks.limits import ensure_limit
-from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
+from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 from tasks.shards import shard_mapper
 
 __all__ = ["stage_fingerprint", "ancestor", "commit", "run_data_stage", "TASKS"]
@@ -55,6 +55,7 @@ def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], ou
     st = stages.get(name)
     store = DatasetStore(root)
     if store.exists(output_stage, dataset_id):
+        already_committed(output_stage, dataset_id)
         return store.ref(output_stage, dataset_id)
     tables = {label: store.read(ref) for label, ref in zip(st.inputs, inputs, strict=True)}
     for label in st.reads:
@@ -84,7 +85,7 @@ def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], ou
 
 
 #: One Prefect task per table/sharded stage, named for the stage (the run graph shows the paper's steps).
-TASKS = {st.name: task(name=st.name, cache_key_fn=dataset_cache_key, persist_result=True)(_run)
+TASKS = {st.name: task(name=st.name, **STAGE_TASK)(_run)
          for st in stages.STAGES if st.kind != "custom"}
 
 

@@ -14,7 +14,7 @@ from progra_core.sources import bfcl
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
 from tasks.limits import gateway_for
-from tasks.runtime import dataset_cache_key, endpoint, flow_run_id
+from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 
 STAGE = stages.get("synthesize")
 
@@ -27,11 +27,12 @@ def synthesize_fingerprint(cfg: PipelineConfig) -> str:
     return fingerprint(STAGE.output, {}, [attempts_fingerprint(cfg)], STAGE.code_version)
 
 
-@task(name="synthesize", cache_key_fn=dataset_cache_key, persist_result=True, retries=1, retry_delay_seconds=5)
+@task(name="synthesize", **STAGE_TASK, retries=1, retry_delay_seconds=5)
 def synthesize(cfg: PipelineConfig, root: str, output_stage: str = STAGE.output, dataset_id: str | None = None) -> DatasetRef:
     store = DatasetStore(root)
     dataset_id = dataset_id or synthesize_fingerprint(cfg)
     if store.exists(output_stage, dataset_id):
+        already_committed(output_stage, dataset_id)
         return store.ref(output_stage, dataset_id)
     sc = cfg.synthesize
     attempts_id = attempts_fingerprint(cfg)

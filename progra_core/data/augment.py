@@ -24,7 +24,6 @@ import json
 import math
 import random
 import re
-import sys
 from collections import Counter
 
 import pyarrow as pa
@@ -35,14 +34,13 @@ from progra_core.config import AugmentConfig
 from progra_core.data.awareness import AwarenessParseError, parse_awareness, tool_names
 from progra_core.llm import ChatRequest, Gateway
 from progra_core.prompts import awareness as prompts
-from progra_core.prompts import tools as prompt_tools
 from progra_core.schemas import AUGMENTED, reject
 
 __all__ = ["STAGE", "CODE_VERSION", "AUGMENTED", "OPS", "choose_op", "schema_perturb", "word_mask", "augment_shard",
            "split_outcomes", "map_back", "MASK"]
 
 STAGE = "augment"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 OPS = ("paraphrase", "schema_perturb", "word_mask")
 MASK = "[MASK]"
 

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -31,7 +30,7 @@ __all__ = ["STAGE", "CODE_VERSION", "AWARENESS", "AwarenessParseError", "parse_a
            "tool_names", "select_segments", "split_outcomes"]
 
 STAGE = "awareness"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 #: Shard rows carry their outcome; rejected rows are split off into ``rejects`` at the end.
 AWARENESS_SHARD = AWARENESS.append(pa.field("reject_reason", pa.string())).append(pa.field("reject_detail", pa.string()))

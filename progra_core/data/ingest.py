@@ -7,7 +7,6 @@ plus optional chat-format JSONL files and local HF folders. Bad records become
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -25,7 +24,7 @@ __all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "fingerprint_inputs", "ingest"]
 
 STAGE = "ingest"
 OUTPUT = "trajectories"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], bfcl, chat, tau2_data)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 def bfcl_version() -> str:
@@ -35,17 +34,25 @@ def bfcl_version() -> str:
         return "missing"
 
 
+def _file_token(path: str) -> str:
+    """A file's content digest, or why it cannot be read (the fingerprint stays defined, and
+    :func:`ingest` turns the same reason into a reject)."""
+    if not os.path.lexists(path):
+        return "missing"
+    try:
+        return versioning.file_digest(path)
+    except versioning.Unreadable as e:
+        return f"unreadable: {e}"
+
+
 def fingerprint_inputs(cfg: IngestConfig) -> dict:
-    """What besides the config section decides the output: the BFCL data version and the bytes of
-    every extra input file (so an edited JSONL is re-ingested)."""
-    files = {}
-    for p in cfg.jsonl:
-        files[p] = versioning.file_digest(p) if os.path.exists(p) else "missing"
+    """What besides the config section decides the output: the BFCL data version and the content
+    of every extra input (each JSONL file's bytes; every file of an HF folder, so an in-place edit
+    of the same size is re-ingested). Inputs are hashed, never parsed: a pipe or a dangling link is
+    named unreadable, never waited on."""
+    files: dict[str, object] = {p: _file_token(p) for p in cfg.jsonl}
     for p in cfg.hf:
-        if os.path.isdir(p):
-            files[p] = sorted((f, os.path.getsize(os.path.join(d, f))) for d, _, fs in os.walk(p) for f in fs)
-        else:
-            files[p] = "missing"
+        files[p] = versioning.tree_digest(p, skip_hidden=False) if os.path.isdir(p) else _file_token(p)
     out = {"config": cfg.model_dump(), "bfcl_eval": bfcl_version(), "files": files}
     if cfg.tau2_domains:
         out["tau2"] = tau2_version()
@@ -63,8 +70,12 @@ def _sources(cfg: IngestConfig, entries: list[dict]) -> Iterator[tuple[dict | No
     if cfg.tau2_domains:
         yield from tau2_data.iter_trajectories(cfg.tau2_domains, cfg.tau2_limit)
     for p in cfg.jsonl:
-        if not os.path.exists(p):
+        token = _file_token(p)
+        if token == "missing":
             yield None, reject(STAGE, p, "missing_file", f"JSONL file {p} does not exist")
+            continue
+        if token.startswith("unreadable"):  # a pipe, a device, a dangling link: never opened
+            yield None, reject(STAGE, p, "unreadable_file", f"JSONL input {token.removeprefix('unreadable: ')}")
             continue
         yield from chat.iter_jsonl(p)
     for p in cfg.hf:

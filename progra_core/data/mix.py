@@ -6,7 +6,6 @@ the share only adds rows. A trajectory id present in both inputs is a reject, ne
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections import Counter
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ from progra_core.schemas import TRAJECTORIES, reject
 __all__ = ["STAGE", "CODE_VERSION", "mix", "mix_config"]
 
 STAGE = "mix"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__])
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 def mix_config(cfg: SynthesizeConfig) -> dict:

@@ -16,7 +16,6 @@ Context layout, as messages ``{role, content}``:
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 
 import pyarrow as pa
@@ -28,7 +27,7 @@ from progra_core.schemas import MESSAGE, SEGMENTS, reject
 __all__ = ["STAGE", "CODE_VERSION", "SEGMENTS", "MESSAGE", "segment_trajectory", "segment", "tools_at_turn"]
 
 STAGE = "segment"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__])
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 

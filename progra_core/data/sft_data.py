@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sys
 from collections import Counter
 from collections.abc import Iterable
 
@@ -34,7 +33,6 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.config import SFTDataConfig
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import SFT_EXAMPLES, reject
@@ -42,7 +40,7 @@ from progra_core.schemas import SFT_EXAMPLES, reject
 __all__ = ["STAGE", "CODE_VERSION", "SFT_EXAMPLES", "sft_data", "split_for", "turn_end_examples"]
 
 STAGE = "sft_data"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 def split_for(trajectory_id: str, validation_percent: int, seed: int) -> str:

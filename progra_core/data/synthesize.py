@@ -26,7 +26,6 @@ import hashlib
 import json
 import random
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -37,7 +36,6 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.calls import Call, calls_to_records
 from progra_core.config import SynthesizeConfig
-from progra_core.data import synthesis_checks
 from progra_core.data.synthesis_checks import (
     Vote,
     extract_json,
@@ -50,8 +48,6 @@ from progra_core.data.synthesis_checks import (
 )
 from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, function_docs
 from progra_core.llm import ChatRequest, ChatResult, guided
-from progra_core.prompts import awareness as prompts
-from progra_core.prompts import synthesis as synthesis_prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.synthesis import (
     ACTION_PREFIX,
@@ -75,7 +71,7 @@ STAGE = "synthesize"
 ATTEMPTS_STAGE = "synthesis_attempts"
 #: The LLM roles an attempt calls: configs and queries, the K action candidates, the R reviewers.
 ROLES = ("generator", "action", "reviewer")
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prompt_tools, synthesis_prompts, synthesis_checks, guided)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 #: Why an attempt stopped. ``completed`` = every turn verified; the rest name the failed step.
 STOP_REASONS = ("completed", "no_exemplars", "config_invalid", "query_empty", "query_repeated", "no_consensus",

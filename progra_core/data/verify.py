@@ -8,7 +8,6 @@ fails the shard instead (``EndpointUnavailable``), so it is never recorded as a 
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from functools import lru_cache
 
@@ -34,7 +33,7 @@ from progra_core.schemas import VERIFIED, reject
 __all__ = ["STAGE", "CODE_VERSION", "VERIFIED", "extract_call_text", "judge", "verify_shard", "split_outcomes", "resolver"]
 
 STAGE = "verify"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], prompts, prompt_tools, guided)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 VERIFIED_SHARD = VERIFIED.append(pa.field("reject_reason", pa.string())).append(pa.field("reject_detail", pa.string()))
 

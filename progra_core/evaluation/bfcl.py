@@ -23,7 +23,6 @@ bfcl-eval's data is imported inside the functions that use it: heavy, and only s
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +38,6 @@ from progra_core.envs.bfcl import BFCLEnv
 from progra_core.evaluation import scoring
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.policy import decode_calls
 from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import EVAL_RESULTS, reject
@@ -50,7 +48,7 @@ __all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_s
 
 STAGE = "evaluate"
 OUTPUT = "eval_results"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], scoring, policy_prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 PromptStyle = Literal["bfcl", "policy"]
 

@@ -6,7 +6,6 @@ evaluation's fingerprint is decided here too, so the task only resolves names an
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from progra_core.sources import bfcl as bfcl_data
 
 __all__ = ["CODE_VERSION", "payload", "evaluate_subject", "planned_runs", "leaked_runs"]
 
-CODE_VERSION = versioning.code_version(bfcl.CODE_VERSION, sys.modules[__name__], next_call)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 #: Fields of the section that name who is tested or how to reach it, not what the test is.
 _NOT_THE_TEST = ("models", "api_base", "api_key_env", "api_key_secret")

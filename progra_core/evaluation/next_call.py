@@ -17,7 +17,6 @@ base and trained compare like for like. Rows share ``eval_results`` (``benchmark
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -32,7 +31,6 @@ from progra_core.data.sft_data import turn_end_examples
 from progra_core.envs.factory import make_env
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import ChatRequest
-from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts.policy import build_prompt, decode_calls
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import EVAL_RESULTS
@@ -40,7 +38,7 @@ from progra_core.sources import bfcl as bfcl_data
 
 __all__ = ["CODE_VERSION", "next_call_cases", "run_next_call"]
 
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 def next_call_cases(cfg: EvaluateConfig, held_out_percent: int, awareness: bool, docs_style: DocStyle) -> list[dict]:

@@ -23,7 +23,6 @@ in lockstep, agent and user requests of all runs in one ``Gateway.batch`` per ro
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.calls import format_call
 from progra_core.config import EvaluateConfig
-from progra_core.envs import tau2 as tau2_env
 from progra_core.envs.base import EnvError
 from progra_core.envs.tau2 import Tau2Env, load_tasks
 from progra_core.evaluation.bfcl import EVAL_RESULTS, STAGE, Subject
@@ -45,7 +43,7 @@ from progra_core.schemas import reject
 
 __all__ = ["AGENT_STOP", "CODE_VERSION", "select_tau2_tasks", "agent_system_prompt", "run_tau2"]
 
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], tau2_env)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 AGENT_STOP = "###STOP###"
 GREETING = "Hi! How can I help you today?"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import threading
@@ -46,10 +47,13 @@ from progra_core.llm import transport  # noqa: E402
 from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
+from progra_core.llm.identity import runtime_versions, weights_digest  # noqa: E402
 from progra_core.llm.local import get_backend  # noqa: E402
-from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult  # noqa: E402
+from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
+
+log = logging.getLogger("progra.llm.gateway")
 
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
@@ -121,6 +125,7 @@ class Gateway:
         self._lock = threading.Lock()
         self.usage: list[dict] = []
         self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
+        self.cache_rejected = 0  # stored entries that were not answers (torn, foreign, mistyped): asked again
 
     @classmethod
     def from_config(cls, cfg, root: str | None = None,
@@ -165,11 +170,30 @@ class Gateway:
 
     # -- cache -----------------------------------------------------------------------------
 
+    def identity(self, model: str) -> dict | None:
+        """What a ``local/`` model is, for its cache keys (None for remote models, whose string and
+        ``api_base`` are their identity): content digests of the weights and the adapter, the
+        dtype and the versions of the libraries that run it. Raises when the model is missing."""
+        if not model.startswith(LOCAL_PREFIX):
+            return None
+        path, adapter = self.local_spec(model)
+        return {"weights": weights_digest(path), "adapter": weights_digest(adapter) if adapter else None,
+                "dtype": self.local_dtype, "runtime": runtime_versions()}
+
+    def cache_key(self, req: ChatRequest) -> str:
+        return req.cache_key(self.identity(req.model))
+
     def _cached(self, req: ChatRequest, key: str | None = None) -> ChatResult | None:
         if self._cache is None:
             return None
-        hit = self._cache.get(key or req.cache_key())
+        hit = self._cache.get(key or self.cache_key(req))
         if hit is None:
+            return None
+        problem = entry_problem(hit)
+        if problem is not None:  # foreign or wrongly typed: a miss, asked again and stored over
+            with self._lock:
+                self.cache_rejected += 1
+            log.warning("response cache: ignoring entry %s (%s); asking again", (key or "")[:12], problem)
             return None
         return ChatResult(**{**hit, "role": req.role, "id": req.id, "cached": True, "attempts": 0, "latency_ms": 0.0})
 
@@ -178,7 +202,7 @@ class Gateway:
             d = asdict(res)
             for k in ("role", "id", "cached", "attempts"):
                 d.pop(k)
-            self._cache.set(key or req.cache_key(), d)
+            self._cache.set(key or self.cache_key(req), d)
 
     # -- remote (LiteLLM) ------------------------------------------------------------------
 
@@ -331,13 +355,16 @@ class Gateway:
 
         # the cache (keys are JSON + sha256 of each request; diskcache is SQLite) is read and
         # written in worker threads, so the event loop only sends and receives, as a bare client's does
-        keys = [None] * len(requests)
+        keys: list[str | None] = [None] * len(requests)
+        unknown: dict[str, str] = {}  # local models whose identity cannot be taken: why
         if self._cache is not None:
-            keys = await asyncio.to_thread(lambda: [r.cache_key() for r in requests])
-        hits = await asyncio.to_thread(lambda: [self._cached(r, k) for r, k in zip(requests, keys, strict=True)])
+            keys = await asyncio.to_thread(self._keys, requests, unknown)
+        hits = await asyncio.to_thread(lambda: [self._cached(r, k) if k else None for r, k in zip(requests, keys, strict=True)])
         local_idx, remote_idx = [], []
         for i, req in enumerate(requests):
-            if hits[i] is not None:
+            if req.model in unknown:  # as a model that cannot load: the endpoint's failure, not the item's
+                done(i, ChatResult(None, req.model, req.role, req.id, error=unknown[req.model], retryable=True))
+            elif hits[i] is not None:
                 done(i, hits[i])
             elif req.model.startswith(LOCAL_PREFIX):
                 local_idx.append(i)
@@ -364,6 +391,16 @@ class Gateway:
 
         await asyncio.gather(local(), *(one(i) for i in remote_idx))
         return results  # type: ignore[return-value]
+
+    def _keys(self, requests: Sequence[ChatRequest], unknown: dict[str, str]) -> list[str | None]:
+        """Cache keys, one identity per distinct model of the batch."""
+        ids: dict[str, dict | None] = {}
+        for m in {r.model for r in requests}:
+            try:
+                ids[m] = self.identity(m)
+            except Exception as exc:
+                unknown[m] = f"{type(exc).__name__}: {exc}"
+        return [r.cache_key(ids[r.model]) if r.model in ids else None for r in requests]
 
     def batch(self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None] | None = None) -> list[ChatResult]:
         """Synchronous :meth:`abatch`, run on the process's one gateway event loop. Callers in

@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["ChatRequest", "ChatResult", "Endpoint", "LOCAL_PREFIX"]
+__all__ = ["ChatRequest", "ChatResult", "Endpoint", "LOCAL_PREFIX", "ENTRY_FIELDS", "entry_problem"]
 
 LOCAL_PREFIX = "local/"
 
@@ -35,9 +35,13 @@ class ChatRequest:
     #: it and the returned text starts with it. Remote endpoints ignore it.
     prefix: str | None = None
 
-    def cache_key(self) -> str:
+    def cache_key(self, identity: dict | None = None) -> str:
+        """sha256 of everything that decides the answer. ``identity`` is what a ``local/`` name
+        stands for (the gateway's :meth:`~progra_core.llm.gateway.Gateway.identity`: content digests
+        of the weights and adapter, dtype, library versions); it replaces the name, which is only
+        an alias (``local/policy`` may be any model). Remote models are their string + ``api_base``."""
         payload = {
-            "model": self.model,
+            "model": self.model if identity is None else {"local": identity},
             "messages": self.messages,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
@@ -49,6 +53,27 @@ class ChatRequest:
             "prefix": self.prefix if self.model.startswith(LOCAL_PREFIX) else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: the fields a cache entry holds, and the types each may have
+ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "text": (str,), "model": (str,), "error": (type(None),), "finish_reason": (str, type(None)),
+    "prompt_tokens": (int,), "completion_tokens": (int,), "latency_ms": (int, float), "retryable": (bool,),
+}
+
+
+def entry_problem(entry: object) -> str | None:
+    """Why a cache entry is not an answer this gateway stored (None when it is one)."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    if "text" not in entry:
+        return "no text"
+    for k, v in entry.items():
+        if k not in ENTRY_FIELDS:
+            return f"unknown field {k!r}"
+        if not isinstance(v, ENTRY_FIELDS[k]) or (isinstance(v, bool) and bool not in ENTRY_FIELDS[k]):
+            return f"{k} is a {type(v).__name__}"
+    return None
 
 
 @dataclass

@@ -18,7 +18,6 @@ datasets, PEFT, torch, transformers, TRL are imported inside the functions that 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,11 +30,9 @@ from progra_core import versioning
 from progra_core.config import GRPOConfig
 from progra_core.llm.hf import quiet_hf
 from progra_core.methods import Recipe
-from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
-from progra_core.train import memory, rewards, rollout, samplers
+from progra_core.train import memory, rollout
 from progra_core.train.rewards import Rubric
 from progra_core.train.sft import (
     device_kwargs,
@@ -52,7 +49,7 @@ __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episod
            "reward_functions", "Recorder", "rubric_for"]
 
 STAGE = "grpo"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], rollout, samplers, rewards, policy_prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 

@@ -11,7 +11,6 @@ datasets, PEFT, torch, transformers, TRL are imported inside the functions that 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,7 +23,6 @@ from progra_core.data.sft_data import split_for, turn_end_examples
 from progra_core.llm.hf import quiet_hf
 from progra_core.methods import Recipe
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import reject
@@ -34,7 +32,7 @@ __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora
            "quiet_trainer", "save_adapter", "world", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
 
 STAGE = "sft"
-CODE_VERSION = versioning.code_version("1", sys.modules[__name__], policy_prompts, prompt_tools)
+CODE_VERSION = versioning.code_version("1", __name__)
 
 
 def sft_rows(r: Recipe, examples: Sequence[dict], segments: Sequence[dict], validation_percent: int = 10,

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 CORE = {
     "calls": set(), "versioning": set(), "sharding": set(), "schemas": set(), "methods": set(),
     "envs": {"calls", "schemas"},
-    "llm": {"schemas"},
+    "llm": {"schemas", "versioning"},
     "prompts": {"calls", "schemas"},
     "sources": {"calls", "schemas", "envs"},
     "config": {"envs", "methods"},
