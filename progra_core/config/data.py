@@ -84,6 +84,10 @@ class SegmentConfig(Section):
 
 
 class AwarenessConfig(Section):
+    generator: Literal["llm", "template"] = Field("llm", description=(
+        "Who writes S^a: 'llm' = models.generator (the paper's GPT-4o role); 'template' = written from the segment "
+        "itself (progress of earlier turns, the request, a_fc and the rest of the turn in words), no model: a "
+        "zero-cost bootstrap and a baseline. Verification decides what is kept either way."))
     prompt_version: str = "v2"
     max_attempts: int = Field(3, ge=1, description="Retries on unparsable output or literal calls (reason fed back).")
     temperature: float = 0.3

@@ -1,4 +1,5 @@
-"""Stage ``awareness`` (Eq. 8): LLM_gen writes S^a = summary + plan + rationale for each segment.
+"""Stage ``awareness`` (Eq. 8): LLM_gen writes S^a = summary + plan + rationale for each segment
+(or, with ``awareness.generator: template``, :func:`template_awareness` writes it from the segment).
 
 A response is accepted when it has a summary and a plan and contains no literal function call;
 otherwise the request is asked again with the reason fed back (``max_attempts`` in all), then the
@@ -19,15 +20,16 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from progra_core import versioning
-from progra_core.calls import balanced_span
+from progra_core.calls import balanced_span, calls_from_records
 from progra_core.config import AwarenessConfig
 from progra_core.llm import ChatRequest, Gateway
 from progra_core.prompts import awareness as prompts
+from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.schemas import AWARENESS, reject, tool_functions
 
 __all__ = ["STAGE", "CODE_VERSION", "AWARENESS", "AwarenessParseError", "parse_awareness", "annotate", "awareness_id",
-           "tool_names", "select_segments", "split_outcomes"]
+           "tool_names", "select_segments", "split_outcomes", "template_awareness", "template_target", "TEMPLATE_GENERATOR"]
 
 STAGE = "awareness"
 CODE_VERSION = versioning.code_version("1", __name__)
@@ -209,9 +211,67 @@ def _generate(gateway: Gateway, convs: list[list[dict]], ids: list[str], generat
     return answers
 
 
+#: the ``generator`` column of rows the template writer made
+TEMPLATE_GENERATOR = "template"
+
+
+def template_awareness(seg: dict) -> tuple[str, str, str]:
+    """(summary, plan, rationale) written from the segment itself, no model: the summary is the
+    progress of the earlier turns (``policy.progress_note``, the note the previous turn's end
+    carries), the current request and what already ran for it; the plan is a_fc in words, then
+    the rest of the turn from c_fut (or the answer that ends it); the rationale ties them. A
+    zero-cost bootstrap for CPU runs and a floor next to an LLM generator; verification still
+    decides what is kept."""
+    earlier = policy_prompts.progress_note(policy_prompts.earlier_turns(seg.get("history")))
+    done: list = []
+    for m in seg.get("prior_steps") or []:
+        if m["role"] == "assistant":
+            done += policy_prompts.decode_calls(m["content"])[0] or []
+    summary = (f"{earlier} " if earlier else "") + f"Now the user asks: {' '.join((seg.get('query') or '').split())}"
+    summary += f" Already run for it: {policy_prompts.calls_in_words(done)}." if done else ""
+    later: list = []
+    for m in seg.get("future") or []:
+        if m["role"] == "user":
+            break
+        if m["role"] == "assistant":
+            later += policy_prompts.decode_calls(m["content"])[0] or []
+    target = calls_from_records(seg.get("target_calls"))
+    plan = f"call {policy_prompts.calls_in_words(target)}"
+    plan += f", then {policy_prompts.calls_in_words(later)}, then answer the user." if later else ", then answer the user."
+    names = ", ".join(dict.fromkeys(c.name for c in target))
+    rationale = (f"The request asks for what {names} does, with the values given"
+                 + (" and the results of the calls already run." if done else "; nothing has to run before it."))
+    return summary, plan, rationale
+
+
+def template_target(seg: dict) -> str:
+    """The policy's target for a segment with its template awareness (``policy.format_policy_target``)."""
+    summary, plan, rationale = template_awareness(seg)
+    calls = "[" + ", ".join(c["text"] for c in seg.get("target_calls") or []) + "]"
+    return policy_prompts.format_policy_target(calls, summary, plan, rationale)
+
+
+def _template_rows(segments: list[dict], cfg: AwarenessConfig) -> pa.Table:
+    now = datetime.now(UTC)
+    rows = []
+    for s in segments:
+        summary, plan, rationale = template_awareness(s)
+        rows.append({
+            "awareness_id": awareness_id(s["segment_id"], TEMPLATE_GENERATOR, cfg.prompt_version), "segment_id": s["segment_id"],
+            "generator": TEMPLATE_GENERATOR, "prompt_version": cfg.prompt_version,
+            "text": f"<summary>{summary}</summary>\n<plan>{plan}</plan>\n<rationale>{rationale}</rationale>",
+            "summary": summary, "plan": plan, "rationale": rationale, "created_at": now, "reject_reason": None,
+            "reject_detail": None, "attempts": 1, "retries": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0,
+        })
+    return pa.Table.from_pylist(rows, schema=AWARENESS_SHARD)
+
+
 def annotate(segments: list[dict], gateway: Gateway, generator: str, cfg: AwarenessConfig,
              api_base: str | None = None, api_key_env: str | None = None) -> pa.Table:
-    """One shard: rounds of batch requests; failed parses are asked again with the reason fed back."""
+    """One shard: rounds of batch requests; failed parses are asked again with the reason fed back.
+    ``cfg.generator == "template"``: the rows are written by :func:`template_awareness` (no request)."""
+    if cfg.generator == TEMPLATE_GENERATOR:
+        return _template_rows(segments, cfg)
     acc = [{"attempts": 0, "retries": 0, "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0} for _ in segments]
     names = [tool_names(s.get("tools")) for s in segments]
     convs = [prompts.awareness_messages(s, prompt_tools.render_tools(_tools(s, cfg.tools)), cfg.future_chars) for s in segments]

@@ -1,20 +1,21 @@
 """Stage ``sft_data``: D_sft = D_aug ∪ D_cs as chat examples TRL consumes directly.
 
-* awareness examples (one per augmented row): prompt = system (instructions + tools) + the
-  conversation so far + the current query (+ this turn's earlier steps), or the augmented
-  example's own inputs; target = ``<summary>S^a</summary><think>rationale</think><answer>[calls]</answer>``
-  (Fig. 10);
-* cold-start examples (D_cs): the same prompt for segments of D, target = only the well-formed
-  ``<answer>[calls]</answer>``; ``cold_start_ratio`` per awareness example, at least
-  ``cold_start_min``;
+Every prompt is in the awareness layout a PAG-RL rollout shows at the same step
+(``policy.turn_messages``, built here by :func:`pag_prompt`): the PAG system prompt (instructions +
+tools), the progress of the earlier turns (``policy.progress_note`` of c_his: each request and the
+calls that served it, the summary the previous turn's closing answer writes) with the current
+request, and this turn's earlier steps as the policy is taught to write them.
+
+* awareness examples (one per augmented row; an augmented example's own inputs where it changed
+  them): target = ``<summary>S^a</summary><think>rationale</think><answer>[calls]</answer>`` (Fig. 10);
+* cold-start examples (D_cs): segments of D *without* an awareness row (no prompt is taught two
+  answers), target = only the well-formed ``<answer>[calls]</answer>``; ``cold_start_ratio`` per
+  awareness example, at least ``cold_start_min``;
 * turn-end examples (``turn_ends``): for every turn of the trajectories above, the prompt after the
-  turn's last call and its result, target = a plain answer (the turn's reply, or ``TURN_DONE``),
-  in the format of the rows its trajectory gave: with a summary where it has awareness rows,
-  the answer alone where it is cold start only. BFCL and synthesized turns carry no reply, so
-  without these the policy is never shown how a turn ends, and in BFCL a turn ends only on an
-  answer without calls. (The format must match: when every turn end opens with ``<summary>``
-  and every cold-start call with ``<answer>``, the first token decides "call or end", and a
-  model trained mostly on cold start never ends a turn — measured: 0 of 8 held-out turn ends.)
+  turn's last call and its results, target = the progress note of every turn so far as the
+  summary, then a plain answer (the turn's reply, or ``TURN_DONE``). BFCL and synthesized turns
+  carry no reply, so without these the policy is never shown how a turn ends, and in BFCL a turn
+  ends only on an answer without calls; with the summary, TEMPLATE's format holds on every step.
 
 Rows store ``messages`` (prompt + completion), and ``prompt`` / ``completion`` separately, so
 TRL can train on completions only. The train/validation split is by trajectory (hash of its id),
@@ -31,13 +32,14 @@ from collections.abc import Iterable
 import pyarrow as pa
 
 from progra_core import versioning
+from progra_core.calls import calls_from_records
 from progra_core.config import SFTDataConfig
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import SFT_EXAMPLES, reject
 
-__all__ = ["STAGE", "CODE_VERSION", "SFT_EXAMPLES", "sft_data", "split_for", "turn_end_examples"]
+__all__ = ["STAGE", "CODE_VERSION", "SFT_EXAMPLES", "sft_data", "split_for", "turn_end_examples", "pag_prompt"]
 
 STAGE = "sft_data"
 CODE_VERSION = versioning.code_version("1", __name__)
@@ -72,36 +74,87 @@ def _closing(seg: dict) -> tuple[list[dict], str | None]:
     return results, reply
 
 
+#: (trajectory id, turn, step) -> what the policy is taught to write at that step
+Taught = dict[tuple[str, int, int], str]
+
+
+def _taught_steps(seg: dict, steps: list[dict], taught: Taught) -> list[dict]:
+    """This turn's earlier steps as the policy would have written them: each call step's SFT
+    target (its awareness form where D_aug has one, else the bare answer), then its results."""
+    out, k = [], 0
+    for m in steps:
+        if m["role"] == "assistant":
+            text = taught.get((seg["trajectory_id"], seg["turn_index"], k)) or f"<answer>{m['content']}</answer>"
+            out.append({"role": "assistant", "content": text})
+            k += 1
+        else:
+            out.append(m)
+    return out
+
+
+def pag_prompt(seg: dict, docs_style: DocStyle, tools: str | None = None, context: dict | None = None,
+               taught: Taught | None = None, steps: list[dict] | None = None) -> list[dict]:
+    """A step's prompt in the awareness layout (``policy.turn_messages``, what a PAG-RL rollout
+    shows): the PAG system prompt, the progress of the earlier turns (``policy.progress_note`` of
+    c_his) with the current request, this turn's earlier steps as taught. ``context`` replaces any
+    of ``history`` / ``query`` / ``prior_steps`` (an augmented example's own inputs)."""
+    ctx = {**seg, **{k: v for k, v in (context or {}).items() if v is not None}}
+    system = policy_prompts.policy_system(tools if tools is not None else seg["tools"], seg.get("scenario"), docs_style, True)
+    progress = policy_prompts.progress_note(policy_prompts.earlier_turns(ctx.get("history")))
+    prior = _taught_steps(seg, list(ctx.get("prior_steps") or []), taught or {})
+    return policy_prompts.turn_messages(system, ctx["query"], progress, prior + list(steps or []))
+
+
 def turn_end_examples(segments: Iterable[dict], trajectories: set[str] | None, awareness: bool, docs_style: DocStyle,
-                      cfg: SFTDataConfig, summarize: bool | None = None) -> list[dict]:
+                      cfg: SFTDataConfig, taught: Taught | None = None) -> list[dict]:
     """One example per turn (of ``trajectories``, or all): the prompt after the turn's last call
-    and its results (the PAG system prompt when ``awareness``), the target a plain answer, with
-    a summary before it when ``summarize`` (default: ``awareness``). Held-out scenarios never enter."""
-    summarize = awareness if summarize is None else summarize
+    and its results, the target a plain answer. With ``awareness``: the awareness layout and a
+    summary (the progress note of every turn so far, carried into the next turn); without: the
+    raw conversation and the answer alone. Held-out scenarios never enter."""
     last: dict[tuple[str, int], dict] = {}
     turn_calls: dict[tuple[str, int], list[dict]] = {}
+    turn_results: dict[tuple[str, int], list[dict]] = {}
     for seg in segments:
         if seg.get("split") == "held_out" or (trajectories is not None and seg["trajectory_id"] not in trajectories):
             continue
         key = (seg["trajectory_id"], seg["turn_index"])
         turn_calls.setdefault(key, []).extend(seg["target_calls"])
+        turn_results.setdefault(key, []).extend(_closing(seg)[0])
         if key not in last or seg["step_index"] > last[key]["step_index"]:
             last[key] = seg
     out = []
     for key in sorted(last):
         seg = last[key]
         results, reply = _closing(seg)
-        prompt = build_prompt(seg, awareness=awareness, docs_style=docs_style)
-        prompt += [{"role": "assistant", "content": _calls_text(seg["target_calls"])}, *results]
-        target = policy_prompts.format_turn_end(reply, seg["query"] if summarize else None, turn_calls[key])
+        if awareness:
+            taught = taught or {}
+            step = taught.get((seg["trajectory_id"], seg["turn_index"], seg["step_index"])) or \
+                policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))
+            prompt = pag_prompt(seg, docs_style, taught=taught, steps=[{"role": "assistant", "content": step}, *results])
+            turns = policy_prompts.earlier_turns(seg.get("history")) + [
+                (seg["query"], calls_from_records(turn_calls[key]), [m["content"] for m in turn_results[key]])]
+            target = policy_prompts.format_turn_end(reply, turns)
+        else:
+            prompt = build_prompt(seg, awareness=False, docs_style=docs_style)
+            prompt += [{"role": "assistant", "content": _calls_text(seg["target_calls"])}, *results]
+            target = policy_prompts.format_turn_end(reply)
         out.append(_row("turn_end", f"end:{seg['trajectory_id']}#t{seg['turn_index']}", seg, prompt, target, cfg))
     return out
 
 
 def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfig,
              docs_style: DocStyle = "json") -> tuple[pa.Table, list[dict], dict]:
-    """``augmented``: augmented rows; ``segments``: segment_id -> segment row (all of D's segments)."""
+    """``augmented``: augmented rows; ``segments``: segment_id -> segment row (all of D's segments).
+
+    Every row is in the awareness layout a PAG-RL rollout shows. Cold-start rows come only from
+    segments without an awareness row, so no prompt is taught two different answers."""
     rows, rejects = [], []
+    taught: Taught = {}
+    for a in augmented:  # the original (op none) of each awareness row: what later steps show as this step
+        seg = segments.get(a["segment_id"])
+        if seg is not None and a["op"] == "none":
+            taught[(seg["trajectory_id"], seg["turn_index"], seg["step_index"])] = policy_prompts.format_policy_target(
+                _calls_text(a["target_calls"]), a["summary"] or a["text"], a["plan"], a["rationale"])
     for a in augmented:
         seg = segments.get(a["segment_id"])
         if seg is None:
@@ -110,21 +163,20 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
         if seg.get("split") == "held_out":
             continue
         context = {k: a.get(k) for k in ("history", "query", "prior_steps")}  # the augmented inputs, where changed
-        prompt = build_prompt(seg, a["tools"], docs_style=docs_style, context=context)
+        prompt = pag_prompt(seg, docs_style, a["tools"], context, taught)
         target = policy_prompts.format_policy_target(_calls_text(a["target_calls"]), a["summary"] or a["text"], a["plan"], a["rationale"])
         rows.append(_row("awareness", f"aw:{a['aug_id']}", seg, prompt, target, cfg, op=a["op"]))
     n_aw = len(rows)
-    pool = sorted((s for s in segments.values() if s.get("split") != "held_out"), key=lambda s: s["segment_id"])
+    covered = {r["segment_id"] for r in rows}
+    pool = sorted((s for s in segments.values() if s.get("split") != "held_out" and s["segment_id"] not in covered),
+                  key=lambda s: s["segment_id"])
     random.Random(cfg.seed).shuffle(pool)
     n_cs = min(len(pool), max(round(cfg.cold_start_ratio * n_aw), cfg.cold_start_min))
     for seg in pool[:n_cs]:
         target = policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))
-        rows.append(_row("cold_start", f"cs:{seg['segment_id']}", seg, build_prompt(seg, docs_style=docs_style), target, cfg))
+        rows.append(_row("cold_start", f"cs:{seg['segment_id']}", seg, pag_prompt(seg, docs_style, taught=taught), target, cfg))
     if cfg.turn_ends:
-        aware = {r["trajectory_id"] for r in rows if r["kind"] == "awareness"}
-        cold = {r["trajectory_id"] for r in rows} - aware
-        rows += turn_end_examples(segments.values(), aware, True, docs_style, cfg)
-        rows += turn_end_examples(segments.values(), cold, True, docs_style, cfg, summarize=False)
+        rows += turn_end_examples(segments.values(), {r["trajectory_id"] for r in rows}, True, docs_style, cfg, taught)
     kinds = Counter(r["kind"] for r in rows)
     stats = {"rows": len(rows), "awareness": kinds["awareness"], "cold_start": kinds["cold_start"],
              "turn_end": kinds["turn_end"], "rejects": len(rejects), "by_split": dict(Counter(r["split"] for r in rows))}

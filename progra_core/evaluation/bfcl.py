@@ -38,7 +38,7 @@ from progra_core.envs.bfcl import BFCLEnv
 from progra_core.evaluation import scoring
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts.policy import decode_calls
+from progra_core.prompts.policy import decode_calls, parse_action
 from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
@@ -118,6 +118,12 @@ class _Run:
         else:
             system = policy_prompts.policy_system(entry["function"], self.env.scenario(), docs_style, subject.awareness)
         self.system = system + (_COT if subject.cot else "")
+        #: the awareness layout (``policy.turn_messages``): a PAG policy under its training prompt sees
+        #: info_meta, its own latest summary with the current request, and this turn's steps, as in RL
+        self.pag = cfg.prompt == "policy" and subject.awareness
+        self.progress: str | None = None
+        self.query = ""
+        self.turn_steps: list[dict] = []
         self.messages: list[dict] = []
         self.turns: list[list[list[Call]]] = []
         self.steps: list[dict] = []
@@ -146,6 +152,14 @@ class _Run:
                 msgs.insert(0, {"role": "system", "content": self.system})
         self.messages.extend(msgs)
         self.turns.append([])
+        self.query = "\n\n".join(m["content"] for m in msgs if m["role"] == "user")
+        self.turn_steps = []
+
+    def context(self) -> list[dict]:
+        """What the model is asked with now: the whole conversation, or the awareness layout."""
+        if not self.pag:
+            return list(self.messages)
+        return policy_prompts.turn_messages(self.system, self.query, self.progress, self.turn_steps)
 
     def advance(self, res: ChatResult) -> None:
         for k in self.usage:
@@ -154,6 +168,9 @@ class _Run:
             self.done, self.ended, self.detail = True, "inference_error", res.error or "no text"
             return
         self.messages.append({"role": "assistant", "content": res.text})
+        self.turn_steps.append({"role": "assistant", "content": res.text})
+        summary = parse_action(res.text).summary
+        self.progress = summary or self.progress
         calls, err = decode_calls(res.text)
         log = {"turn": self.turn, "step": self.step, "text": res.text, "calls": [], "observations": [], "decode_error": err}
         self.steps.append(log)
@@ -164,7 +181,9 @@ class _Run:
         log["calls"], log["observations"] = [format_call(c) for c in calls], obs
         self.turns[-1].append(calls)
         results = [{"role": "tool", "name": format_call(c), "content": o} for c, o in zip(calls, obs, strict=True)]
-        self.messages.extend([{"role": "user", "content": repr(results)}] if self.remote else results)
+        shown = [{"role": "user", "content": repr(results)}] if self.remote else results
+        self.messages.extend(shown)
+        self.turn_steps.extend(shown)
         self.step += 1
         if self.step > self.cfg.max_steps_per_turn:
             self.done, self.ended = True, "force_terminated"
@@ -196,7 +215,7 @@ def run_bfcl(entries: Sequence[dict], gateway, subject: Subject, cfg: EvaluateCo
             rejects.append(reject(STAGE, e.get("id"), "env_error", f"{type(ex).__name__}: {ex}"))
     total = len(runs)
     while active := [r for r in runs if not r.done]:
-        reqs = [ChatRequest(messages=list(r.messages), model=subject.model, role="policy", temperature=cfg.temperature,
+        reqs = [ChatRequest(messages=r.context(), model=subject.model, role="policy", temperature=cfg.temperature,
                             max_tokens=cfg.max_tokens, seed=cfg.seed + r.trial, sample=r.trial, api_base=subject.api_base,
                             api_key_env=subject.api_key_env, id=f"{r.entry['id']}#{r.trial}") for r in active]
         for r, res in zip(active, gateway.batch(reqs), strict=True):

@@ -36,7 +36,8 @@ def payload(cfg: PipelineConfig, subject: Subject) -> dict:
     out = {"evaluate": section, "subject": asdict(subject), "policy": cfg.models.policy,
            "held_out_percent": cfg.ingest.held_out_percent, "tool_docs": cfg.tool_docs}
     if cfg.evaluate.next_call_limit:  # the cases are asked in the run's method's prompt style
-        out["next_call_prompt"] = {"awareness": methods.recipe(cfg.method).awareness_prompt}
+        out["next_call_prompt"] = {"awareness": methods.recipe(cfg.method).awareness_prompt,
+                                   "step_mode": cfg.ingest.step_mode}
     if cfg.evaluate.tau2_domains:  # the user simulator shapes every tau2 conversation
         out["user_simulator"] = {"model": cfg.models.user_simulator, "api_base": cfg.models.api_base.get("user_simulator"),
                                  "tau2": tau2_version(), "code": tau2.CODE_VERSION}
@@ -49,7 +50,7 @@ def planned_runs(cfg: PipelineConfig) -> tuple[list[dict], list, list[dict]]:
     entries = bfcl.select_test_entries(ev, cfg.ingest.held_out_percent) if ev.categories else []
     tasks = tau2.select_tau2_tasks(ev) if ev.tau2_domains else []
     cases = next_call.next_call_cases(ev, cfg.ingest.held_out_percent, methods.recipe(cfg.method).awareness_prompt,
-                                      cfg.tool_docs)
+                                      cfg.tool_docs, cfg.ingest.step_mode)
     return entries, tasks, cases
 
 

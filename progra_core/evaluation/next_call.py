@@ -2,8 +2,9 @@
 
 From BFCL's held-out base scenarios (never trained on), each case is one step with its
 ground-truth prefix already played: the prompt is exactly what SFT shows for that step (the same
-system prompt, the same tool-docs rendering, the raw prefix of calls and results), and the model
-writes its next action once. Two kinds of case:
+system prompt, the same tool-docs rendering, the same layout: the awareness layout for PAG
+methods, the raw prefix of calls and results otherwise; steps cut as ``ingest.step_mode`` cuts
+them), and the model writes its next action once. Two kinds of case:
 
 * ``call`` (the step calls functions): *valid* = the output decodes to a call list; *function* =
   it calls the same functions (as a multiset); *exact* = ``schema_equal`` with a_fc (positional
@@ -26,8 +27,9 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.calls import calls_from_records, format_call, schema_equal
 from progra_core.config import EvaluateConfig, SegmentConfig, SFTDataConfig
+from progra_core.data.awareness import template_target
 from progra_core.data.segment import segment_trajectory
-from progra_core.data.sft_data import turn_end_examples
+from progra_core.data.sft_data import pag_prompt, turn_end_examples
 from progra_core.envs.factory import make_env
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import ChatRequest
@@ -35,28 +37,34 @@ from progra_core.prompts.policy import build_prompt, decode_calls
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import EVAL_RESULTS
 from progra_core.sources import bfcl as bfcl_data
+from progra_core.sources.bfcl import StepMode
 
 __all__ = ["CODE_VERSION", "next_call_cases", "run_next_call"]
 
 CODE_VERSION = versioning.code_version("1", __name__)
 
 
-def next_call_cases(cfg: EvaluateConfig, held_out_percent: int, awareness: bool, docs_style: DocStyle) -> list[dict]:
+def next_call_cases(cfg: EvaluateConfig, held_out_percent: int, awareness: bool, docs_style: DocStyle,
+                    step_mode: StepMode = "per_call") -> list[dict]:
     """The cases: ``cfg.next_call_limit`` call steps and a quarter as many turn ends, from the
-    held-out BFCL base scenarios, those with the shortest prompts first (cheap and deterministic)."""
+    held-out BFCL base scenarios segmented as training segments them (``step_mode``), those with
+    the shortest prompts first (cheap and deterministic). With ``awareness`` the prompts are in
+    the awareness layout SFT and PAG-RL show (``sft_data.pag_prompt``); a turn end's earlier step
+    is shown in the template awareness form a trained policy writes."""
     if not cfg.next_call_limit:
         return []
-    trajectories = [bfcl_data.entry_to_trajectory(e, held_out_percent=held_out_percent)
+    trajectories = [bfcl_data.entry_to_trajectory(e, step_mode=step_mode, held_out_percent=held_out_percent)
                     for e in bfcl_data.select_entries(["base"], "held_out", held_out_percent)]
     segs = [s for t in trajectories for s in segment_trajectory(t, SegmentConfig())]
     calls = []
     for s in segs:
-        prompt = build_prompt(s, awareness=awareness, docs_style=docs_style)
+        prompt = pag_prompt(s, docs_style) if awareness else build_prompt(s, awareness=False, docs_style=docs_style)
         calls.append({"case_id": s["segment_id"], "kind": "call", "prompt": prompt, "target": s["target_calls"],
                       "env": s["env"], "involved_classes": s["involved_classes"]})
+    taught = {(s["trajectory_id"], s["turn_index"], s["step_index"]): template_target(s) for s in segs} if awareness else None
     ends = [{"case_id": e["example_id"], "kind": "end", "prompt": e["prompt"], "target": [], "env": "bfcl", "involved_classes": []}
             for e in turn_end_examples([{**s, "split": "train"} for s in segs], None, awareness, docs_style,
-                                       SFTDataConfig(validation_percent=0))]
+                                       SFTDataConfig(validation_percent=0), taught)]
 
     def size(case):
         return (sum(len(m["content"] or "") for m in case["prompt"]), case["case_id"])

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 
 from progra_core.calls import Call, CallParseError, parse_calls
-from progra_core.prompts.tools import DocStyle, describe_calls, render_tools
+from progra_core.prompts.tools import DocStyle, render_tools
 
 __all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE",
-           "Action", "parse_action", "decode_calls", "visible_text", "template_ok"]
+           "Action", "parse_action", "decode_calls", "visible_text", "template_ok", "turn_messages", "earlier_turns",
+           "progress_note", "calls_in_words"]
 
 _POLICY_SYSTEM = """You call functions to do what the user asks. At each step write three sections:
 <summary>the user's goal, the values confirmed so far, the calls made and their results, the current state, and what is left</summary>
@@ -60,6 +61,67 @@ def progress_query(query: str, progress: str | None) -> str:
     return f"Progress so far (your own summary):\n{progress}\n\nCurrent request:\n{query}"
 
 
+def turn_messages(system: str, query: str, progress: str | None, steps: list[dict] | None = None) -> list[dict]:
+    """The awareness-guided context of a step (Eq. 12), the one renderer of SFT rows, PAG-RL
+    rollouts and evaluation: info_meta, the latest progress summary with the current request
+    Q_i, and this turn's earlier steps (the policy's own outputs and their results)."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": progress_query(query, progress)},
+            *(steps or [])]
+
+
+def calls_in_words(calls: list[Call]) -> str:
+    """``cd with folder = 'docs'; then ls with no arguments``: calls in words, no call syntax."""
+    out = []
+    for c in calls:
+        vals = [repr(v) for v in c.positional] + [f"{k} = {v!r}" for k, v in c.args.items()]
+        out.append(f"{c.name} with {', '.join(vals)}" if vals else f"{c.name} with no arguments")
+    return "; then ".join(out) or "nothing"
+
+
+#: one earlier turn as a progress note tells it: the request, the calls that served it, their results
+Turn = tuple[str, list[Call], list[str]]
+
+
+def earlier_turns(history: list[dict] | None) -> list[Turn]:
+    """(request, calls, results) per earlier turn of a raw conversation prefix (c_his): each user
+    message opens a turn, assistant call lists add their calls, tool messages their results."""
+    out: list[Turn] = []
+    for m in history or []:
+        if m["role"] == "user":
+            out.append((m["content"] or "", [], []))
+        elif m["role"] == "assistant" and out:
+            calls, _ = decode_calls(m["content"])
+            out[-1][1].extend(calls or [])
+        elif m["role"] == "tool" and out:
+            out[-1][2].append(m["content"] or "")
+    return out
+
+
+#: earlier turns a progress note spells out; older ones are counted (the note stays short)
+NOTE_TURNS = 3
+_QUERY_CHARS, _RESULT_CHARS = 160, 120
+
+
+def _short(text: str, limit: int = _QUERY_CHARS) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def progress_note(turns: list[Turn]) -> str | None:
+    """What is done after these turns, as the summary a turn's closing answer carries into the
+    next turn (and SFT shows as that turn's progress): each request, the calls that served it and
+    what they returned (clipped)."""
+    if not turns:
+        return None
+    shown = turns[-NOTE_TURNS:]
+    head = f"{len(turns) - len(shown)} earlier requests were completed. " if len(turns) > len(shown) else ""
+    parts = []
+    for q, calls, results in shown:
+        got = "; ".join(_short(r, _RESULT_CHARS) for r in results if r)
+        parts.append(f"The user asked: {_short(q)} Done: {calls_in_words(calls)}." + (f" Result: {got}" if got else ""))
+    return f"{head}{' '.join(parts)} Nothing is left to do for these requests."
+
+
 def build_prompt(seg: dict, tools_json: str | None = None, awareness: bool = True, docs_style: DocStyle = "json",
                  context: dict | None = None) -> list[dict]:
     """The raw-prefix prompt of a segment: info_meta, c_his, q and this turn's earlier steps.
@@ -82,18 +144,15 @@ def format_policy_target(calls_text: str, summary: str | None = None, plan: str 
     return f"<summary>{s}</summary>\n<think>{(rationale or '').strip()}</think>\n<answer>{calls_text}</answer>"
 
 
-def format_turn_end(reply: str | None, query: str | None = None, calls: list[dict] | None = None) -> str:
-    """The target of the step that closes a turn: a plain answer, no call. With ``query`` (the
-    awareness format), its summary states what was asked and which calls served it, so the note
-    carried into the next turn says the request is done."""
+def format_turn_end(reply: str | None, turns: list[Turn] | None = None) -> str:
+    """The target of the step that closes a turn: a plain answer, no call. With ``turns`` (every
+    turn so far, this one last: the awareness format), its summary is :func:`progress_note`, so
+    the note carried into the next turn says what is done, this request included."""
     answer = f"<answer>{(reply or TURN_DONE).strip()}</answer>"
-    if query is None:
+    if turns is None:
         return answer
-    done = describe_calls(calls) if calls else "nothing"
-    summary = (f"The user asked: {query.strip()} The calls it needed have run ({done}) and their results are in. "
-               "Nothing is left to do for this request.")
     think = "The request is complete, so I answer the user instead of calling a function."
-    return f"<summary>{summary}</summary>\n<think>{think}</think>\n{answer}"
+    return f"<summary>{progress_note(turns)}</summary>\n<think>{think}</think>\n{answer}"
 
 
 # -- reading an output back -----------------------------------------------------------------

@@ -19,13 +19,15 @@ function in :data:`TERMS` and its weight, with no edit to the rollout, which onl
   the policy closed itself can succeed (the rollout's rule);
 * the penalty λ is paid per action that issues calls.
 
-TEMPLATE and SCHEMA are shares of a turn: an action is paid ``α/T_i`` (TEMPLATE, ``T_i`` the turn's
-actions) or ``α/C_i`` (SCHEMA, ``C_i`` its call actions), so a turn earns at most α_fmt + α_schema
-from them however many actions it takes. Paid per action instead (Eq. 14 read literally), a valid
-call nets α_fmt + α_schema − λ = +0.28 and padding a turn with read-only calls, which BFCL's checks
-ignore, raises the return: ten valid calls in turn 1 scored 3.8, four turns played properly at
-50 % success 3.52. With shares, every extra action costs λ and gains nothing, so the best return
-is the shortest correct play (``tests/unit/test_pag_rl.py``).
+TEMPLATE and SCHEMA are paid per turn, all or nothing (the per-turn form Eq. 12-15 allow), on the
+turn's last action: α_fmt when every action of the turn is well-formed, α_schema when every call
+the turn made fits the docs (vacuously true for a turn without calls). Paid per action (Eq. 14 read literally), padding a turn with
+read-only calls, which BFCL's checks ignore, raises the return (ten valid calls in turn 1 scored
+3.8, four turns played properly at 50 % success 3.52); paid as shares of the turn's actions, valid
+calls after a failed one still raise it ((invalid call, end) 0.080 vs the same + 2 valid read-only
+calls 0.173). All or nothing, an extra action can only break a turn's terms and costs λ if it
+calls, so no padded variant of an episode scores above the episode itself, after a correct or a
+failed call (``tests/unit/test_rewards.py``).
 """
 
 from __future__ import annotations
@@ -116,24 +118,38 @@ def responses_ok(target: Sequence[str], got: Sequence[str]) -> bool:
     return not missing_observations(target, got)
 
 
-def _per_turn(p: Played, counts) -> list[int]:
-    """For each action, how many actions of its turn ``counts`` counts (at least 1)."""
-    n: dict[int, int] = {}
+def _turn_closers(p: Played) -> list[bool]:
+    """For each action, whether it is its turn's last (the action paid the turn's format terms)."""
+    last = {s.turn: i for i, s in enumerate(p.steps)}
+    return [last[s.turn] == i for i, s in enumerate(p.steps)]
+
+
+def _per_turn_all(p: Played, ok, applies=lambda s: True, need_one: bool = False) -> list[float]:
+    """1 on each turn's last action when ``ok`` holds for every action of the turn ``applies`` to
+    (and, with ``need_one``, there is at least one), else 0; 0 on every other action."""
+    good: dict[int, bool] = {}
+    seen: dict[int, int] = {}
     for s in p.steps:
-        n[s.turn] = n.get(s.turn, 0) + int(counts(s))
-    return [max(n[s.turn], 1) for s in p.steps]
+        if applies(s):
+            seen[s.turn] = seen.get(s.turn, 0) + 1
+            good[s.turn] = good.get(s.turn, True) and bool(ok(s))
+    return [float(closer and good.get(s.turn, True) and (seen.get(s.turn, 0) > 0 or not need_one))
+            for s, closer in zip(p.steps, _turn_closers(p), strict=True)]
 
 
 def template_term(played: Sequence[Played]) -> list[list[float]]:
-    """TEMPLATE: the share of its turn's actions with the tags the prompt asked for (1/T_i each)."""
-    return [[float(template_ok(s.text, p.prompted)) / t for s, t in zip(p.steps, _per_turn(p, lambda _: True), strict=True)]
-            for p in played]
+    """TEMPLATE: 1 per turn, on its last action, when every action of the turn has the tags the
+    prompt asked for (all or nothing: an extra well-formed action cannot raise it)."""
+    return [_per_turn_all(p, lambda s, p=p: template_ok(s.text, p.prompted)) for p in played]
 
 
 def schema_term(played: Sequence[Played]) -> list[list[float]]:
-    """SCHEMA: the share of its turn's call actions whose calls fit the tool docs shown (1/C_i each)."""
-    return [[float(schema_ok(s.action.calls, p.tools)) / c
-             for s, c in zip(p.steps, _per_turn(p, lambda s: s.action.has_calls), strict=True)] for p in played]
+    """SCHEMA: 1 per turn, on its last action, when every call action of the turn has calls that
+    fit the tool docs shown (all or nothing: valid padding after an invalid call earns 0). A turn
+    without calls passes vacuously, so adding valid calls to it cannot raise its return either;
+    such a turn earns SUCCESS only when nothing had to be called."""
+    return [_per_turn_all(p, lambda s, p=p: schema_ok(s.action.calls, p.tools), lambda s: s.action.has_calls)
+            for p in played]
 
 
 def success_term(played: Sequence[Played]) -> list[list[float]]:

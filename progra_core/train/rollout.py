@@ -248,8 +248,9 @@ class _Play:
         if self.ep.prefix is not None:
             return self.ep.prefix
         q = self.ep.turns[self.turn]["query"]
-        user = policy_prompts.progress_query(q, self.progress) if self.awareness else q
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        if self.awareness:  # the one renderer SFT rows use (sft_data.pag_prompt): the same tokens
+            return policy_prompts.turn_messages(self.system, q, self.progress)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": q}]
 
     def _begin_turn(self) -> None:
         self.turn_obs: list[str] = []

@@ -101,10 +101,10 @@ def test_sft_data_teaches_ending_a_turn():
         answer = parse_action(r["completion"][0]["content"])
         assert answer.answer and answer.calls is None  # a message, not a call list
         assert r["prompt"][-1]["role"] == "tool"  # after the turn's last call and its result
-        # cold start only: the same system prompt and the same opening as the call rows, so the
-        # choice between calling and ending is made after <answer>, not by the first token
+        # the same system prompt as the call rows, and the awareness format TEMPLATE asks for:
+        # the summary is the progress note the next turn starts from
         assert r["prompt"][0] == cold[0]["prompt"][0]
-        assert r["completion"][0]["content"].startswith("<answer>") and "<summary>" not in r["completion"][0]["content"]
+        assert answer.summary and "Nothing is left to do" in answer.summary
     turns_with_calls = sum(1 for t in traj["turns"] if any(a["calls"] for a in t["actions"]))
     assert len(ends) == turns_with_calls
 

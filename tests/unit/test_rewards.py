@@ -78,10 +78,11 @@ def test_the_rubric_weights_the_eq14_terms_and_discounts_the_return():
     call = "<summary>s</summary><think>t</think><answer>[cd(folder='a')]</answer>"
     done = "<summary>s</summary><think>t</think><answer>Done.</answer>"
     [(per_action, R)] = Rubric.from_config(cfg).score([_played((call, None), (done, True))])
-    # one turn of two actions: TEMPLATE pays 1/2 of α_fmt to each, SCHEMA all of α_schema to the one call action
-    assert per_action[0] == pytest.approx({"fmt": 0.05, "schema": 0.2, "acc": 0.0, "pen": -0.05})
-    assert per_action[1] == pytest.approx({"fmt": 0.05, "schema": 0.0, "acc": 1.0, "pen": 0.0})  # a closing message
-    assert R["fmt"] == pytest.approx(0.05 + 0.5 * 0.05) and R["acc"] == pytest.approx(0.5) and R["pen"] == pytest.approx(-0.05)
+    # one turn of two actions: TEMPLATE and SCHEMA are paid once for the turn, on its closing action
+    assert per_action[0] == pytest.approx({"fmt": 0.0, "schema": 0.0, "acc": 0.0, "pen": -0.05})
+    assert per_action[1] == pytest.approx({"fmt": 0.1, "schema": 0.2, "acc": 1.0, "pen": 0.0})  # a closing message
+    assert R["fmt"] == pytest.approx(0.5 * 0.1) and R["schema"] == pytest.approx(0.5 * 0.2)
+    assert R["acc"] == pytest.approx(0.5) and R["pen"] == pytest.approx(-0.05)
     assert R["total"] == pytest.approx(sum(per_action[0].values()) + 0.5 * sum(per_action[1].values()))
     assert discounted_return(per_action, 0.5, ("acc",)) == pytest.approx({"acc": 0.5, "total": 0.5})
 
@@ -99,3 +100,73 @@ def test_a_new_term_is_a_named_weighted_callable():
         Rubric.from_config(cfg, ("acc", "nope"))
     with pytest.raises(ValueError, match="no weight"):
         Rubric.from_config(GRPOConfig(), ("brevity",), extra={"brevity": brevity})
+
+
+# -- no reward for padding -----------------------------------------------------------------------
+
+FS_TOOLS = json.dumps([
+    {"name": "cd", "parameters": {"type": "dict", "properties": {"folder": {"type": "string"}}, "required": ["folder"]}},
+    {"name": "ls", "parameters": {"type": "dict", "properties": {"a": {"type": "boolean"}}, "required": []}},
+    {"name": "pwd", "parameters": {"type": "dict", "properties": {}, "required": []}},
+])
+
+
+def _act(answer: str, summary: str = "s") -> str:
+    return f"<summary>{summary}</summary><think>t</think><answer>{answer}</answer>"
+
+
+GOOD, BAD_ARG, UNKNOWN, BARE = _act("[cd(folder='a')]"), _act("[cd(dir='a')]"), _act("[rm(x=1)]"), "[cd(folder='a')]"
+END, READ = _act("Done."), (_act("[ls()]"), _act("[pwd()]"), _act("[ls(a=True)]"))
+
+
+def _episode(turns: list[tuple[list[str], bool]]) -> Played:
+    """``turns``: (action texts, the last one closes the turn, SUCCESS of the turn)."""
+    steps = []
+    for t, (texts, ok) in enumerate(turns):
+        for k, text in enumerate(texts):
+            last = k == len(texts) - 1
+            steps.append(Step(text, parse_action(text), t, last, ok if last else None))
+    return Played("e", FS_TOOLS, ["q"] * len(turns), True, steps)
+
+
+#: hand-built episodes: a correct turn, failed calls of each kind, a malformed action, two turns
+EPISODES = {
+    "correct": [([GOOD, END], True)],
+    "invalid call then end, failed": [([BAD_ARG, END], False)],
+    "unknown function, failed": [([UNKNOWN, END], False)],
+    "untagged call": [([BARE, END], True)],
+    "ends at once, failed": [([END], False)],
+    "two turns, second failed": [([GOOD, END], True), ([BAD_ARG, END], False)],
+    "two calls then end": [([GOOD, READ[0], END], True)],
+}
+
+
+def _padded(turns, extra: int):
+    """Every variant of ``turns`` with ``extra`` valid read-only calls inserted before a turn's
+    closing action (BFCL's checks ignore them: SUCCESS unchanged)."""
+    for t, (texts, ok) in enumerate(turns):
+        for pos in range(len(texts)):  # anywhere before the closing action
+            for read in READ:
+                new = [*texts[:pos], *[read] * extra, *texts[pos:]]
+                yield [*turns[:t], (new, ok), *turns[t + 1:]]
+
+
+@pytest.mark.parametrize("weights", [{}, {"alpha_fmt": 1.0, "alpha_schema": 1.0, "penalty": 0.01}, {"gamma": 0.9}])
+def test_no_padded_variant_scores_above_its_episode(weights):
+    """Symptom (shares of a turn): (invalid call, end, fail) 0.080 vs the same + 2 valid read-only calls 0.173."""
+    rubric = Rubric.from_config(GRPOConfig(**weights))
+    for name, turns in EPISODES.items():
+        [(_, base)] = rubric.score([_episode(turns)])
+        for extra in (1, 2, 3):
+            for variant in _padded(turns, extra):
+                [(_, padded)] = rubric.score([_episode(variant)])
+                assert padded["total"] < base["total"], (name, extra, padded, base)
+
+
+def test_the_issue_examples_order_as_they_should():
+    rubric = Rubric.from_config(GRPOConfig())
+    total = lambda turns: rubric.score([_episode(turns)])[0][1]["total"]  # noqa: E731
+    failed = total([([BAD_ARG, END], False)])
+    padded_failed = total([([BAD_ARG, READ[0], READ[1], END], False)])
+    assert padded_failed < failed
+    assert total([([GOOD, END], True)]) > total([([GOOD, READ[0], READ[1], END], True)]) > failed

@@ -82,9 +82,9 @@ def test_gold_policy_succeeds_every_turn_and_reward_follows_eq14(tok, episode):
     assert r.turns_passed == [True, True]
     assert [a["terms"]["acc"] for a in r.actions] == [0.0, 0.0, 1.0, 0.0, 1.0]  # credited at the turn's closing action
     assert [a["success"] for a in r.actions] == [None, None, True, None, True]
-    # TEMPLATE and SCHEMA are shares of each turn: 1/T_i per action, 1/C_i per call action
-    assert [a["terms"]["schema"] for a in r.actions] == pytest.approx([0.1, 0.1, 0.0, 0.2, 0.0])
-    assert [a["terms"]["fmt"] for a in r.actions] == pytest.approx([0.1 / 3] * 3 + [0.05] * 2)
+    # TEMPLATE and SCHEMA are paid once per turn, all or nothing, on the turn's closing action
+    assert [a["terms"]["schema"] for a in r.actions] == pytest.approx([0.0, 0.0, 0.2, 0.0, 0.2])
+    assert [a["terms"]["fmt"] for a in r.actions] == pytest.approx([0.0, 0.0, 0.1, 0.0, 0.1])
     assert r.returns["acc"] == pytest.approx(2.0) and r.returns["fmt"] == pytest.approx(0.2)
     assert r.returns["pen"] == pytest.approx(-0.15)  # three actions issued calls
     assert r.returns["total"] == pytest.approx(0.2 + 0.4 + 2.0 - 0.15)
