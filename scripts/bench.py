@@ -78,7 +78,7 @@ def bench_awareness(work: Path, repeats: int, concurrency: int = 16, latency_ms:
         base = echo_data.bfcl_segment_rows()
         cfg_of = lambda root: load_config("embedded", overrides=[  # noqa: E731
             f"storage.root={root}", "models.generator=openai/echo", "models.api_base=" + json.dumps({"generator": srv.api_base}),
-            "awareness.limit=null", f"awareness.shard_size={2 * concurrency}", f"llm.concurrency={concurrency}",
+            "awareness.generator=llm", "awareness.limit=null", f"awareness.shard_size={2 * concurrency}", f"llm.concurrency={concurrency}",
             "dispatch.max_workers=4"])
         warm = work / f"aw-warm-{concurrency}"  # the first flow run in a process starts Prefect's ephemeral server
         stage(name="awareness", input_dataset_id=echo_data.write_echo_segments(warm, 8, base), profile=None, config=cfg_of(warm))
@@ -139,7 +139,7 @@ def _bench_runner(work: Path, repeats: int, runner: str, n: int = 256) -> dict:
             root = next(roots)
             cfg = load_config("embedded", overrides=[
                 f"storage.root={root}", "models.generator=openai/echo", "models.api_base=" + json.dumps({"generator": srv.api_base}),
-                "awareness.limit=null", "awareness.shard_size=16", "llm.concurrency=8", "dispatch.max_workers=4",
+                "awareness.generator=llm", "awareness.limit=null", "awareness.shard_size=16", "llm.concurrency=8", "dispatch.max_workers=4",
                 f"dispatch.task_runner={kind}"])
             seg = echo_data.write_echo_segments(root, size, base)
             t = time.perf_counter()

@@ -114,6 +114,9 @@ class VerifyConfig(Section):
 
 class AugmentConfig(Section):
     weights: dict[str, float] = Field({"paraphrase": 1.0, "schema_perturb": 1.0, "word_mask": 1.0}, description="Op sampling weights.")
+    ops_per_row: int = Field(1, ge=1, le=3, description=(
+        "Distinct ops per verified row, drawn by weight without replacement (the paper: 1). More variants of what "
+        "verification kept, where verification is the scarce step (the embedded profile: 2)."))
     mask_fraction: float = Field(0.15, ge=0, le=1)
     keep_original: bool = True
     seed: int = 0

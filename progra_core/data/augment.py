@@ -1,5 +1,6 @@
-"""Stage ``augment`` (Eq. 11): one operation per verified S^a, sampled with a seeded RNG per
-awareness id from the configured weights, plus the original (op ``none``):
+"""Stage ``augment`` (Eq. 11): one operation per verified S^a (``ops_per_row`` distinct ones, if
+more), sampled with a seeded RNG per awareness id from the configured weights, plus the original
+(op ``none``):
 
 * ``paraphrase`` - LLM_aug rewords the user-intent wording; the result must keep its sections and
   every function name and quoted argument value the original mentioned, else it is rejected;
@@ -36,7 +37,7 @@ from progra_core.llm import ChatRequest, Gateway
 from progra_core.prompts import awareness as prompts
 from progra_core.schemas import AUGMENTED, reject
 
-__all__ = ["STAGE", "CODE_VERSION", "AUGMENTED", "OPS", "choose_op", "schema_perturb", "word_mask", "augment_shard",
+__all__ = ["STAGE", "CODE_VERSION", "AUGMENTED", "OPS", "choose_op", "choose_ops", "schema_perturb", "word_mask", "augment_shard",
            "split_outcomes", "map_back", "MASK"]
 
 STAGE = "augment"
@@ -57,11 +58,21 @@ _SYNONYMS = {
 
 def choose_op(awareness_id: str, cfg: AugmentConfig) -> str:
     """The op for one awareness row: seeded by (seed, id), so it does not depend on row order."""
+    ops = choose_ops(awareness_id, cfg)
+    return ops[0] if ops else "none"
+
+
+def choose_ops(awareness_id: str, cfg: AugmentConfig) -> list[str]:
+    """``cfg.ops_per_row`` distinct ops for one awareness row, drawn by weight without replacement
+    (the first is :func:`choose_op`'s), seeded by (seed, id)."""
     ops = [o for o in OPS if cfg.weights.get(o, 0) > 0]
-    if not ops:
-        return "none"
     rng = random.Random(f"{cfg.seed}:{awareness_id}")
-    return rng.choices(ops, weights=[cfg.weights[o] for o in ops])[0]
+    out: list[str] = []
+    while ops and len(out) < cfg.ops_per_row:
+        pick = rng.choices(ops, weights=[cfg.weights[o] for o in ops])[0]
+        out.append(pick)
+        ops.remove(pick)
+    return out
 
 
 def _rng(cfg: AugmentConfig, awareness_id: str, salt: str) -> random.Random:
@@ -240,11 +251,8 @@ def augment_shard(items: list[dict], gateway: Gateway, augmenter: str, cfg: Augm
                      "reject_reason": reason, "reject_detail": detail})
 
     para: list[dict] = []
-    for it in items:
-        target = calls_from_records(it["target_calls"])
-        if cfg.keep_original:
-            row(it, "none", it["text"], it["tools"], target, parsed=(it["summary"], it["plan"], it["rationale"]))
-        op = choose_op(it["awareness_id"], cfg)
+
+    def _apply(it: dict, op: str, target: list[Call]) -> None:
         if op == "paraphrase":
             para.append(it)
         elif op == "schema_perturb":
@@ -262,6 +270,13 @@ def augment_shard(items: list[dict], gateway: Gateway, augmenter: str, cfg: Augm
                 context, k = out
                 row(it, op, it["text"], it["tools"], target, {"masked": k}, parsed=(it["summary"], it["plan"], it["rationale"]),
                     context=context)
+
+    for it in items:
+        target = calls_from_records(it["target_calls"])
+        if cfg.keep_original:
+            row(it, "none", it["text"], it["tools"], target, parsed=(it["summary"], it["plan"], it["rationale"]))
+        for op in choose_ops(it["awareness_id"], cfg):
+            _apply(it, op, target)
     if para:
         reqs = [ChatRequest(prompts.paraphrase_messages(it["text"]), augmenter, role="augmenter", temperature=0.7,
                             max_tokens=max(128, len(it["text"]) // 2), api_base=api_base, api_key_env=api_key_env,

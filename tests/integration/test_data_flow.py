@@ -18,7 +18,7 @@ ROLES = ("generator", "verifier", "augmenter")
 
 def _overrides(root, api_base: str, model: str, *extra: str) -> list[str]:
     # synthesis has its own flow tests (test_synthesis_flow.py); here the server must see PAG requests only
-    sets = [f"storage.root={root}", "ingest.limit=3", "awareness.limit=null", "awareness.shard_size=4",
+    sets = [f"storage.root={root}", "ingest.limit=3", "awareness.generator=llm", "awareness.limit=null", "awareness.shard_size=4",
             "verify.shard_size=4", "synthesize.enabled=false"]
     sets += [f"models.{r}={model}" for r in ROLES]
     sets.append("models.api_base=" + json.dumps({r: api_base for r in ROLES}))

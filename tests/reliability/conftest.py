@@ -27,7 +27,7 @@ def echo_config(root: Path, api_base: str, *extra: str) -> PipelineConfig:
     """The embedded profile with the generator role on an echo server and every segment annotated;
     transport retries short enough for a test, shard retries after one second."""
     sets = [f"storage.root={root}", "models.generator=openai/echo", "models.api_base=" + json.dumps({"generator": api_base}),
-            "awareness.limit=null", "awareness.shard_size=16", "awareness.max_attempts=2", "llm.concurrency=8",
+            "awareness.generator=llm", "awareness.limit=null", "awareness.shard_size=16", "awareness.max_attempts=2", "llm.concurrency=8",
             "llm.max_retries=12", "llm.backoff_initial_s=0.02", "llm.backoff_max_s=0.2",
             "llm.shard_retries=1", "llm.shard_retry_delay_s=1", "synthesize.enabled=false"]
     return load_config("embedded", overrides=sets + list(extra))

@@ -345,3 +345,40 @@ def test_a_held_out_evaluation_refuses_scenarios_the_model_trained_on(tmp_path):
     check_no_leak(cfg, store, subject, ["m-clean"], entries, cases)  # no shared scenario
     check_no_leak(cfg, store, Subject("base", "base", "local/smollm2"), [], entries, cases)  # the base model trained on nothing
     check_no_leak(load_config("embedded", overrides=["evaluate.split=train"]), store, subject, ["m-dirty"], entries, cases)
+
+
+def test_a_pag_policy_under_its_training_prompt_sees_the_awareness_layout():
+    """``evaluate.prompt: policy`` with an awareness subject: each request is info_meta, the policy's
+    own latest summary with the current request, and this turn's steps (as in SFT and PAG-RL),
+    never the raw earlier turns; the same replay still scores 100."""
+    entries = eval_entries("base")[:3]
+
+    class InOrder:
+        def __init__(self):
+            self.requests, self.pos = [], {}
+
+        def batch(self, reqs):
+            out = []
+            for r in reqs:
+                self.requests.append(r)
+                e = next(x for x in entries if x["id"] == r.id.split("#")[0])
+                script = [s for t, turn in enumerate(e["ground_truth"]) for s in (
+                    f"<summary>turn {t} start</summary><think>go</think><answer>[{', '.join(turn)}]</answer>",
+                    f"<summary>turn {t} done</summary><think>done</think><answer>Done.</answer>")]
+                k = self.pos.get(r.id, 0)
+                self.pos[r.id] = k + 1
+                out.append(ChatResult(text=script[k], model=r.model, role=r.role, id=r.id))
+            return out
+
+    gw = InOrder()
+    rows = _run(entries, gw, Subject("m", "progra", "local/m", awareness=True), _cfg(prompt="policy")).to_pylist()
+    assert all(r["passed"] for r in rows), [r["error"] for r in rows]
+    for r in gw.requests:
+        assert r.messages[0]["role"] == "system" and "<summary>" in r.messages[0]["content"]
+        assert r.messages[1]["role"] == "user" and sum(m["role"] == "user" for m in r.messages) == 1
+        k = gw.requests.index(r)
+        steps = [x for x in gw.requests[:k] if x.id == r.id]
+        if len(steps) >= 2 and len(steps) % 2 == 0:  # a turn's first request after the previous turn's end
+            t = len(steps) // 2
+            assert r.messages[1]["content"].startswith(f"Progress so far (your own summary):\nturn {t - 1} done")
+            assert len(r.messages) == 2

@@ -88,3 +88,44 @@ def test_template_accepts_every_sft_target(data):
     _, _, rows = data
     for r in rows:
         assert template_ok(r["completion"][0]["content"], awareness=True), (r["kind"], r["completion"][0]["content"][:200])
+
+
+def test_template_awareness_is_a_note_not_a_call_and_costs_nothing(data):
+    """The template writer's notes pass the parser the LLM notes pass (no call syntax, both
+    sections), name a_fc's function and values in words, and carry the earlier turns' progress."""
+    from progra_core.data.awareness import _template_rows, parse_awareness, tool_names
+    from progra_core.config import AwarenessConfig
+
+    _, segs, _ = data
+    table = _template_rows(segs, AwarenessConfig(generator="template"))
+    rows = table.to_pylist()
+    assert len(rows) == len(segs) and all(r["generator"] == "template" and r["prompt_tokens"] == 0 for r in rows)
+    for seg, row in zip(segs, rows, strict=True):
+        summary, plan, _ = parse_awareness(row["text"], tool_names(seg["tools"]))
+        for c in seg["target_calls"]:
+            assert c["name"] in plan
+        if seg["turn_index"] > 0:
+            assert "The user asked:" in summary  # the earlier turns' progress note
+        assert seg["query"].split()[0] in summary
+
+
+def test_next_call_cases_follow_the_step_mode_and_the_training_layout():
+    """Symptom: next-call cases were cut per call whatever ingest.step_mode said, and shown the raw
+    conversation while PAG SFT rows and rollouts show the awareness layout."""
+    from progra_core.config import EvaluateConfig
+    from progra_core.evaluation.next_call import next_call_cases
+    from progra_core.sources import bfcl
+
+    ev = EvaluateConfig(next_call_limit=400)
+    per_call = [c for c in next_call_cases(ev, 50, True, "compact", "per_call") if c["kind"] == "call"]
+    per_turn = [c for c in next_call_cases(ev, 50, True, "compact", "per_turn") if c["kind"] == "call"]
+    assert all(c["case_id"].endswith("s0") for c in per_turn) and len(per_turn) < len(per_call)
+    entries = {e["id"]: e for e in bfcl.select_entries(["base"], "held_out", 50)}
+    for c in per_turn:  # one case per turn, its target every call of the turn
+        tid, t = c["case_id"].split("#t")
+        traj = bfcl.entry_to_trajectory(entries[tid.removeprefix("bfcl:")], step_mode="per_call")
+        turn = traj["turns"][int(t.split("s")[0])]
+        assert [x["text"] for x in c["target"]] == [x["text"] for a in turn["actions"] for x in a["calls"]]
+        assert len(c["prompt"]) == 2 and c["prompt"][1]["role"] == "user"  # system + progress/request: no raw history
+    later = [c for c in per_turn if not c["case_id"].endswith("#t0s0")]
+    assert later and all(c["prompt"][1]["content"].startswith("Progress so far") for c in later)

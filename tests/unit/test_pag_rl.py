@@ -406,3 +406,14 @@ def test_sft_then_mt_grpo_has_a_recipe():
     r = recipe("sft_mt_grpo")
     assert (r.sft, r.grpo, r.grpo_from) == ("plain", "raw", "sft")
     load_config("embedded", overrides=["method=sft_mt_grpo"])
+
+
+def test_ops_per_row_draws_distinct_ops_and_the_first_is_choose_ops():
+    from progra_core.data.augment import choose_op, choose_ops
+
+    one, two = AugmentConfig(), AugmentConfig(ops_per_row=2, weights={"paraphrase": 0.0, "schema_perturb": 1.0, "word_mask": 1.0})
+    for i in range(50):
+        assert choose_ops(f"a{i}", one) == [choose_op(f"a{i}", one)]
+        assert sorted(choose_ops(f"a{i}", two)) == ["schema_perturb", "word_mask"]
+    three = AugmentConfig(ops_per_row=3)
+    assert all(len(set(choose_ops(f"a{i}", three))) == 3 for i in range(20))
