@@ -43,6 +43,7 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
+from progra_core import versioning  # noqa: E402
 from progra_core.llm import transport  # noqa: E402
 from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
@@ -54,6 +55,9 @@ from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_p
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
 
 log = logging.getLogger("progra.llm.gateway")
+
+#: the in-process backend's code (generation, choice scoring, prefix reuse): part of a local answer's key
+BACKEND_VERSION = versioning.code_version("1", "progra_core.llm.local")
 
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
@@ -173,12 +177,13 @@ class Gateway:
     def identity(self, model: str) -> dict | None:
         """What a ``local/`` model is, for its cache keys (None for remote models, whose string and
         ``api_base`` are their identity): content digests of the weights and the adapter, the
-        dtype and the versions of the libraries that run it. Raises when the model is missing."""
+        dtype, the versions of the libraries that run it and of the in-process backend's code
+        (``llm/local.py`` and what it imports). Raises when the model is missing."""
         if not model.startswith(LOCAL_PREFIX):
             return None
         path, adapter = self.local_spec(model)
         return {"weights": weights_digest(path), "adapter": weights_digest(adapter) if adapter else None,
-                "dtype": self.local_dtype, "runtime": runtime_versions()}
+                "dtype": self.local_dtype, "runtime": runtime_versions(), "backend": BACKEND_VERSION}
 
     def cache_key(self, req: ChatRequest) -> str:
         return req.cache_key(self.identity(req.model))

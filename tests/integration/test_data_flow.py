@@ -124,7 +124,7 @@ def test_augment_and_sft_data_stages_on_verified_rows(tmp_path, katan_echo):
 
     srv = katan_echo()
     root = tmp_path / "aug"
-    cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", "augment.seed=3"))
+    cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", "augment.seed=3", "augment.ops_per_row=1"))
     segs = one_stage("segment", ingest_flow(cfg).dataset_id, cfg)
     store = DatasetStore(str(root))
     rows = store.read(segs).to_pylist()[:12]

@@ -273,3 +273,18 @@ def test_models_enter_the_root_as_safetensors_and_json_only(tmp_path):
     (out / "optimizer.pt").write_bytes(pickle.dumps({}))
     with pytest.raises(ValueError, match="optimizer.pt"):
         store.put_model(out, "sft", "m2")
+
+
+def test_the_local_backends_code_is_part_of_a_local_answers_key(tmp_path, tiny_llama, monkeypatch):
+    """An edit to the in-process backend (generation, choice scoring) changes what a local model
+    answers for the same request: its code version is in the key."""
+    from progra_core import versioning
+    from progra_core.llm import gateway
+
+    g = Gateway(tmp_path / "cache", local_models={"m": str(tiny_llama)})
+    request = ask(model="local/m")
+    before = g.cache_key(request)
+    assert gateway.BACKEND_VERSION == versioning.code_version("1", "progra_core.llm.local")
+    monkeypatch.setattr(gateway, "BACKEND_VERSION", "1+edited")
+    assert g.cache_key(request) != before
+    assert ask().cache_key() == Gateway(tmp_path / "cache").cache_key(ask())  # remote keys do not depend on it
