@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from prefect import get_run_logger, task
 
-from progra_core import stages
+from progra_core import methods, stages
 from progra_core.config import PipelineConfig
 from progra_core.evaluation import harness
 from progra_core.evaluation.bfcl import Subject
@@ -49,8 +49,9 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
                 get_run_logger().warning("evaluate: no trained model in this run; skipping 'trained'")
                 continue
         name = trained if name == "trained" else name
-        if name == "base":
-            out.append((Subject("base", "base", model), []))
+        if name == "base":  # under the training prompt, the base model is asked in the run's method's format
+            aware = cfg.evaluate.prompt == "policy" and methods.recipe(cfg.method).awareness_prompt
+            out.append((Subject("base", "base", model, awareness=aware), []))
         elif name == "reasoning":
             out.append((Subject("base", "reasoning", model, cot=True), []))
         elif "/" in name:  # a LiteLLM model string: an endpoint under test

@@ -321,11 +321,13 @@ def annotate(segments: list[dict], gateway: Gateway, generator: str, cfg: Awaren
 
 
 def select_segments(segments: list[dict], limit: int | None, how: str = "first") -> list[dict]:
-    """The slice a ``limit`` keeps: first by id, or the segments with the least context."""
+    """The slice a ``limit`` keeps: first by id, or the segments with the shortest prompts (their
+    tool docs, scenario and context: the rows most likely to fit ``sft.max_length``)."""
     ordered = sorted(segments, key=lambda r: r["segment_id"])
     if how == "shortest":
         def size(r):
-            return sum(len(m["content"] or "") for m in (r.get("history") or []) + (r.get("prior_steps") or [])) + len(r["query"] or "")
+            context = sum(len(m["content"] or "") for m in (r.get("history") or []) + (r.get("prior_steps") or []))
+            return len(r.get("tools") or "") + len(r.get("scenario") or "") + context + len(r["query"] or "")
         ordered.sort(key=lambda r: (size(r), r["segment_id"]))
     return ordered if limit is None else ordered[:limit]
 
