@@ -19,6 +19,7 @@ ROLES = ("generator", "verifier", "augmenter")
 def _overrides(root, api_base: str, model: str, *extra: str) -> list[str]:
     # synthesis has its own flow tests (test_synthesis_flow.py); here the server must see PAG requests only
     sets = [f"storage.root={root}", "ingest.limit=3", "awareness.generator=llm", "awareness.limit=null", "awareness.shard_size=4",
+            "sft_data.cold_start_min=16",
             "verify.shard_size=4", "synthesize.enabled=false"]
     sets += [f"models.{r}={model}" for r in ROLES]
     sets.append("models.api_base=" + json.dumps({r: api_base for r in ROLES}))
@@ -156,8 +157,9 @@ def test_augment_and_sft_data_stages_on_verified_rows(tmp_path, katan_echo):
         assert all(c["name"] in names for c in r["target_calls"])  # tools and a_fc stay coherent
         if r["op"] == "schema_perturb":
             assert r["mapping"] and any(n in r["text"] for n in json.loads(r["mapping"])["functions"]) or json.loads(r["mapping"])["values"]
-        if r["op"] == "word_mask":
-            assert MASK in r["text"]
+        if r["op"] == "word_mask":  # the inputs are masked, never the note or the target
+            shown = [r["query"] or ""] + [m["content"] or "" for m in (r["history"] or []) + (r["prior_steps"] or [])]
+            assert any(MASK in t for t in shown) and MASK not in r["text"]
     assert ops["schema_perturb"] + ops["word_mask"] > 0
     assert cat.sql("select op, count(*) from augmented group by op").num_rows == len(ops)
 
