@@ -93,8 +93,8 @@ def test_template_accepts_every_sft_target(data):
 def test_template_awareness_is_a_note_not_a_call_and_costs_nothing(data):
     """The template writer's notes pass the parser the LLM notes pass (no call syntax, both
     sections), name a_fc's function and values in words, and carry the earlier turns' progress."""
-    from progra_core.data.awareness import _template_rows, parse_awareness, tool_names
     from progra_core.config import AwarenessConfig
+    from progra_core.data.awareness import _template_rows, parse_awareness, tool_names
 
     _, segs, _ = data
     table = _template_rows(segs, AwarenessConfig(generator="template"))
