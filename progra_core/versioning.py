@@ -22,11 +22,12 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["code_version", "closure", "third_party", "file_digest", "tree_digest", "Unreadable", "PACKAGE", "ROOT"]
+__all__ = ["code_version", "closure", "third_party", "file_digest", "digest_or_reason", "tree_digest", "Unreadable", "PACKAGE", "ROOT"]
 
 PACKAGE = "progra_core"
 #: the folder that holds the ``progra_core`` package
@@ -188,18 +189,24 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest
 
 
-def tree_digest(folder: str | os.PathLike, *, skip_hidden: bool = True) -> dict[str, str]:
-    """``{relative path: content digest or 'unreadable: why'}`` for every file under ``folder``
-    (links followed to their target's bytes, never into a loop; hidden names skipped when asked)."""
+def digest_or_reason(path: str | os.PathLike) -> str:
+    """:func:`file_digest`, or ``unreadable: <why>`` (a fingerprint stays defined for any input)."""
+    try:
+        return file_digest(path)
+    except Unreadable as e:
+        return f"unreadable: {e}"
+
+
+def tree_digest(folder: str | os.PathLike, *, skip_hidden: bool = True,
+                content: Callable[[str], str] = digest_or_reason) -> dict[str, str]:
+    """``{relative path: content(path)}`` for every file under ``folder`` (by default its content
+    digest or why it is unreadable; links followed to their target's bytes, never into a loop;
+    hidden names skipped when asked)."""
     out: dict[str, str] = {}
     for d, dirs, files in os.walk(folder):
         dirs[:] = sorted(x for x in dirs if not (skip_hidden and x.startswith(".")))
         for name in sorted(files):
-            if skip_hidden and name.startswith("."):
-                continue
-            p = os.path.join(d, name)
-            try:
-                out[os.path.relpath(p, folder)] = file_digest(p)
-            except Unreadable as e:
-                out[os.path.relpath(p, folder)] = f"unreadable: {e}"
+            if not (skip_hidden and name.startswith(".")):
+                p = os.path.join(d, name)
+                out[os.path.relpath(p, folder)] = content(p)
     return out

@@ -35,14 +35,9 @@ def bfcl_version() -> str:
 
 
 def _file_token(path: str) -> str:
-    """A file's content digest, or why it cannot be read (the fingerprint stays defined, and
-    :func:`ingest` turns the same reason into a reject)."""
-    if not os.path.lexists(path):
-        return "missing"
-    try:
-        return versioning.file_digest(path)
-    except versioning.Unreadable as e:
-        return f"unreadable: {e}"
+    """A file's content digest, ``missing``, or why it cannot be read (the fingerprint stays
+    defined, and :func:`ingest` turns the same reason into a reject)."""
+    return versioning.digest_or_reason(path) if os.path.lexists(path) else "missing"
 
 
 def fingerprint_inputs(cfg: IngestConfig) -> dict:

@@ -50,7 +50,17 @@ class ResponseCache(Protocol):
     def close(self) -> None: ...
 
 
-class ObjectCache:
+class _Ignoring:
+    """What both caches do with an entry that is not an answer: log it, count it, return a miss."""
+
+    rejected = 0
+
+    def ignore(self, key: str, why: object) -> None:
+        self.rejected += 1
+        log.warning("response cache: ignoring entry %s (%s); asking again", key[:12], why)
+
+
+class ObjectCache(_Ignoring):
     """``get`` / ``set`` / ``close`` (the part of diskcache's interface the gateway uses) over
     one JSON object per key on an fsspec filesystem."""
 
@@ -58,7 +68,6 @@ class ObjectCache:
         import fsspec
 
         self.fs, self.base = fsspec.core.url_to_fs(url)
-        self.rejected = 0
 
     def _path(self, key: str) -> str:
         return posixpath.join(self.base, key[:2], f"{key}.json")
@@ -69,8 +78,7 @@ class ObjectCache:
         except FileNotFoundError:
             return None
         except BadEntry as e:  # a torn or foreign object is a miss, never an answer
-            self.rejected += 1
-            log.warning("response cache: ignoring entry %s (%s); asking again", key[:12], e)
+            self.ignore(key, e)
             return None
 
     def set(self, key: str, value: Any) -> bool:
@@ -119,7 +127,7 @@ def __getattr__(name: str):  # ``JsonDisk`` without importing diskcache for obje
     raise AttributeError(name)
 
 
-class LocalCache:
+class LocalCache(_Ignoring):
     """diskcache on a local folder with :class:`JsonDisk`. A database that cannot be opened
     (truncated, not SQLite) is moved aside (``cache.db.broken-<time>``) and a new one started,
     with a warning: what it held is asked again, never read from a broken file."""
@@ -128,7 +136,6 @@ class LocalCache:
         import diskcache
 
         self.directory = directory
-        self.rejected = 0
         try:
             self._cache = diskcache.Cache(directory, size_limit=size_limit, disk=_json_disk())
         except sqlite3.DatabaseError as e:
@@ -142,8 +149,7 @@ class LocalCache:
         try:
             return self._cache.get(key)
         except (BadEntry, sqlite3.DatabaseError) as e:
-            self.rejected += 1
-            log.warning("response cache: ignoring entry %s (%s); asking again", key[:12], e)
+            self.ignore(key, e)
             return None
 
     def set(self, key: str, value: Any) -> bool:

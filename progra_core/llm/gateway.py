@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import threading
@@ -53,8 +52,6 @@ from progra_core.llm.local import get_backend  # noqa: E402
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
-
-log = logging.getLogger("progra.llm.gateway")
 
 #: the in-process backend's code (generation, choice scoring, prefix reuse): part of a local answer's key
 BACKEND_VERSION = versioning.code_version("1", "progra_core.llm.local")
@@ -129,7 +126,6 @@ class Gateway:
         self._lock = threading.Lock()
         self.usage: list[dict] = []
         self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
-        self.cache_rejected = 0  # stored entries that were not answers (torn, foreign, mistyped): asked again
 
     @classmethod
     def from_config(cls, cfg, root: str | None = None,
@@ -185,6 +181,11 @@ class Gateway:
         return {"weights": weights_digest(path), "adapter": weights_digest(adapter) if adapter else None,
                 "dtype": self.local_dtype, "runtime": runtime_versions(), "backend": BACKEND_VERSION}
 
+    @property
+    def cache_rejected(self) -> int:
+        """Stored entries that were not answers (torn, foreign, mistyped): each was asked again."""
+        return getattr(self._cache, "rejected", 0)
+
     def cache_key(self, req: ChatRequest) -> str:
         return req.cache_key(self.identity(req.model))
 
@@ -196,9 +197,7 @@ class Gateway:
             return None
         problem = entry_problem(hit)
         if problem is not None:  # foreign or wrongly typed: a miss, asked again and stored over
-            with self._lock:
-                self.cache_rejected += 1
-            log.warning("response cache: ignoring entry %s (%s); asking again", (key or "")[:12], problem)
+            self._cache.ignore(key or self.cache_key(req), problem)
             return None
         return ChatResult(**{**hit, "role": req.role, "id": req.id, "cached": True, "attempts": 0, "latency_ms": 0.0})
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 
 from progra_core import versioning
 
@@ -29,13 +28,7 @@ RUNTIME = ("torch", "transformers", "peft")
 
 @cache
 def runtime_versions() -> dict[str, str]:
-    out = {}
-    for dist in RUNTIME:
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "missing"
-    return out
+    return versioning.third_party(list(RUNTIME))
 
 
 @cache
@@ -61,22 +54,13 @@ def _content(path: str) -> str:
         target = os.path.realpath(path)
         if os.path.basename(os.path.dirname(target)) == "blobs" and os.path.isfile(target):
             return "blob:" + os.path.basename(target)  # the hub names blobs by their content hash
-    try:
-        return versioning.file_digest(path)
-    except versioning.Unreadable as e:
-        return f"unreadable: {e}"
+    return versioning.digest_or_reason(path)
 
 
 def weights_digest(location: str) -> str:
     """sha256 over (relative path, content digest) of every file of the model at ``location``."""
     folder = resolve_folder(location)
-    files = {}
-    for d, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                p = os.path.join(d, name)
-                files[os.path.relpath(p, folder)] = _content(p)
+    files = versioning.tree_digest(folder, content=_content)
     if not files:
         raise FileNotFoundError(f"model folder {folder} holds no files")
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:20]
