@@ -73,6 +73,12 @@ def _options(st: _State, schema: dict[str, list[str]], max_calls: int) -> list[s
     return ["]"] + ([f", {n}(" for n in schema] if st.calls < max_calls else [])
 
 
+def _groups(opts: list[str]) -> list[str]:
+    """Closing (``)`` or ``]``) is one decision and going on (any next argument or call) is the
+    other: the backend weighs them by total probability before it picks among the ways to go on."""
+    return ["close" if o in (")", "]") else "go" for o in opts]
+
+
 def guided_calls(gateway: Gateway, reqs: list[ChatRequest], tools: list[str | list | None], *, max_calls: int = 3,
                  value_tokens: int = 24) -> list[ChatResult]:
     """One call list per request (each request's messages ask for calls; its ``prefix`` should
@@ -93,7 +99,7 @@ def guided_calls(gateway: Gateway, reqs: list[ChatRequest], tools: list[str | li
                 _take(states[i], ChatResult(states[i].text + opts[i][0], reqs[i].model), schemas[i])
             pick = [i for i in pick if len(opts[i]) > 1]
             asks = [replace(reqs[i], prefix=states[i].text, max_tokens=1, stop=None,
-                            extra={**reqs[i].extra, "choices": opts[i]}) for i in pick]
+                            extra={**reqs[i].extra, "choices": opts[i], "groups": _groups(opts[i])}) for i in pick]
             for i, ans in zip(pick, gateway.batch(asks) if asks else [], strict=True):
                 _take(states[i], ans, schemas[i])
         if gen:

@@ -388,11 +388,26 @@ def _packs(toks: list[list[int]], budget: int) -> list[list[list[int]]]:
     return out + ([cur] if cur else [])
 
 
+def _logsumexp(xs: list[float]) -> float:
+    top = max(xs)
+    return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
 def _pick(scores: list[float], req: ChatRequest) -> int:
     """The most likely choice at temperature 0; above it a draw from softmax(scores / T), seeded by
     the request (seed, sample, prefix), so K voters or R reviewers sampling the same prompt can
-    disagree while a rerun draws the same."""
+    disagree while a rerun draws the same. With ``extra["groups"]`` (a label per choice) the argmax
+    is taken in two steps: the group with the most probability mass, then its best choice. Without
+    it one short choice (``)``: close the call) beats each of n longer ones (``, p=``: go on) even
+    when going on is n times likelier in total; a draw at T > 0 already has the right marginals."""
     if req.temperature <= 0:
+        groups = req.extra.get("groups")
+        if groups:  # decide the group by its total probability first: "close" vs "any of n ways to go on"
+            mass: dict = {}
+            for k, g in enumerate(groups):
+                mass.setdefault(g, []).append(scores[k])
+            top = max(mass, key=lambda g: _logsumexp(mass[g]))
+            return max((k for k, g in enumerate(groups) if g == top), key=lambda k: scores[k])
         return max(range(len(scores)), key=lambda k: scores[k])
 
     top = max(scores)

@@ -84,9 +84,16 @@ def awareness_messages(seg: dict, tools_text: str, future_chars: int = 2000) -> 
 VERIFY_PREFIX = "["
 
 _VERIFY_SYSTEM = """You are a function-calling assistant. You get a description of the available functions and a
-progress note about an ongoing task. Decide the very next function call(s) the note calls for and
-reply with only the call list: square brackets around calls written with keyword arguments and
-literal values. Use only the listed functions and their exact parameter names. Reply with nothing else."""
+progress note about an ongoing task. Write the function call(s) that the note's plan names next, as
+a call list: square brackets around calls written with keyword arguments and literal values. Use
+only the listed functions and their exact parameter names. Reply with nothing else.
+
+Example. A plan "call open_door with door_id = 'A1', floor = 2; then lock with door_id = 'A1', then
+answer the user." becomes:
+[open_door(door_id='A1', floor=2), lock(door_id='A1')]"""
+# The worked example (no function of any environment) is what lets a small frozen policy read a
+# plan as calls at all: on 40 template notes of the train split the 135M verifier rebuilt 4 without
+# it and 19 with it (docs/training.md).
 
 
 def verify_messages(tools_text: str, scenario: str, awareness_text: str) -> list[dict]:

@@ -98,8 +98,8 @@ def earlier_turns(history: list[dict] | None) -> list[Turn]:
 
 
 #: earlier turns a progress note spells out; older ones are counted (the note stays short)
-NOTE_TURNS = 3
-_QUERY_CHARS, _RESULT_CHARS = 160, 120
+NOTE_TURNS = 2
+_QUERY_CHARS, _RESULT_CHARS = 120, 80
 
 
 def _short(text: str, limit: int = _QUERY_CHARS) -> str:
@@ -114,7 +114,8 @@ def progress_note(turns: list[Turn]) -> str | None:
     if not turns:
         return None
     shown = turns[-NOTE_TURNS:]
-    head = f"{len(turns) - len(shown)} earlier requests were completed. " if len(turns) > len(shown) else ""
+    n = len(turns) - len(shown)
+    head = ("1 earlier request was completed. " if n == 1 else f"{n} earlier requests were completed. ") if n else ""
     parts = []
     for q, calls, results in shown:
         got = "; ".join(_short(r, _RESULT_CHARS) for r in results if r)

@@ -114,6 +114,25 @@ def test_choice_scores_match_a_full_forward_pass(tiny_llama):
         assert got.text == "[" + choices[max(range(len(choices)), key=scores.__getitem__)]
 
 
+def test_grouped_choice_weighs_closing_against_all_ways_to_go_on():
+    """Close vs go on is decided by total probability: ``)`` at 0.3 loses to three arguments at
+    0.2 + 0.25 + 0.25, although it beats each of them alone (the ungrouped argmax picks it)."""
+    import math
+
+    from progra_core.llm.guided import _groups
+    from progra_core.llm.local import _pick
+
+    choices = [", a=", ", b=", ", c=", ")"]
+    scores = [math.log(p) for p in (0.2, 0.25, 0.25, 0.3)]
+    plain = ChatRequest([{"role": "user", "content": "x"}], "local/tiny", extra={"choices": choices})
+    grouped = ChatRequest([{"role": "user", "content": "x"}], "local/tiny", extra={"choices": choices, "groups": _groups(choices)})
+    assert _groups(choices) == ["go", "go", "go", "close"] and _groups(["]", ", cd("]) == ["close", "go"]
+    assert choices[_pick(scores, plain)] == ")"
+    assert choices[_pick(scores, grouped)] == ", b="  # the go group wins, then its best (first of the tie)
+    closing = [math.log(p) for p in (0.1, 0.1, 0.1, 0.7)]
+    assert choices[_pick(closing, grouped)] == ")"
+
+
 def test_guided_calls_always_parse_and_follow_the_schema(tiny_llama):
     """Even a random model answers with a parsable list of known functions and parameter names."""
     from progra_core.calls import parse_calls

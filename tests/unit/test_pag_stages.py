@@ -126,6 +126,25 @@ def test_verification_decisions():
     assert judge("[]", target)[1:] == (False, "empty")
 
 
+def test_the_verifier_prompt_shows_a_plan_as_calls_without_naming_any_environment_function():
+    """The worked example the verifier reads must be a call list ``judge`` accepts and must not
+    name a BFCL function: it teaches the format, never an answer."""
+    import re
+
+    from progra_core.envs.bfcl import BFCL_CLASSES, function_docs
+    from progra_core.prompts.awareness import verify_messages
+
+    system = verify_messages("(tools)", "(scenario)", "<plan>call x</plan>")[0]["content"]
+    example = next(line for line in system.splitlines() if line.startswith("["))
+    calls = parse_calls(example)
+    assert [c.name for c in calls] == ["open_door", "lock"]
+    assert judge(example, calls)[1:] == (True, "ok")
+    flat = re.sub(r"\s+", " ", system)
+    assert "call open_door with door_id = 'A1', floor = 2; then lock with door_id = 'A1'" in flat  # the plan, in words
+    known = {f["name"] for f in function_docs(list(BFCL_CLASSES))}
+    assert len(known) > 100 and not {c.name for c in calls} & known
+
+
 def test_op_choice_is_seeded_per_id():
     cfg = AugmentConfig(weights={"paraphrase": 1, "schema_perturb": 1, "word_mask": 1})
     ops = [choose_op(f"id{i}", cfg) for i in range(60)]
@@ -180,7 +199,10 @@ def test_sft_data_awareness_and_cold_start():
     assert all(r["completion"][0]["content"].startswith("<answer>[") for r in cs)
     assert {r["split"] for r in rows} == {"train"}
     ends = [r for r in rows if r["kind"] == "turn_end"]  # the trajectory has an awareness row: ends carry a summary
-    assert ends and all(r["completion"][0]["content"].startswith("<summary>The user asked:") for r in ends)
+    assert ends and all(r["completion"][0]["content"].startswith("<summary>") and "The user asked:" in r["completion"][0]["content"]
+                        for r in ends)
+    last = ends[-1]["completion"][0]["content"]  # a third turn: the oldest is counted, the last two spelt out
+    assert last.startswith("<summary>1 earlier request was completed. The user asked: q1") and "The user asked: q2" in last
 
 
 def test_sharded_work_resumes_without_redoing_finished_shards():
