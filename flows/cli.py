@@ -267,7 +267,7 @@ def _paired_tables(cat: Catalog, first: tuple[str, list[str]], last: tuple[str, 
     def rows(ids: list[str]) -> dict[tuple[str, str], list[dict]]:
         marks = ", ".join("?" for _ in ids)
         out: dict[tuple[str, str], list[dict]] = {}
-        for r in cat.sql(f"select model_ref, method, benchmark, category, entry_id, trial, passed from eval_results "
+        for r in cat.sql(f"select model_ref, method, benchmark, category, entry_id, trial, passed, turn_passed from eval_results "
                          f"where dataset_id in ({marks})", ids).to_pylist():
             out.setdefault((r["model_ref"], r["method"]), []).append(r)
         return out

@@ -85,8 +85,14 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list
 TAU2 = ("airline", "retail", "telecom")
 
 
-def _points(rows: Sequence[dict], keep) -> list[tuple[str, str, float]]:
-    return [(r["category"], r["entry_id"], 1.0 if r["passed"] else 0.0) for r in rows if keep(r)]
+def _points(rows: Sequence[dict], keep, value=None) -> list[tuple[str, str, float]]:
+    value = value or (lambda r: 1.0 if r["passed"] else 0.0)
+    return [(r["category"], r["entry_id"], value(r)) for r in rows if keep(r)]
+
+
+def _turn_share(r: dict) -> float:
+    turns = r.get("turn_passed") or []
+    return sum(map(bool, turns)) / len(turns)
 
 
 def _pct(e: stats.Estimate) -> stats.Estimate:
@@ -98,7 +104,8 @@ def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] 
     """Two runs' ``eval_results`` rows (one model each) on their common entries: per metric (BFCL
     Overall and categories, τ² domains, next-call exact) each run with its 95 % paired bootstrap
     interval, the difference last − first with its interval, the smallest difference the run
-    could detect (80 % power) and the entries compared; then τ²'s pass^k per domain and run."""
+    could detect (80 % power) and the entries compared; BFCL's per-entry share of passed turns and
+    next-call turn ends too; then τ²'s pass^k per domain and run."""
     def benchmark_rows(cats):
         return lambda r: r["category"] in cats and r.get("benchmark") != "next_call"
 
@@ -106,12 +113,17 @@ def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] 
     if any(r["category"] in OVERALL_OF for r in first):
         metrics.append(("Overall", benchmark_rows(OVERALL_OF)))
     metrics += [(COLUMNS[c], benchmark_rows((c,))) for c in COLUMNS if any(benchmark_rows((c,))(r) for r in first)]
-    metrics.append(("Next: exact", lambda r: r.get("benchmark") == "next_call" and r["category"] == "call"))
+    metrics = [(name, keep, None) for name, keep in metrics]
+    # BFCL is all-or-nothing per entry; the share of an entry's turns that pass moves first
+    metrics.append(("BFCL turn acc. (mean per entry)",
+                    lambda r: r.get("benchmark") == "bfcl" and bool(r.get("turn_passed")), _turn_share))
+    metrics.append(("Next: exact", lambda r: r.get("benchmark") == "next_call" and r["category"] == "call", None))
+    metrics.append(("Next: ends turn", lambda r: r.get("benchmark") == "next_call" and r["category"] == "end", None))
     headers = ["Metric", labels[0], labels[1], f"Δ ({labels[1]} − {labels[0]})", "Detectable Δ", "Entries"]
     body = []
-    for name, keep in metrics:
+    for name, keep, value in metrics:
         try:
-            p = stats.paired_bootstrap(_points(first, keep), _points(last, keep), n_boot=n_boot, seed=seed)
+            p = stats.paired_bootstrap(_points(first, keep, value), _points(last, keep, value), n_boot=n_boot, seed=seed)
         except ValueError:  # a metric one of the runs has no entries for
             continue
         d = _pct(p.diff)

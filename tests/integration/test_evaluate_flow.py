@@ -80,6 +80,7 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     out = runner.invoke(app, ["report", "--root", str(root), "--compare", first, second, "--markdown"])
     assert out.exit_code == 0, out.output
     assert f"Overall [{first[:8]}]" in out.output and f"Overall [{second[:8]}]" in out.output and "+0.00" in out.output
+    assert "| BFCL turn acc. (mean per entry) |" in out.output  # the paired table reads each entry's turns
     sets = [a for o in _overrides(root, srv.api_base, "openai/echo", f"models.policy={tiny_llama}",
                                   f"evaluate.api_base={srv.api_base}", *EVAL) for a in ("--set", o)]
     n_written = len(written)

@@ -65,7 +65,8 @@ def test_paired_table_rows_from_eval_results():
     from progra_core.evaluation.report import paired
 
     def rows(passed_base, passed_next, retail):
-        out = [{"benchmark": "bfcl", "category": "base", "entry_id": f"b{i}", "trial": 0, "passed": p} for i, p in enumerate(passed_base)]
+        out = [{"benchmark": "bfcl", "category": "base", "entry_id": f"b{i}", "trial": 0, "passed": p,
+                "turn_passed": [True, p, p, False]} for i, p in enumerate(passed_base)]
         out += [{"benchmark": "next_call", "category": "call", "entry_id": f"n{i}", "trial": 0, "passed": p}
                 for i, p in enumerate(passed_next)]
         out += [{"benchmark": "tau2", "category": "retail", "entry_id": t, "trial": k, "passed": p}
@@ -79,6 +80,8 @@ def test_paired_table_rows_from_eval_results():
     assert headers[3] == "Δ (trained − base)"
     assert by["Overall"]["base"] == "0.0 [0.0, 0.0]" and by["Base"]["trained"] == "100.0 [100.0, 100.0]"
     assert by["Next: exact"]["Δ (trained − base)"].startswith("+50.0 [") and by["Next: exact"]["Entries"] == "4"
-    assert by["Retail"]["Entries"] == "2"
+    turns = by["BFCL turn acc. (mean per entry)"]  # 1 of 4 turns per entry, then 3 of 4
+    assert (turns["base"], turns["trained"], turns["Entries"]) == ("25.0 [25.0, 25.0]", "75.0 [75.0, 75.0]", "2")
+    assert by["Retail"]["Entries"] == "2" and "Next: ends turn" not in by  # no turn-end cases in these runs
     assert (by["Retail pass^1"]["base"], by["Retail pass^1"]["trained"]) == ("25.0", "75.0")
     assert (by["Retail pass^2"]["base"], by["Retail pass^2"]["trained"]) == ("0.0", "50.0")
