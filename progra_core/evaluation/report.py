@@ -85,8 +85,11 @@ def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list
 TAU2 = ("airline", "retail", "telecom")
 
 
-def _points(rows: Sequence[dict], keep, value=None) -> list[tuple[str, str, float]]:
-    value = value or (lambda r: 1.0 if r["passed"] else 0.0)
+def _passed(r: dict) -> float:
+    return 1.0 if r["passed"] else 0.0
+
+
+def _points(rows: Sequence[dict], keep, value=_passed) -> list[tuple[str, str, float]]:
     return [(r["category"], r["entry_id"], value(r)) for r in rows if keep(r)]
 
 
@@ -109,16 +112,15 @@ def paired(first: Sequence[dict], last: Sequence[dict], labels: tuple[str, str] 
     def benchmark_rows(cats):
         return lambda r: r["category"] in cats and r.get("benchmark") != "next_call"
 
-    metrics = []
+    metrics = []  # (name, which rows, each row's value)
     if any(r["category"] in OVERALL_OF for r in first):
-        metrics.append(("Overall", benchmark_rows(OVERALL_OF)))
-    metrics += [(COLUMNS[c], benchmark_rows((c,))) for c in COLUMNS if any(benchmark_rows((c,))(r) for r in first)]
-    metrics = [(name, keep, None) for name, keep in metrics]
+        metrics.append(("Overall", benchmark_rows(OVERALL_OF), _passed))
+    metrics += [(COLUMNS[c], benchmark_rows((c,)), _passed) for c in COLUMNS if any(benchmark_rows((c,))(r) for r in first)]
     # BFCL is all-or-nothing per entry; the share of an entry's turns that pass moves first
     metrics.append(("BFCL turn acc. (mean per entry)",
                     lambda r: r.get("benchmark") == "bfcl" and bool(r.get("turn_passed")), _turn_share))
-    metrics.append(("Next: exact", lambda r: r.get("benchmark") == "next_call" and r["category"] == "call", None))
-    metrics.append(("Next: ends turn", lambda r: r.get("benchmark") == "next_call" and r["category"] == "end", None))
+    metrics.append(("Next: exact", lambda r: r.get("benchmark") == "next_call" and r["category"] == "call", _passed))
+    metrics.append(("Next: ends turn", lambda r: r.get("benchmark") == "next_call" and r["category"] == "end", _passed))
     headers = ["Metric", labels[0], labels[1], f"Δ ({labels[1]} − {labels[0]})", "Detectable Δ", "Entries"]
     body = []
     for name, keep, value in metrics:
