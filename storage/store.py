@@ -12,8 +12,8 @@ fingerprint of (stage, the stage's config section, parent ids, code version): th
 always land in the same folder, which is what makes Prefect's cache key and a rerun's "nothing to
 do" the same thing.
 
-Long LLM stages also keep ``<root>/shards/<stage>/<dataset_id>/shard-<key>.parquet`` while running,
-each written atomically, so a killed run resumes from the shards it already paid for.
+The same root holds trained adapters (``storage.models``) and the shards of long LLM stages in
+progress (``storage.shards``); :class:`DatasetStore` carries both.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import json
 import logging
 import os
 import posixpath
-import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -35,16 +33,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from progra_core.schemas import REJECTS
+from storage.models import ModelFolders
+from storage.shards import ShardFiles, ShardIO
 
 _log = logging.getLogger("progra.storage")
 _warned: set[str] = set()
 
 __all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "ShardIO"]
-
-#: file suffixes that are pickles (torch.save, pickle): never stored under a root
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
-#: files a trainer leaves beside the adapter that are pickles and not needed to load it
-DROPPED = frozenset({"training_args.bin"})
 
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
@@ -102,8 +97,9 @@ class DatasetRef:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class DatasetStore:
-    """Write and read fingerprinted datasets under ``root`` (a local path or an fsspec URL)."""
+class DatasetStore(ModelFolders, ShardFiles):
+    """Write and read fingerprinted datasets under ``root`` (a local path or an fsspec URL); model
+    folders (``storage.models``) and in-progress shards (``storage.shards``) live under the same root."""
 
     def __init__(self, root: str | os.PathLike):
         root = str(root)
@@ -250,56 +246,6 @@ class DatasetStore:
             if not os.path.exists(os.path.join(final, MANIFEST)):
                 raise
 
-    # -- model folders (trained adapters) -----------------------------------------------------
-
-    def model_dir(self, stage: str, model_id: str) -> str:
-        return self._join("models", stage, model_id)
-
-    def put_model(self, local_dir: str | os.PathLike, stage: str, model_id: str) -> str:
-        """Move a finished local adapter folder to ``<root>/models/<stage>/<model_id>`` (a rename
-        on local roots, an upload elsewhere) and return its path; an existing one is kept."""
-        final = self.model_dir(stage, model_id)
-        if self.fs.exists(posixpath.join(final, "adapter_config.json")):
-            return self.url(final)
-        pickled = [p.relative_to(local_dir).as_posix() for p in Path(local_dir).rglob("*")
-                   if p.suffix in PICKLE_SUFFIXES and p.name not in DROPPED]
-        if pickled:  # torch .bin/.pt files are pickles: loading one runs whatever it holds
-            raise ValueError(f"{stage} {model_id}: {', '.join(pickled)} would be stored as pickles; models are stored "
-                             "as safetensors and JSON only (save with safe_serialization=True)")
-        if self.is_local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-
-            shutil.copytree(local_dir, tmp, ignore=lambda d, names: [n for n in names if n in DROPPED])
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if not os.path.exists(os.path.join(final, "adapter_config.json")):
-                    raise
-        else:  # readers look for adapter_config.json: it goes up last, after the weights
-            files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file() and p.name not in DROPPED)
-            marker = [p for p in files if p.relative_to(local_dir).as_posix() == "adapter_config.json"]
-            for p in [p for p in files if p not in marker] + marker:
-                self.fs.put_file(str(p), posixpath.join(final, p.relative_to(local_dir).as_posix()))
-        return self.url(final)
-
-    def local_model(self, path: str, cache_dir: str | os.PathLike = ".progra-local/models-fetched") -> str:
-        """A folder this process can load an adapter from: ``path`` itself on a local root, else a
-        copy fetched once per machine (the folder name is the model id, which never changes)."""
-        if self.is_local or "://" not in path:
-            return path
-        dest = Path(cache_dir) / posixpath.relpath(self.fs._strip_protocol(path), self._join("models"))
-        if not (dest / "adapter_config.json").exists():
-            tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-            self.fs.get(self.fs._strip_protocol(path).rstrip("/") + "/", str(tmp), recursive=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return str(dest.resolve())
-
     # -- read --------------------------------------------------------------------------------
 
     def ref(self, stage: str, dataset_id: str) -> DatasetRef:
@@ -394,18 +340,6 @@ class DatasetStore:
         except FileNotFoundError:
             raise DatasetNotFound(f"no outputs recorded for flow run {flow_run_id} under {self.root_url}/runs") from None
 
-    # -- shards (resumable LLM stages) -------------------------------------------------------
-
-    def shard_dir(self, stage: str, dataset_id: str) -> str:
-        return self._join("shards", stage, dataset_id)
-
-    def write_shard(self, stage: str, dataset_id: str, key: str, table: pa.Table) -> str:
-        final = posixpath.join(self.shard_dir(stage, dataset_id), f"shard-{key}.parquet")
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
-        self._put_atomic(final, buf.getvalue().to_pybytes())
-        return final
-
     def _put_atomic(self, path: str, data: bytes) -> None:
         """One file, seen whole or not at all: a temporary file renamed over it locally, a single
         PUT on an object store (a PUT is atomic there; ``mv`` would be copy-then-delete)."""
@@ -418,36 +352,3 @@ class DatasetStore:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-
-    def read_shards(self, stage: str, dataset_id: str) -> dict[str, pa.Table]:
-        d = self.shard_dir(stage, dataset_id)
-        if not self.fs.exists(d):
-            return {}
-        out = {}
-        for p in sorted(self.fs.ls(d, detail=False)):
-            name = posixpath.basename(p)
-            if name.startswith("shard-") and name.endswith(".parquet"):
-                with self.fs.open(p, "rb") as f:
-                    out[name[len("shard-"):-len(".parquet")]] = pq.read_table(f)
-        return out
-
-    def clear_shards(self, stage: str, dataset_id: str) -> None:
-        d = self.shard_dir(stage, dataset_id)
-        if self.fs.exists(d):
-            self.fs.rm(d, recursive=True)
-
-
-class ShardIO:
-    """``progra_core.sharding.ShardIO`` over a store: finished shards of one dataset in progress."""
-
-    def __init__(self, store: DatasetStore, stage: str, dataset_id: str):
-        self.store, self.stage, self.dataset_id = store, stage, dataset_id
-
-    def done(self) -> dict[str, pa.Table]:
-        return self.store.read_shards(self.stage, self.dataset_id)
-
-    def write(self, key: str, table: pa.Table) -> None:
-        self.store.write_shard(self.stage, self.dataset_id, key, table)
-
-    def clear(self) -> None:
-        self.store.clear_shards(self.stage, self.dataset_id)
