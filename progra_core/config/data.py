@@ -130,5 +130,8 @@ class SFTDataConfig(Section):
     turn_ends: bool = Field(True, description=(
         "Add a turn-end example per turn of the trajectories used: the prompt after the turn's last call and its "
         "result, the target a plain answer. BFCL turns carry no reply; without these the policy never learns to end a turn."))
+    turn_end_ratio: float | None = Field(None, ge=0, description=(
+        "Turn-end examples per call example (awareness + cold-start); None: one per turn of every trajectory used. "
+        "Turns that a call example comes from are kept first, so the taught call and its end stay together."))
     seed: int = 0
 

@@ -11,7 +11,8 @@ request, and this turn's earlier steps as the policy is taught to write them.
 * cold-start examples (D_cs): segments of D *without* an awareness row (no prompt is taught two
   answers), target = only the well-formed ``<answer>[calls]</answer>``; ``cold_start_ratio`` per
   awareness example, at least ``cold_start_min``;
-* turn-end examples (``turn_ends``): for every turn of the trajectories above, the prompt after the
+* turn-end examples (``turn_ends``): for every turn of the trajectories above (at most
+  ``turn_end_ratio`` per call example, the turns a call example teaches first), the prompt after the
   turn's last call and its results, target = the progress note of every turn so far as the
   summary, then a plain answer (the turn's reply, or ``TURN_DONE``). BFCL and synthesized turns
   carry no reply, so without these the policy is never shown how a turn ends, and in BFCL a turn
@@ -142,6 +143,24 @@ def turn_end_examples(segments: Iterable[dict], trajectories: set[str] | None, a
     return out
 
 
+def _fewer_ends(ends: list[dict], call_rows: list[dict], segments: dict[str, dict], cfg: SFTDataConfig) -> list[dict]:
+    """At most ``turn_end_ratio`` turn ends per call row: first the ends of turns a call row teaches
+    (the taught call and its closing stay together), then the rest, each group in a seeded order."""
+    if cfg.turn_end_ratio is None:
+        return ends
+
+    def turn(row: dict) -> tuple[str, int]:
+        return row["trajectory_id"], segments[row["segment_id"]]["turn_index"]
+
+    taught = {turn(r) for r in call_rows}
+    first, rest = [e for e in ends if turn(e) in taught], [e for e in ends if turn(e) not in taught]
+    rng = random.Random(cfg.seed)
+    rng.shuffle(first)
+    rng.shuffle(rest)
+    keep = {e["example_id"] for e in (first + rest)[:round(cfg.turn_end_ratio * len(call_rows))]}
+    return [e for e in ends if e["example_id"] in keep]
+
+
 def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfig,
              docs_style: DocStyle = "json") -> tuple[pa.Table, list[dict], dict]:
     """``augmented``: augmented rows; ``segments``: segment_id -> segment row (all of D's segments).
@@ -176,7 +195,8 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
         target = policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))
         rows.append(_row("cold_start", f"cs:{seg['segment_id']}", seg, pag_prompt(seg, docs_style, taught=taught), target, cfg))
     if cfg.turn_ends:
-        rows += turn_end_examples(segments.values(), {r["trajectory_id"] for r in rows}, True, docs_style, cfg, taught)
+        ends = turn_end_examples(segments.values(), {r["trajectory_id"] for r in rows}, True, docs_style, cfg, taught)
+        rows += _fewer_ends(ends, rows, segments, cfg)
     kinds = Counter(r["kind"] for r in rows)
     stats = {"rows": len(rows), "awareness": kinds["awareness"], "cold_start": kinds["cold_start"],
              "turn_end": kinds["turn_end"], "rejects": len(rejects), "by_split": dict(Counter(r["split"] for r in rows))}

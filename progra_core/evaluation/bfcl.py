@@ -38,7 +38,7 @@ from progra_core.envs.bfcl import BFCLEnv
 from progra_core.evaluation import scoring
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
-from progra_core.prompts.policy import decode_calls, parse_action
+from progra_core.prompts.policy import ANSWER_STOP, decode_calls, parse_action
 from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
@@ -54,6 +54,15 @@ PromptStyle = Literal["bfcl", "policy"]
 
 _COT = ("\n\nBefore you answer, reason step by step inside <think></think>: what the user wants, what "
         "has been done, and which call comes next. Then write the function calls (or your reply) after </think>.")
+
+
+def closed_answer(res: ChatResult) -> str:
+    """The output as the conversation keeps it: generation stops at :data:`ANSWER_STOP` and servers
+    drop the stop string, so an answer cut there is closed again (later steps show it as SFT does)."""
+    text = res.text or ""
+    if res.finish_reason == "stop" and "<answer>" in text and ANSWER_STOP not in text:
+        return text + ANSWER_STOP
+    return text
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,13 @@ class _Run:
         if res.error is not None or res.text is None:
             self.done, self.ended, self.detail = True, "inference_error", res.error or "no text"
             return
-        self.messages.append({"role": "assistant", "content": res.text})
-        self.turn_steps.append({"role": "assistant", "content": res.text})
-        summary = parse_action(res.text).summary
+        text = closed_answer(res)
+        self.messages.append({"role": "assistant", "content": text})
+        self.turn_steps.append({"role": "assistant", "content": text})
+        summary = parse_action(text).summary
         self.progress = summary or self.progress
-        calls, err = decode_calls(res.text)
-        log = {"turn": self.turn, "step": self.step, "text": res.text, "calls": [], "observations": [], "decode_error": err}
+        calls, err = decode_calls(text)
+        log = {"turn": self.turn, "step": self.step, "text": text, "calls": [], "observations": [], "decode_error": err}
         self.steps.append(log)
         if not calls:
             self._next_turn()
@@ -216,7 +226,7 @@ def run_bfcl(entries: Sequence[dict], gateway, subject: Subject, cfg: EvaluateCo
     total = len(runs)
     while active := [r for r in runs if not r.done]:
         reqs = [ChatRequest(messages=r.context(), model=subject.model, role="policy", temperature=cfg.temperature,
-                            max_tokens=cfg.max_tokens, seed=cfg.seed + r.trial, sample=r.trial, api_base=subject.api_base,
+                            max_tokens=cfg.max_tokens, stop=[ANSWER_STOP], seed=cfg.seed + r.trial, sample=r.trial, api_base=subject.api_base,
                             api_key_env=subject.api_key_env, id=f"{r.entry['id']}#{r.trial}") for r in active]
         for r, res in zip(active, gateway.batch(reqs), strict=True):
             r.advance(res)

@@ -33,7 +33,7 @@ from progra_core.data.sft_data import pag_prompt, turn_end_examples
 from progra_core.envs.factory import make_env
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import ChatRequest
-from progra_core.prompts.policy import build_prompt, decode_calls
+from progra_core.prompts.policy import ANSWER_STOP, build_prompt, decode_calls
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import EVAL_RESULTS
 from progra_core.sources import bfcl as bfcl_data
@@ -100,7 +100,7 @@ def run_next_call(cases: Sequence[dict], gateway, subject: Subject, cfg: Evaluat
                   progress: Callable[[int, int], None] | None = None) -> pa.Table:
     """One greedy answer per case, all in one gateway call; one ``eval_results`` row per case."""
     reqs = [ChatRequest(messages=c["prompt"], model=subject.model, role="policy", temperature=0.0,
-                        max_tokens=cfg.next_call_max_tokens, stop=["</answer>"], seed=cfg.seed, api_base=subject.api_base,
+                        max_tokens=cfg.next_call_max_tokens, stop=[ANSWER_STOP], seed=cfg.seed, api_base=subject.api_base,
                         api_key_env=subject.api_key_env, id=c["case_id"]) for c in cases]
     done = [0]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from progra_core.calls import Call, CallParseError, parse_calls
 from progra_core.prompts.tools import DocStyle, render_tools
 
-__all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE",
+__all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE", "ANSWER_STOP",
            "Action", "parse_action", "decode_calls", "visible_text", "template_ok", "turn_messages", "earlier_turns",
            "progress_note", "calls_in_words"]
 
@@ -42,6 +42,10 @@ Functions:
 
 #: The closing answer of a turn whose data has no reply (BFCL, synthesized): plain words, no call.
 TURN_DONE = "I have completed your request."
+
+#: Where every decoder stops an action (next-call, BFCL, PAG-RL rollouts alike): what follows a
+#: closed answer is never read, so sampling it only costs time and breaks TEMPLATE's format.
+ANSWER_STOP = "</answer>"
 
 
 def policy_system(tools_json: str | list | None, scenario: str | None = None, docs_style: DocStyle = "json",

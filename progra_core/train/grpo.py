@@ -244,7 +244,8 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
             awareness_prompt=r.awareness_prompt or r.grpo == "awareness", max_turn_actions=cfg.max_turn_actions,
             docs_style=docs_style)
         if trainer.use_vllm:  # TRL synced the current weights into its engine before calling us
-            results = play(rollout.vllm_sampler(trainer.vllm_generation, cfg.max_action_tokens, trainer.eos_token_ids))
+            results = play(rollout.vllm_sampler(trainer.vllm_generation, cfg.max_action_tokens, trainer.eos_token_ids,
+                                                 tok.decode))
         else:  # sampled under the trainer's own precision, so the sampling log-probs are the ones it recomputes
             with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad(), \
                     trainer.accelerator.autocast():

@@ -11,7 +11,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Generation", "GenerateFn", "hf_sampler", "vllm_sampler"]
+from progra_core.prompts.policy import ANSWER_STOP
+
+__all__ = ["Generation", "GenerateFn", "hf_sampler", "vllm_sampler", "kept_tokens"]
 
 
 @dataclass
@@ -27,9 +29,28 @@ class Generation:
 GenerateFn = Callable[[list[list[int]]], list["Generation | list[int]"]]
 
 
+def kept_tokens(ids: Sequence[int], eos: set[int] | Sequence[int], decode: Callable[[list[int]], str] | None,
+                stop: str | None = ANSWER_STOP) -> int:
+    """How many drawn tokens an action keeps: through the first EOS, or through the token that
+    completes ``stop`` if that comes first. Cutting after sampling equals stopping there (each token
+    depends only on those before it), so samplers that cannot stop on a string cut the same way."""
+    n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+    if not stop or decode is None or stop not in decode(list(ids[:n])):
+        return n
+    lo, hi = 1, n  # the shortest prefix whose text holds the stop: prefixes only grow
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if stop in decode(list(ids[:mid])):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8,
                seed: int | None = None, prefix_cache_mb: int = 0, static_cache: bool = True) -> GenerateFn:
-    """Batched sampling with a transformers model, cut after the first EOS; each token comes with
+    """Batched sampling with a transformers model, cut after the first EOS or :data:`ANSWER_STOP`
+    (:func:`kept_tokens`; generation stops there too); each token comes with
     its log-probability under the distribution it was drawn from (logits / T), the quantity the
     trainer recomputes. With ``prefix_cache_mb``, the prefix the contexts of a call share (a
     group's prompt; the docs all episodes of an environment share) is computed once and its KV
@@ -54,7 +75,7 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
     # what the trainer recomputes as logits / T
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                                temperature=temperature if temperature > 0 else None, top_p=1.0, top_k=0,
-                               eos_token_id=eos, pad_token_id=pad)
+                               eos_token_id=eos, pad_token_id=pad, stop_strings=[ANSWER_STOP])
 
     class _Record(LogitsProcessor):
         """Keeps each step's log-softmax(logits / T) and, one step later, the drawn token's entry
@@ -78,28 +99,29 @@ def hf_sampler(model, tokenizer, max_new_tokens: int, temperature: float = 1.0, 
             with torch.no_grad():
                 new = prefix_generate(model, chunk, pad, prefix, cache_kw, seed=rng.randrange(2**31) if seed is not None else None,
                                       static=static_cache,
-                                      generation_config=gen_cfg, logits_processor=LogitsProcessorList([rec]))
+                                      generation_config=gen_cfg, logits_processor=LogitsProcessorList([rec]), tokenizer=tokenizer)
             if rec.prev is not None:
                 last = torch.tensor([[row[-1]] for row in new], device=rec.prev.device)
                 rec.out.append(rec.prev.gather(1, last).squeeze(1))
             logps = torch.stack(rec.out, 1).tolist() if rec.out else [[] for _ in chunk]
             for row, lp in zip(new, logps, strict=True):
-                cut = next((k for k, t in enumerate(row) if t in eos), None)
-                n = len(row) if cut is None else cut + 1
+                n = kept_tokens(row, eos, tokenizer.decode)
                 out.append(Generation(row[:n], lp[:n]))
         return out
 
     return generate
 
 
-def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = ()) -> GenerateFn:
+def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = (),
+                 decode: Callable[[list[int]], str] | None = None) -> GenerateFn:
     """Sampling through TRL's vLLM engine (``trainer.vllm_generation``, colocate or server mode):
     one ``generate`` call per lockstep round, each context once, at most ``max_new_tokens`` per
     action (the engine's own limit, the whole stream length, is restored after). vLLM returns each
     token's log-probability after temperature (TRL builds it with ``processed_logprobs``), which is
     what importance-sampling correction compares with the trainer's recomputed ones. TRL syncs the
     LoRA-merged weights into the engine before each step's ``rollout_func``. Single process: in
-    server mode TRL gathers prompts across ranks, and lockstep rounds differ per rank."""
+    server mode TRL gathers prompts across ranks, and lockstep rounds differ per rank. TRL's engine
+    takes no stop string, so ``decode`` cuts each action after :data:`ANSWER_STOP` as hf_sampler does."""
     eos = set(eos_ids)
 
     def generate(contexts: list[list[int]]) -> list[Generation]:
@@ -114,8 +136,7 @@ def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Ge
         out = []
         for k, ids in enumerate(completions):
             ids = list(ids)
-            cut = next((i for i, t in enumerate(ids) if t in eos), None)
-            n = len(ids) if cut is None else cut + 1
+            n = kept_tokens(ids, eos, decode)
             lp = None if logprobs is None else [float("nan") if t[0] is None else float(t[0]) for t in logprobs[k][:n]]
             out.append(Generation(ids[:n], lp))
         return out

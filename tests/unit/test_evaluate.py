@@ -367,7 +367,9 @@ def test_a_pag_policy_under_its_training_prompt_sees_the_awareness_layout():
                     f"<summary>turn {t} done</summary><think>done</think><answer>Done.</answer>")]
                 k = self.pos.get(r.id, 0)
                 self.pos[r.id] = k + 1
-                out.append(ChatResult(text=script[k], model=r.model, role=r.role, id=r.id))
+                assert r.stop == ["</answer>"]  # a server stops there and drops the stop string
+                out.append(ChatResult(text=script[k].removesuffix("</answer>"), model=r.model, role=r.role, id=r.id,
+                                      finish_reason="stop"))
             return out
 
     gw = InOrder()
@@ -378,6 +380,8 @@ def test_a_pag_policy_under_its_training_prompt_sees_the_awareness_layout():
         assert r.messages[1]["role"] == "user" and sum(m["role"] == "user" for m in r.messages) == 1
         k = gw.requests.index(r)
         steps = [x for x in gw.requests[:k] if x.id == r.id]
+        if len(steps) % 2 == 1:  # a turn's second step shows the first as SFT does: the answer closed again
+            assert r.messages[2]["role"] == "assistant" and r.messages[2]["content"].endswith("]</answer>")
         if len(steps) >= 2 and len(steps) % 2 == 0:  # a turn's first request after the previous turn's end
             t = len(steps) // 2
             assert r.messages[1]["content"].startswith(f"Progress so far (your own summary):\nturn {t - 1} done")

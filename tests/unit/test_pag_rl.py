@@ -360,6 +360,30 @@ def test_vllm_sampler_cuts_at_eos_and_keeps_unknown_log_probs_unknown():
         prompts, [[3]], None, None)})(), 5)([[1]])[0].logprobs is None
 
 
+def test_an_action_ends_where_every_decoder_stops_it(tok):
+    """Both samplers keep an action through the token that closes ``</answer>`` (or the first EOS,
+    whichever comes first): what follows is never read and would break TEMPLATE's format."""
+    from progra_core.train.rollout import vllm_sampler
+    from progra_core.train.samplers import kept_tokens
+
+    answer = tok.encode("<summary>s</summary>\n<think>t</think>\n<answer>[ls()]</answer>", add_special_tokens=False)
+    tail = tok.encode("\n<summary>more</summary>", add_special_tokens=False)
+    eos = {tok.eos_token_id}
+    assert kept_tokens(answer + tail, eos, tok.decode) == len(answer)
+    assert "</answer>" not in tok.decode(answer[:-1])  # the shortest prefix that closes the answer
+    assert kept_tokens(answer[:3] + [tok.eos_token_id] + answer[3:], eos, tok.decode) == 4  # EOS first
+    assert kept_tokens(answer + tail, eos, None) == len(answer + tail)  # nothing to decode with: EOS only
+
+    class Engine:
+        max_completion_length = 9
+
+        def generate(self, prompts, images, num_generations):
+            return prompts, [answer + tail], [[[-0.1]] * len(answer + tail)], None
+
+    gen = vllm_sampler(Engine(), 300, eos_ids=list(eos), decode=tok.decode)([[1]])[0]
+    assert gen.ids == answer and len(gen.logprobs) == len(answer)
+
+
 # -- 8. token budgets ---------------------------------------------------------------------------
 
 def test_an_awareness_note_fits_in_an_action():

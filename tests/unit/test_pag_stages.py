@@ -205,6 +205,20 @@ def test_sft_data_awareness_and_cold_start():
     assert last.startswith("<summary>1 earlier request was completed. The user asked: q1") and "The user asked: q2" in last
 
 
+def test_turn_end_ratio_keeps_the_end_of_the_taught_turn_first():
+    segs = {r["segment_id"]: r for r in seg.segment_trajectory(_traj(), SegmentConfig())}
+    aug = [{"aug_id": "a1", "segment_id": "t#t2s0", "op": "none", "text": "x", "summary": "S", "plan": "P", "rationale": "R",
+            "tools": segs["t#t2s0"]["tools"], "target_calls": segs["t#t2s0"]["target_calls"], "mapping": None}]
+
+    def ends(ratio):
+        cfg = SFTDataConfig(cold_start_ratio=0, cold_start_min=0, validation_percent=0, turn_end_ratio=ratio)
+        return [r["example_id"] for r in sft_data(aug, segs, cfg)[0].to_pylist() if r["kind"] == "turn_end"]
+
+    assert ends(None) == ["end:t#t0", "end:t#t2"]  # every turn of the trajectory used
+    assert ends(1.0) == ["end:t#t2"]  # one call row: one end, the turn that row teaches (not the first by id)
+    assert ends(0.0) == [] and ends(5.0) == ["end:t#t0", "end:t#t2"]
+
+
 def test_sharded_work_resumes_without_redoing_finished_shards():
     items = [{"id": f"i{n:02d}"} for n in range(10)]
     seen = []
