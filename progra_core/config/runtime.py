@@ -80,7 +80,8 @@ class LLMConfig(Section):
         "one that is copied whole at every new token; same tokens, and about half a decode step saved at a 4.6k-token "
         "prompt on CPU. Models with sliding-window or non-attention layers always use the dynamic cache."))
     local_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
-        "local/ models' weights: auto = bfloat16 on a CUDA device that supports it, float32 on CPU."))
+        "local/ models' weights: auto = bfloat16 on a CUDA device that supports it and on a CPU with AMX tiles "
+        "(~3x faster prefill there), float32 elsewhere. Part of every cached answer's key, resolved."))
 
 
 class DispatchConfig(Section):

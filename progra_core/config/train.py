@@ -47,7 +47,8 @@ class SFTConfig(Section):
 
     lora_r: int = Field(8, ge=1, description="LoRA rank (paper search: 8-16).")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (paper search: 8-64).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description=(
+        "Dropout on each LoRA layer's input (PEFT's lora_dropout); 0 skips it, which on CPU saves ~1/4 of a step."))
     learning_rate: float = Field(1e-6, gt=0, description="Paper search: 1e-7 to 1e-6 on 3-8B models.")
     batch_size: int = Field(8, ge=1, description="Examples per optimizer step (paper search: 8-16).")
     micro_batch_size: int | None = Field(None, ge=1, description=(
@@ -103,7 +104,7 @@ class GRPOConfig(Section):
     learning_rate: float = Field(1e-6, gt=0, description="Paper search: 1e-9 to 1e-5.")
     lora_r: int = Field(8, ge=1, description="LoRA rank when GRPO starts from the base model (paper: 8-16).")
     lora_alpha: int = Field(32, ge=1, description="Paper search: 32-64.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each LoRA layer's input (PEFT's lora_dropout).")
     alpha_fmt: float = Field(0.1, ge=0, description="Eq. 14: weight of TEMPLATE.")
     alpha_schema: float = Field(0.2, ge=0, description="Eq. 14: weight of SCHEMA.")
     alpha_acc: float = Field(1.0, ge=0, description="Eq. 14: weight of SUCCESS.")

@@ -48,7 +48,7 @@ from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
 from progra_core.llm.identity import runtime_versions, weights_digest  # noqa: E402
-from progra_core.llm.local import get_backend  # noqa: E402
+from progra_core.llm.local import get_backend, resolve_dtype  # noqa: E402
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
@@ -179,7 +179,15 @@ class Gateway:
             return None
         path, adapter = self.local_spec(model)
         return {"weights": weights_digest(path), "adapter": weights_digest(adapter) if adapter else None,
-                "dtype": self.local_dtype, "runtime": runtime_versions(), "backend": BACKEND_VERSION}
+                "dtype": self.resolved_dtype(), "runtime": runtime_versions(), "backend": BACKEND_VERSION}
+
+    def resolved_dtype(self) -> str:
+        """What ``local_dtype`` means on this machine (``auto`` differs between a CPU with AMX, one
+        without and a GPU): the key holds that, so an answer computed in one dtype is never served
+        as the other's."""
+        import torch
+
+        return resolve_dtype(self.local_dtype, "cuda" if torch.cuda.is_available() else "cpu")
 
     @property
     def cache_rejected(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import warnings
 
-__all__ = ["quiet_hf", "cache_kwarg"]
+__all__ = ["quiet_hf", "cache_kwarg", "cpu_bf16"]
 
 #: (message regex, module regex) of warnings raised inside libraries about their own internals.
 _FOREIGN_WARNINGS = (
@@ -41,3 +41,13 @@ def cache_kwarg(model) -> str:
     """The forward argument that takes a KV cache: ``cache`` in transformers 5, ``past_key_values`` before."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU has AMX tiles, where bf16 matmuls run on the tile unit: measured on this
+    project's 2-core Xeon with SmolLM2-135M, a prefill of 8 x 1,200 tokens takes 2.9 s with bf16
+    weights against 10.0 s in float32, a decode step 52 ms against 94 ms. Without AMX, bf16 on a
+    CPU is slower than float32."""
+    import torch
+
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())

@@ -20,7 +20,7 @@ from pathlib import Path
 from progra_core import versioning
 from progra_core.config import SFTConfig, SFTDataConfig
 from progra_core.data.sft_data import split_for, turn_end_examples
-from progra_core.llm.hf import quiet_hf
+from progra_core.llm.hf import cpu_bf16, quiet_hf
 from progra_core.methods import Recipe
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts.policy import build_prompt
@@ -104,7 +104,7 @@ def use_bf16(precision: str = "auto") -> bool:
         return precision == "bf16"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return cpu_bf16()
 
 
 def weights_dtype(precision: str = "auto"):

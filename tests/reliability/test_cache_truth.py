@@ -288,3 +288,18 @@ def test_the_local_backends_code_is_part_of_a_local_answers_key(tmp_path, tiny_l
     monkeypatch.setattr(gateway, "BACKEND_VERSION", "1+edited")
     assert g.cache_key(request) != before
     assert ask().cache_key() == Gateway(tmp_path / "cache").cache_key(ask())  # remote keys do not depend on it
+
+
+def test_auto_dtype_is_keyed_by_what_it_means_on_this_machine(tmp_path, tiny_llama, monkeypatch):
+    """``local_dtype: auto`` is bfloat16 on a CPU with AMX and float32 on one without: a root shared
+    by both (or a machine whose answer to "auto" changes) must not serve one dtype's answers as the
+    other's. The key holds the resolved dtype, so ``auto`` and the dtype it resolves to share."""
+    from progra_core.llm import local
+
+    request = ask(model="local/m")
+    key = lambda dtype: Gateway(tmp_path / "c", local_models={"m": str(tiny_llama)}, local_dtype=dtype).cache_key(request)  # noqa: E731
+    monkeypatch.setattr(local, "cpu_bf16", lambda: True)
+    amx = key("auto")
+    assert amx == key("bfloat16") != key("float32")
+    monkeypatch.setattr(local, "cpu_bf16", lambda: False)
+    assert key("auto") == key("float32") != amx
