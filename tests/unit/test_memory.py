@@ -91,9 +91,8 @@ def test_progra_plan_prints_every_stage_and_fails_when_one_does_not_fit():
 
 
 def test_local_evaluation_sizes_its_batch_for_the_device():
-    from progra_core.llm.local import CPU_BATCH_TOKENS, kv_batch_tokens, resolve_dtype
-
     from progra_core.llm.hf import cpu_bf16
+    from progra_core.llm.local import CPU_BATCH_TOKENS, kv_batch_tokens, resolve_dtype
 
     assert resolve_dtype("auto", "cpu") == ("bfloat16" if cpu_bf16() else "float32")
     assert resolve_dtype("bfloat16", "cpu") == "bfloat16" and resolve_dtype("float32", "cpu") == "float32"
