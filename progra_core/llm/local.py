@@ -16,13 +16,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from functools import lru_cache
 
 from progra_core.llm.hf import cache_kwarg, cpu_bf16, quiet_hf
 from progra_core.llm.prefix import PrefixCache, common_prefix, fork, reusable
 from progra_core.llm.types import ChatRequest, ChatResult
 
-__all__ = ["LocalBackend", "get_backend", "prefix_generate", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
+__all__ = ["LocalBackend", "get_backend", "release_backends", "loaded_backends", "clear_backends", "prefix_generate", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
 
 
 #: local/ batches on CPU: padded prompt tokens per forward pass (measured: past ~8k, padding a
@@ -291,7 +290,10 @@ def prefix_generate(model, contexts: Sequence[Sequence[int]], pad: int, prefix: 
     ids_t, mask_t = torch.tensor(ids, device=device), torch.tensor(mask, device=device)
     if seed is not None:
         torch.manual_seed(seed)
-    res = model.generate(input_ids=ids_t, attention_mask=mask_t, return_dict_in_generate=True, **kw, **gen_kwargs)
+    # never auto-compiled: with a static cache on CUDA, transformers would capture the decode step in
+    # CUDA graphs and recompile for every new cache length (TRL turns it off for its own generation too)
+    res = model.generate(input_ids=ids_t, attention_mask=mask_t, return_dict_in_generate=True, disable_compile=True,
+                         **kw, **gen_kwargs)
     seqs = res.sequences
     done = _cache_of(res)
     if prefix is not None and done is not None and (static or reusable(done)):
@@ -420,7 +422,54 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
     return rng.choices(range(len(scores)), weights=weights)[0]
 
 
-@lru_cache(maxsize=4)
+#: loaded backends by (path, dtype, adapter, prefix MiB, static) -> the backend and who holds it
+_BACKENDS: dict[tuple, tuple[LocalBackend, set[int]]] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
 def get_backend(path: str, dtype: str = "auto", adapter: str | None = None, prefix_cache_mb: int = 0,
-                static_cache: bool = False) -> LocalBackend:
-    return LocalBackend(path, dtype=dtype, adapter=adapter, prefix_cache_mb=prefix_cache_mb, static_cache=static_cache)
+                static_cache: bool = False, holder: object | None = None) -> LocalBackend:
+    """The loaded backend for this model, loaded once per process while anyone holds it. ``holder``
+    (a gateway) keeps it loaded until :func:`release_backends` (``Gateway.close``): evaluation's base
+    model is dropped before the trained one loads, instead of sitting in memory with its prefix cache
+    for the rest of the process, and the user simulator a trained policy talks to is still shared."""
+    key = (path, dtype, adapter, prefix_cache_mb, static_cache)
+    with _BACKENDS_LOCK:  # loads are serialized, so two threads never load the same model twice
+        if key not in _BACKENDS:
+            _BACKENDS[key] = (LocalBackend(path, dtype=dtype, adapter=adapter, prefix_cache_mb=prefix_cache_mb,
+                                           static_cache=static_cache), set())
+        backend, holders = _BACKENDS[key]
+        if holder is not None:
+            holders.add(id(holder))
+    return backend
+
+
+def release_backends(holder: object) -> int:
+    """``holder`` lets go of every backend it held; those nobody else holds are unloaded (and, on a
+    GPU, their memory returned). Returns how many were unloaded."""
+    with _BACKENDS_LOCK:
+        gone = [k for k, (_, holders) in _BACKENDS.items() if id(holder) in holders and len(holders) == 1]
+        for _, holders in _BACKENDS.values():
+            holders.discard(id(holder))
+        for k in gone:
+            del _BACKENDS[k]
+    if gone:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return len(gone)
+
+
+def loaded_backends() -> int:
+    """How many local backends this process holds loaded."""
+    return len(_BACKENDS)
+
+
+def clear_backends() -> None:
+    """Unload every backend (tests)."""
+    with _BACKENDS_LOCK:
+        _BACKENDS.clear()

@@ -18,6 +18,7 @@ datasets, PEFT, torch, transformers, TRL are imported inside the functions that 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from progra_core.llm.hf import quiet_hf
 from progra_core.methods import Recipe
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
-from progra_core.train import memory, rollout
+from progra_core.train import memory, rollout, samplers
 from progra_core.train.rewards import Rubric
 from progra_core.train.sft import (
     device_kwargs,
@@ -242,7 +243,7 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
         play = lambda generate: rollout.run_episodes(  # noqa: E731
             [episodes[p] for p in prompts], generate, tok, r.grpo, rubric, cfg.max_actions, cfg.max_seq_len,
             awareness_prompt=r.awareness_prompt or r.grpo == "awareness", max_turn_actions=cfg.max_turn_actions,
-            docs_style=docs_style)
+            docs_style=docs_style, max_action_tokens=cfg.max_action_tokens)
         if trainer.use_vllm:  # TRL synced the current weights into its engine before calling us
             results = play(rollout.vllm_sampler(trainer.vllm_generation, cfg.max_action_tokens, trainer.eos_token_ids,
                                                  tok.decode))
@@ -261,6 +262,26 @@ def _rollout_func(episodes: dict[str, rollout.Episode], r: Recipe, cfg: GRPOConf
         return out
 
     return rollout_func
+
+
+def adapter_shape(adapter_path: str | Path) -> tuple[int, int]:
+    """(rank, alpha) of a saved PEFT LoRA adapter, from its ``adapter_config.json``."""
+    conf = json.loads((Path(adapter_path) / "adapter_config.json").read_text())
+    return int(conf["r"]), int(conf["lora_alpha"])
+
+
+def out_of_place_sync(vg) -> bool:
+    """Make TRL's vLLM weight sync merge the LoRA out of place (:func:`samplers.merged_named_params`)
+    instead of merging into the bf16 base and unmerging, which drifts the base a little every step.
+    Only for one process without FSDP / DeepSpeed (there TRL gathers sharded weights around its own
+    merge, which stays); returns whether it applied."""
+    from peft import PeftModel
+
+    if not isinstance(vg.model, PeftModel) or vg._dist.is_fsdp or vg.accelerator.num_processes > 1:
+        return False
+    fix = lambda n: vg._fix_param_name_to_vllm(n, extra_prefixes=["modules_to_save.default."])  # noqa: E731
+    vg._iter_named_params = lambda: samplers.merged_named_params(vg.model, fix)
+    return True
 
 
 def check_vllm(cfg: GRPOConfig) -> None:
@@ -295,6 +316,8 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
     if not episodes:
         raise ValueError("no GRPO episodes")
     check_vllm(cfg)
+    r_alpha = cfg.lora_shape(adapter_shape(adapter_path) if adapter_path else None)
+    cfg = cfg.model_copy(update={"lora_r": r_alpha[0], "lora_alpha": r_alpha[1]})
     preflight(memory.estimate_grpo, base_path, cfg, "lower grpo.micro_batch_size (a step still uses batch_size x "
               "num_generations streams) or grpo.max_seq_len, or serve vLLM elsewhere (use_vllm: server)")
     quiet_hf()
@@ -316,6 +339,7 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
         loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
         temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
+        vllm_importance_sampling_mode=cfg.importance_sampling, vllm_importance_sampling_clip_max=cfg.importance_sampling_cap,
         **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps), **vllm)
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
@@ -323,6 +347,8 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         rollout_func=_rollout_func({e.episode_id: e for e in episodes}, r, cfg, tok, recorder, rubric, docs_style),
         callbacks=step_callbacks(progress, log))
     trainer.recorder = recorder
+    if getattr(trainer, "vllm_generation", None) is not None:
+        out_of_place_sync(trainer.vllm_generation)
     trainer.dr_grpo_tokens = cfg.dr_grpo_tokens
     quiet_trainer(trainer)
     return trainer, tok

@@ -131,10 +131,11 @@ def estimate_sft(a: Arch, cfg, bf16: bool = True, checkpointing: bool = True) ->
 def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointing: bool = True) -> Estimate:
     """``cfg``: a ``GRPOConfig``; one micro-batch of ``max_seq_len``-token streams, the KL
     reference as a frozen adapter copy, and vLLM's share of the device when colocated."""
-    extra = {"reference_adapter": 4 * a.lora_params(cfg.lora_r)}
+    rank = cfg.lora_shape()[0]  # build_trainer sets the SFT adapter's rank when it is inherited
+    extra = {"reference_adapter": 4 * a.lora_params(rank)}
     if cfg.use_vllm == "colocate":
         extra["vllm"] = cfg.vllm_gpu_memory_utilization * gpu_bytes
-    return _train("grpo", a, cfg.device_batch, cfg.max_seq_len, cfg.lora_r, bf16,
+    return _train("grpo", a, cfg.device_batch, cfg.max_seq_len, rank, bf16,
                   checkpointing, extra)
 
 

@@ -28,8 +28,10 @@ positions restarting after info_meta, which is exactly the context turn ``i`` wa
 
 A turn ends when the policy answers without calls (it says the request is done), or when it has
 used ``max_turn_actions``; the episode ends after its last turn, after ``max_actions`` (H) in all,
-or at ``max_seq_len``. SUCCESS is judged when a turn ends, and only a turn the policy closed
-itself can succeed: a budget that runs out mid-turn is a failed turn, as BFCL's step limit is.
+or when the stream could not take the next context plus a whole action (``max_action_tokens``)
+within ``max_seq_len``, so no context ever reaches an engine's length limit. SUCCESS is judged
+when a turn ends, and only a turn the policy closed itself can succeed: a budget that runs out
+mid-turn is a failed turn, as BFCL's step limit is.
 
 torch is imported inside the functions that use it: heavy, and only some callers need it."""
 
@@ -289,7 +291,13 @@ class _Play:
         if self.logps is not None:
             self.logps += logps if logps is not None else [0.0] * len(ids)
 
-    def step(self, gen: Generation, max_actions: int, max_turn_actions: int, max_seq_len: int) -> None:
+    def fits(self, extra: list[int], max_seq_len: int, reserve: int) -> bool:
+        """Whether the stream can take ``extra`` and still hold a whole next action (``reserve``
+        tokens): an engine refuses a context at its length limit (vLLM's max_model_len is
+        max_seq_len), so an episode stops before its next context could reach it."""
+        return len(self.stream) + len(extra) + reserve <= max_seq_len
+
+    def step(self, gen: Generation, max_actions: int, max_turn_actions: int, max_seq_len: int, reserve: int = 0) -> None:
         ctx_tokens = len(self.context())
         generated = list(gen.ids)
         if gen.logprobs is None:
@@ -305,9 +313,11 @@ class _Play:
         n = len(self.actions) + 1
         self.turn_actions += 1
         single = self.ep.prefix is not None
-        episode_budget = n >= max_actions or len(self.stream) >= max_seq_len
         closed = single or not act.has_calls  # the policy ended the turn itself
-        turn_ends = closed or episode_budget or self.turn_actions >= max_turn_actions
+        turn_over = closed or self.turn_actions >= max_turn_actions
+        obs = None if turn_over else self.p.after(generated, [{"role": "tool", "content": o} for o in act.observations])
+        episode_budget = n >= max_actions or (obs is not None and not self.fits(obs, max_seq_len, reserve))
+        turn_ends = turn_over or episode_budget
         success = None
         if turn_ends:  # only a turn the policy closed can succeed; a spent budget fails it
             success = closed and self.env.success(self.target, self.target_obs, self.turn_obs)
@@ -327,15 +337,20 @@ class _Play:
         if self.done:
             return
         if not turn_ends:  # the observations go back to the policy
-            self._extend(self.p.after(generated, [{"role": "tool", "content": o} for o in act.observations]), model=False)
+            self._extend(obs, model=False)
             return
         self.turn += 1
         self._begin_turn()
         if self.awareness:  # a fresh block: info_meta, Q_i and the policy's own summary only
-            self._extend(self.p.close_ids(generated), model=False)
-            self._new_block(self._open_turn())
+            close, opening = self.p.close_ids(generated), self._open_turn()
         else:
-            self._extend(self.p.after(generated, [self._turn_messages()[-1]]), model=False)
+            close, opening = self.p.after(generated, [self._turn_messages()[-1]]), []
+        if not self.fits(close + opening, max_seq_len, reserve):  # the next turn could not be played whole
+            self.done, self.stop_reason = True, "max_seq_len"
+            return
+        self._extend(close, model=False)
+        if self.awareness:
+            self._new_block(opening)
 
     def played(self) -> Played:
         return Played(self.ep.episode_id, self.ep.tools, [t["query"] for t in self.ep.turns], self.prompted, self.steps)
@@ -351,7 +366,7 @@ class _Play:
 
 def run_episodes(episodes: Sequence[Episode], generate: GenerateFn, tokenizer, mode: Mode, rubric: Rubric,
                  max_actions: int = 10, max_seq_len: int = 16384, awareness_prompt: bool | None = None,
-                 max_turn_actions: int = 5, docs_style: DocStyle = "json") -> list[Rollout]:
+                 max_turn_actions: int = 5, docs_style: DocStyle = "json", max_action_tokens: int = 0) -> list[Rollout]:
     """Play all episodes in lockstep: each round asks ``generate`` once for every episode still
     running, so a batched backend sees one batch per round; then ``rubric`` scores them all at once.
     ``awareness_prompt`` (default: the ``awareness`` mode) asks for ``<summary>`` in the system
@@ -361,9 +376,14 @@ def run_episodes(episodes: Sequence[Episode], generate: GenerateFn, tokenizer, m
     pieces = ChatPieces(tokenizer)
     prompted = mode == "awareness" if awareness_prompt is None else awareness_prompt
     plays = [_Play(ep, mode, pieces, prompted, docs_style) for ep in episodes]
+    if long := [p.ep.episode_id for p in plays if not p.fits([], max_seq_len, max_action_tokens)]:
+        raise ValueError(f"{len(long)} episodes (e.g. {long[0]}) open with a prompt that leaves no room for one action of "
+                         f"{max_action_tokens} tokens within max_seq_len={max_seq_len}: raise grpo.max_seq_len or select "
+                         "shorter episodes")
     while active := [p for p in plays if not p.done]:
         outs = generate([p.context() for p in active])
         for p, out in zip(active, outs, strict=True):
-            p.step(out if isinstance(out, Generation) else Generation(list(out)), max_actions, max_turn_actions, max_seq_len)
+            p.step(out if isinstance(out, Generation) else Generation(list(out)), max_actions, max_turn_actions, max_seq_len,
+                   max_action_tokens)
     scores = rubric.score([p.played() for p in plays])
     return [p.result(per_action, returns) for p, (per_action, returns) in zip(plays, scores, strict=True)]

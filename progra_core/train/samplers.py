@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from progra_core.prompts.policy import ANSWER_STOP
 
-__all__ = ["Generation", "GenerateFn", "hf_sampler", "vllm_sampler", "kept_tokens"]
+__all__ = ["Generation", "GenerateFn", "hf_sampler", "vllm_sampler", "kept_tokens", "merged_named_params"]
 
 
 @dataclass
@@ -142,3 +142,31 @@ def vllm_sampler(engine, max_new_tokens: int, eos_ids: Sequence[int] = (),
         return out
 
     return generate
+
+
+def merged_named_params(model, fix_name: Callable[[str], str] = lambda n: n):
+    """(vLLM name, tensor) for every weight of a PEFT LoRA model with its adapters merged, computed
+    out of place: each LoRA layer's ``W + delta`` is a new tensor (one layer at a time) and the base
+    weights are never written. TRL's own sync merges into the base in place and unmerges after;
+    in bf16 ``(W + d) - d`` is not ``W``, so the frozen base under the policy and the KL reference
+    drifts a little more every step (trl#6688). The merged values are PEFT's (the sum in the wider
+    of the two dtypes, rounded once). Plain LoRA layers only: DoRA or a LoRA bias is refused."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    for name, m in layers.items():
+        if any(a in m.lora_variant for a in m.active_adapters) or any(m.lora_bias.get(a) for a in m.active_adapters):
+            raise ValueError(f"{name}: only plain LoRA layers are merged out of place (no DoRA, no lora_bias)")
+    for name, param in model.named_parameters():
+        if model.prefix in name or "original_module" in name:  # the adapters' own weights; vLLM has none
+            continue
+        owner, _, leaf = name.rpartition(".base_layer.")
+        weight = param.data
+        if leaf == "weight" and owner in layers:
+            m = layers[owner]
+            for a in m.active_adapters:
+                if a in m.lora_A:
+                    delta = m.get_delta_weight(a)  # as PEFT's merge: the sum in the wider dtype, rounded once
+                    weight = (weight.to(torch.promote_types(weight.dtype, delta.dtype)) + delta).to(param.dtype)
+        yield fix_name(name.removeprefix("base_model.model.").replace(".base_layer", "")), weight

@@ -85,3 +85,25 @@ def test_the_verifier_is_the_policy_unless_named():
         load_config("paper", overrides=["models.api_base={}"])
     assert paper.ingest.tau2_domains == ["airline", "retail"] and paper.evaluate.limit is None
     assert paper.evaluate.categories == ["base", "miss_func", "miss_param"] and paper.evaluate.tau2_split == "test"
+
+
+def test_pag_rl_continues_the_sft_adapter_so_its_lora_shape_is_inherited_or_refused(tmp_path):
+    """The paper profile once set grpo.lora_alpha 64 over an SFT adapter of alpha 32: build_trainer
+    loaded the adapter and silently kept 32. Now a conflicting value is refused when the config
+    loads, an unset one inherits the adapter's shape, and from the base model the defaults apply."""
+    paper = load_config("paper")
+    assert paper.grpo.lora_shape((paper.sft.lora_r, paper.sft.lora_alpha)) == (16, 32)
+    with pytest.raises(ValidationError, match="lora_alpha=64 but the SFT adapter it continues has lora_alpha=32"):
+        load_config("paper", overrides=["grpo.lora_alpha=64"])
+    # a method whose GRPO starts from the base model takes what it is given, defaults when unset
+    assert load_config("paper", overrides=["grpo.lora_alpha=64", "method=mt_grpo"]).grpo.lora_shape() == (8, 64)
+    assert load_config("embedded").grpo.lora_shape() == (8, 32)
+
+    from peft import LoraConfig
+
+    from progra_core.train.grpo import adapter_shape
+
+    LoraConfig(r=4, lora_alpha=12).save_pretrained(str(tmp_path))
+    assert adapter_shape(tmp_path) == (4, 12)
+    with pytest.raises(ValueError, match="lora_r=8 but the SFT adapter it continues has lora_r=4"):
+        paper.grpo.model_copy(update={"lora_r": 8}).lora_shape(adapter_shape(tmp_path))

@@ -249,3 +249,25 @@ def test_endpoint_unavailable_survives_pickling_to_another_process():
     failed = [ChatResult(text=None, role="generator", id="r1", model="openai/echo", error="HTTP 503", retryable=True)]
     e = pickle.loads(pickle.dumps(EndpointUnavailable(failed, 3)))
     assert isinstance(e, EndpointUnavailable) and e.total == 3 and e.failed[0].id == "r1" and "1 of 3" in str(e)
+
+
+def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_path):
+    """Evaluation closes its gateway after each model: the base model (and its prefix cache) is
+    unloaded before the trained one loads, while a model another open gateway still uses (the user
+    simulator beside a policy) stays loaded and is shared, never loaded twice."""
+    import shutil
+
+    from progra_core.llm import local
+
+    other = shutil.copytree(tiny_llama, tmp_path / "other")
+    local.clear_backends()
+    ask = lambda g, m: g.batch([ChatRequest([{"role": "user", "content": "hi"}], f"local/{m}", max_tokens=2)])  # noqa: E731
+    base = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    assert ask(base, "tiny")[0].ok and local.loaded_backends() == 1
+    sim = Gateway(None, local_models={"tiny": str(tiny_llama), "other": str(other)})
+    assert ask(sim, "tiny")[0].ok and local.loaded_backends() == 1  # shared, not loaded twice
+    base.close()
+    assert local.loaded_backends() == 1  # sim still holds it
+    assert ask(sim, "other")[0].ok and local.loaded_backends() == 2
+    sim.close()
+    assert local.loaded_backends() == 0

@@ -10,6 +10,7 @@ keeps its gradients comparable; 10 SFT+MT-GRPO has a recipe."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -335,6 +336,41 @@ def test_vllm_rollouts_go_through_trls_engine_with_their_sampling_log_probs(tiny
     assert bool((sampled[model_tokens] < 0).all()) and bool((sampled[~model_tokens] == 0).all())
 
 
+class SlightlyOff(TRLEngineContract):
+    """An engine whose log-probs are each 0.01 nat below the trainer's, as bf16 vLLM kernels differ
+    from the trainer's: small per token, large summed over a long multi-turn stream."""
+
+    def generate(self, prompts, images, num_generations):
+        p, ids, lps, toks = super().generate(prompts, images, num_generations)
+        return p, ids, [[[lp[0] - 0.01] for lp in row] for row in lps], toks
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "sequence_mask"])
+def test_a_slight_sampler_mismatch_never_zeroes_a_long_rollout(tiny_llama, tmp_path, episode, mode):
+    """TRL's default correction (sequence_mask, cap 3) sums the per-token log-ratio over every model
+    token of a stream: 0.01 nat a token over ~200 tokens is a ratio of ~e^2 = 7, so whole rollouts
+    are masked. The chosen default (grpo.importance_sampling: token_truncate) keeps every token at
+    its own ratio, ~e^0.01."""
+    from progra_core.methods import recipe
+    from progra_core.train import grpo as core
+
+    cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=4, max_turn_actions=2, max_action_tokens=64,
+                     max_steps=1, temperature=1.0, max_seq_len=4096, beta=0.0, precision="fp32",
+                     **({} if mode == "token_truncate" else {"importance_sampling": mode}))
+    assert GRPOConfig().importance_sampling == "token_truncate"
+    trainer, tok = core.build_trainer([episode], recipe("mt_grpo"), cfg, str(tiny_llama), None, tmp_path, docs_style="compact")
+    engine = SlightlyOff(trainer, tok, cfg.temperature)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, engine, -1
+    out = trainer._generate_and_score_completions([{"prompt": episode.episode_id}] * 2)
+    model_tokens = (out["completion_mask"] * out["tool_mask"]).bool()
+    assert model_tokens.sum(1).min() > 120  # long streams (a random policy rarely ends a turn)
+    ratio = out["importance_sampling_ratio"]
+    if mode == "sequence_mask":  # the failure mode the default avoids: both rollouts dropped
+        assert ratio.shape[1] == 1 and bool((ratio == 0).all())
+    else:
+        torch.testing.assert_close(ratio[model_tokens], torch.full_like(ratio[model_tokens], math.exp(0.01)), atol=2e-3, rtol=0)
+
+
 def test_vllm_sampler_cuts_at_eos_and_keeps_unknown_log_probs_unknown():
     from progra_core.train.rollout import vllm_sampler
 
@@ -441,3 +477,56 @@ def test_ops_per_row_draws_distinct_ops_and_the_first_is_choose_ops():
         assert sorted(choose_ops(f"a{i}", two)) == ["schema_perturb", "word_mask"]
     three = AugmentConfig(ops_per_row=3)
     assert all(len(set(choose_ops(f"a{i}", three))) == 3 for i in range(20))
+
+
+def test_vllm_weight_sync_never_writes_the_base_weights(tiny_llama):
+    """TRL's sync merges the LoRA into the bf16 base in place and unmerges it, every step; in bf16
+    that round trip is not exact, so over 200 steps the frozen base (under the policy and the KL
+    reference) drifts away from the base evaluation loads. ``out_of_place_sync`` replaces it with
+    an out-of-place merge: 200 syncs later the base is bit-identical, and vLLM receives the same
+    names and the same merged values TRL's merge gives."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from progra_core.train.grpo import out_of_place_sync
+
+    def policy():
+        torch.manual_seed(0)
+        m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16),
+                           LoraConfig(r=8, lora_alpha=64, target_modules="all-linear"))
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.05)  # a trained adapter: B is no longer zero
+        return m
+
+    def engine(model):
+        vg = SimpleNamespace(model=model, accelerator=SimpleNamespace(num_processes=1),
+                             _dist=SimpleNamespace(is_fsdp=False, fsdp_version=None, gather_params=lambda ps: nullcontext()))
+        vg._fix_param_name_to_vllm = lambda n, extra_prefixes=None: VLLMGeneration._fix_param_name_to_vllm(vg, n, extra_prefixes)
+        vg._iter_named_params = lambda: VLLMGeneration._iter_named_params(vg)  # TRL's own sync
+        return vg
+
+    def base(model):
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+
+    trl_model, ours_model = policy(), policy()
+    trl_vg, ours_vg = engine(trl_model), engine(ours_model)
+    before = base(trl_model)
+    first_trl = [(n, t.clone()) for n, t in trl_vg._iter_named_params()]
+    assert out_of_place_sync(ours_vg)
+    first_ours = list(ours_vg._iter_named_params())
+    assert [n for n, _ in first_ours] == [n for n, _ in first_trl] and all("lora" not in n for n, _ in first_ours)
+    for (_, a), (_, b) in zip(first_trl, first_ours, strict=True):
+        assert torch.equal(a, b)  # what vLLM receives: the same merged weights
+    for _ in range(199):
+        for _ in trl_vg._iter_named_params():
+            pass
+        for _ in ours_vg._iter_named_params():
+            pass
+    drifted = sum(not torch.equal(before[n], p) for n, p in base(trl_model).items())
+    assert drifted > 0  # TRL's in-place merge/unmerge: the base has moved
+    assert all(torch.equal(before[n], p) for n, p in base(ours_model).items())  # ours: bit-identical

@@ -128,13 +128,13 @@ def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
     reqs = [ChatRequest(_conv(k), "local/tiny", prefix="[", max_tokens=8, id=str(k)) for k in range(3)]
     texts = []
     for mb in (64, 0):
-        local.get_backend.cache_clear()
+        local.clear_backends()
         g = Gateway(None, local_models={"tiny": str(sharp_llama)}, local_prefix_cache_mb=mb, local_static_cache=bool(mb))
         texts.append([r.text for r in guided_calls(g, reqs, [tools] * 3, max_calls=2, value_tokens=6)])
         if mb:
             stats = local.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb,
                                       static_cache=True).prefix.stats
-    local.get_backend.cache_clear()
+    local.clear_backends()
     assert texts[0] == texts[1]
     assert stats.hits >= 3 and stats.reuse > 0.7, stats
 
@@ -181,3 +181,19 @@ def test_packed_choice_scoring_equals_scoring_each_choice_alone(backends):
                 assert torch.allclose(packed[at + n - 1], alone[len(ids) + n - 1], atol=1e-4)
             at += len(c) - 1
     assert at == packed.shape[0]
+
+
+def test_generation_never_asks_transformers_to_auto_compile(static_only, monkeypatch):
+    """With a static cache on CUDA, transformers compiles the decode step (CUDA graphs) unless
+    ``disable_compile`` is set, and recompiles for every new cache length. Both samplers that
+    decode into a static cache (evaluation's backend, the RL sampler) must pass the flag; the
+    check transformers makes is recorded here, on CPU."""
+    from progra_core.train.samplers import hf_sampler
+
+    seen: list[bool] = []
+    model, tok = static_only.model, static_only.tokenizer
+    monkeypatch.setattr(model, "_valid_auto_compile_criteria", lambda kwargs, config: seen.append(config.disable_compile) or False)
+    static_only.generate([ChatRequest(_conv(0), "local/tiny", max_tokens=4, id="a")])
+    prompt = tok(static_only._prompt(_conv(1)), add_special_tokens=False)["input_ids"]
+    hf_sampler(model, tok, max_new_tokens=4, temperature=1.0, seed=0, static_cache=True)([prompt, prompt])
+    assert len(seen) >= 2 and all(seen), seen

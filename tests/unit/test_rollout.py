@@ -148,3 +148,34 @@ def test_real_sampler_on_a_tiny_llama(tok, tiny_llama, episode):
     for r in rs:
         assert 1 <= len(r.actions) <= 2 and all(a["model_tokens"] <= 6 for a in r.actions)
         assert sum(r.env_mask) == sum(a["model_tokens"] for a in r.actions)
+
+
+@pytest.mark.parametrize("mode", ["raw", "awareness"])
+@pytest.mark.parametrize("ends_turns", [False, True])
+def test_no_context_ever_reaches_the_engines_length_limit(tok, episode, mode, ends_turns):
+    """vLLM's max_model_len is grpo.max_seq_len and it refuses a prompt at that length: the episode
+    must stop while the next context still leaves room for a whole action, whether it grows by
+    observations within a turn or by the next turn's opening."""
+    long = act("Still listing the workspace, one more time to be sure. " * 6, "[ls()]")
+    script = ([long, act("done", "All listed.")] * 20) if ends_turns else [long] * 40
+    reserve = max(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in script)
+    lengths = []
+
+    class Measured(Scripted):
+        def __call__(self, contexts):
+            lengths.extend(len(c) for c in contexts)
+            return super().__call__(contexts)
+
+    unlimited = run_episodes([episode], Scripted(tok, script), tok, mode, Rubric.from_config(GRPOConfig()), max_actions=4,
+                             max_turn_actions=40, docs_style="compact", max_action_tokens=reserve)[0]
+    limit = len(unlimited.prompt_ids) + 3 * reserve  # room for a few actions, never all of them
+    [r] = run_episodes([episode], Measured(tok, script), tok, mode, Rubric.from_config(GRPOConfig()), max_actions=40,
+                       max_turn_actions=40, max_seq_len=limit, docs_style="compact", max_action_tokens=reserve)
+    assert len(r.actions) < len(unlimited.actions) and len(lengths) >= 2
+    # stopped by the length budget (on the last turn an episode whose every turn was played is "done")
+    assert r.stop_reason == "max_seq_len" or (ends_turns and r.actions[-1]["turn"] == len(episode.turns) - 1)
+    assert max(lengths) + reserve <= limit  # every context left room for a whole action
+    assert len(r.prompt_ids) + len(r.completion_ids) <= limit  # and so did the stream the trainer scores
+    with pytest.raises(ValueError, match="leaves no room for one action"):
+        run_episodes([episode], Scripted(tok, script), tok, mode, Rubric.from_config(GRPOConfig()),
+                     max_seq_len=len(unlimited.prompt_ids) + reserve - 1, docs_style="compact", max_action_tokens=reserve)
