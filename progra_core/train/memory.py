@@ -151,10 +151,16 @@ def estimate_evaluate(a: Arch, batch_tokens: int, bf16: bool = True) -> Estimate
 def plan(cfg, a: Arch, gpu_gib: float) -> list[Estimate]:
     """Every GPU stage of ``cfg`` (a ``PipelineConfig``) on a ``gpu_gib`` GiB device (bf16 and
     gradient checkpointing as they resolve on CUDA)."""
+    from progra_core.methods import RECIPES
+
     ckpt = lambda mode: mode != "off"  # noqa: E731  (auto = on, on CUDA)
     bf16 = lambda p: p != "fp32"  # noqa: E731
+    r = RECIPES.get(cfg.method)
+    grpo = cfg.grpo
+    if r is not None and r.sft and r.grpo_from == "sft":  # PAG-RL trains the SFT adapter: its rank
+        grpo = grpo.model_copy(update={"lora_r": grpo.lora_shape((cfg.sft.lora_r, cfg.sft.lora_alpha))[0]})
     return [estimate_sft(a, cfg.sft, bf16(cfg.sft.precision), ckpt(cfg.sft.gradient_checkpointing)),
-            estimate_grpo(a, cfg.grpo, gpu_gib * GIB, bf16(cfg.grpo.precision), ckpt(cfg.grpo.gradient_checkpointing)),
+            estimate_grpo(a, grpo, gpu_gib * GIB, bf16(cfg.grpo.precision), ckpt(cfg.grpo.gradient_checkpointing)),
             estimate_evaluate(a, eval_batch_tokens(cfg.llm.local_batch_tokens, a, gpu_gib * GIB, cfg.llm.local_batch_size,
                                                    cfg.evaluate.max_tokens))]
 

@@ -328,10 +328,11 @@ def test_vllm_rollouts_go_through_trls_engine_with_their_sampling_log_probs(tiny
     assert all(n == 1 and limit == cfg.max_action_tokens and img is None for _, limit, img, n in engine.calls)
     model_tokens = (out["completion_mask"] * out["tool_mask"]).bool()
     assert model_tokens.sum() > 10
-    # TRL's correction: exp(sum over model tokens of the trainer's recomputed logp - the engine's), per stream
-    ratio = out["importance_sampling_ratio"].flatten()
-    assert ratio.numel() == 2
-    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-2, rtol=0)
+    # TRL's correction (grpo.importance_sampling: token_truncate): exp(trainer's recomputed logp - the engine's),
+    # per model token
+    ratio = out["importance_sampling_ratio"]
+    assert ratio.shape == model_tokens.shape
+    torch.testing.assert_close(ratio[model_tokens], torch.ones_like(ratio[model_tokens]), atol=1e-2, rtol=0)
     sampled = out["sampling_per_token_logps"]
     assert bool((sampled[model_tokens] < 0).all()) and bool((sampled[~model_tokens] == 0).all())
 
