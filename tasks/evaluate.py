@@ -134,4 +134,4 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
                       rows_in=stats["rows_in"], usage=gateway.usage_summary(),
                       title=f"evaluate: {subject.model_ref} ({subject.method})")
     finally:
-        gateway.close()
+        gateway.close(unload_models=True)  # the next model under test loads into the memory this one held

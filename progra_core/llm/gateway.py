@@ -428,9 +428,10 @@ class Gateway:
                 raise EndpointUnavailable(failed, len(results))
         return results
 
-    def close(self) -> None:
-        """Close the answer cache and let go of the local models this gateway loaded (unloaded when
-        no other open gateway uses them)."""
-        release_backends(self)
+    def close(self, unload_models: bool = False) -> None:
+        """Close the answer cache and let go of the local models this gateway used; with
+        ``unload_models``, unload those no other open gateway uses (evaluation, between models).
+        Without, they stay loaded for the process's next gateway (a stage's next shard)."""
+        release_backends(self, unload=unload_models)
         if self._cache is not None:
             self._cache.close()

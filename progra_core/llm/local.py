@@ -429,10 +429,11 @@ _BACKENDS_LOCK = threading.Lock()
 
 def get_backend(path: str, dtype: str = "auto", adapter: str | None = None, prefix_cache_mb: int = 0,
                 static_cache: bool = False, holder: object | None = None) -> LocalBackend:
-    """The loaded backend for this model, loaded once per process while anyone holds it. ``holder``
-    (a gateway) keeps it loaded until :func:`release_backends` (``Gateway.close``): evaluation's base
-    model is dropped before the trained one loads, instead of sitting in memory with its prefix cache
-    for the rest of the process, and the user simulator a trained policy talks to is still shared."""
+    """The loaded backend for this model, loaded once per process. ``holder`` (a gateway) marks it
+    in use until :func:`release_backends` (``Gateway.close``); a gateway closed with
+    ``unload_models`` unloads what only it used: evaluation's base model is dropped before the
+    trained one loads, instead of sitting in memory with its prefix cache for the rest of the
+    process, while a user simulator another open gateway still talks to stays shared."""
     key = (path, dtype, adapter, prefix_cache_mb, static_cache)
     with _BACKENDS_LOCK:  # loads are serialized, so two threads never load the same model twice
         if key not in _BACKENDS:
@@ -444,11 +445,12 @@ def get_backend(path: str, dtype: str = "auto", adapter: str | None = None, pref
     return backend
 
 
-def release_backends(holder: object) -> int:
-    """``holder`` lets go of every backend it held; those nobody else holds are unloaded (and, on a
-    GPU, their memory returned). Returns how many were unloaded."""
+def release_backends(holder: object, unload: bool = False) -> int:
+    """``holder`` lets go of every backend it held. With ``unload``, those it held that nobody else
+    holds are unloaded (and, on a GPU, their memory returned); without, they stay loaded for the
+    next user in this process (a stage's shards, one after another). Returns how many were unloaded."""
     with _BACKENDS_LOCK:
-        gone = [k for k, (_, holders) in _BACKENDS.items() if id(holder) in holders and len(holders) == 1]
+        gone = [k for k, (_, holders) in _BACKENDS.items() if unload and holders == {id(holder)}]
         for _, holders in _BACKENDS.values():
             holders.discard(id(holder))
         for k in gone:

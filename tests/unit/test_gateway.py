@@ -252,8 +252,8 @@ def test_endpoint_unavailable_survives_pickling_to_another_process():
 
 
 def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_path):
-    """Evaluation closes its gateway after each model: the base model (and its prefix cache) is
-    unloaded before the trained one loads, while a model another open gateway still uses (the user
+    """Evaluation closes its gateway after each model with ``unload_models``: the base model (and
+    its prefix cache) is unloaded before the trained one loads, while a model another open gateway still uses (the user
     simulator beside a policy) stays loaded and is shared, never loaded twice."""
     import shutil
 
@@ -266,8 +266,17 @@ def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_
     assert ask(base, "tiny")[0].ok and local.loaded_backends() == 1
     sim = Gateway(None, local_models={"tiny": str(tiny_llama), "other": str(other)})
     assert ask(sim, "tiny")[0].ok and local.loaded_backends() == 1  # shared, not loaded twice
-    base.close()
+    base.close(unload_models=True)
     assert local.loaded_backends() == 1  # sim still holds it
     assert ask(sim, "other")[0].ok and local.loaded_backends() == 2
-    sim.close()
+    sim.close(unload_models=True)
+    assert local.loaded_backends() == 0
+    # a plain close (a stage's shard) keeps the model for the process's next gateway
+    shard = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    assert ask(shard, "tiny")[0].ok
+    shard.close()
+    assert local.loaded_backends() == 1
+    again = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    assert ask(again, "tiny")[0].ok and local.loaded_backends() == 1
+    again.close(unload_models=True)
     assert local.loaded_backends() == 0
