@@ -21,7 +21,8 @@ from progra_core.llm.hf import cache_kwarg, cpu_bf16, quiet_hf
 from progra_core.llm.prefix import PrefixCache, common_prefix, fork, reusable
 from progra_core.llm.types import ChatRequest, ChatResult
 
-__all__ = ["LocalBackend", "get_backend", "release_backends", "loaded_backends", "clear_backends", "prefix_generate", "resolve_dtype", "kv_batch_tokens", "CPU_BATCH_TOKENS"]
+__all__ = ["LocalBackend", "get_backend", "release_backends", "loaded_backends", "clear_backends", "prefix_generate", "resolve_dtype",
+           "kv_batch_tokens", "CPU_BATCH_TOKENS", "IDLE_BACKENDS"]
 
 
 #: local/ batches on CPU: padded prompt tokens per forward pass (measured: past ~8k, padding a
@@ -422,6 +423,8 @@ def _pick(scores: list[float], req: ChatRequest) -> int:
     return rng.choices(range(len(scores)), weights=weights)[0]
 
 
+#: loaded backends nobody holds that stay loaded for a later gateway (as the former lru_cache(4))
+IDLE_BACKENDS = 4
 #: loaded backends by (path, dtype, adapter, prefix MiB, static) -> the backend and who holds it
 _BACKENDS: dict[tuple, tuple[LocalBackend, set[int]]] = {}
 _BACKENDS_LOCK = threading.Lock()
@@ -437,6 +440,9 @@ def get_backend(path: str, dtype: str = "auto", adapter: str | None = None, pref
     key = (path, dtype, adapter, prefix_cache_mb, static_cache)
     with _BACKENDS_LOCK:  # loads are serialized, so two threads never load the same model twice
         if key not in _BACKENDS:
+            idle = [k for k, (_, holders) in _BACKENDS.items() if not holders]
+            for k in idle[:max(0, len(idle) - IDLE_BACKENDS + 1)]:  # the oldest unused ones make room
+                del _BACKENDS[k]
             _BACKENDS[key] = (LocalBackend(path, dtype=dtype, adapter=adapter, prefix_cache_mb=prefix_cache_mb,
                                            static_cache=static_cache), set())
         backend, holders = _BACKENDS[key]

@@ -280,3 +280,8 @@ def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_
     assert ask(again, "tiny")[0].ok and local.loaded_backends() == 1
     again.close(unload_models=True)
     assert local.loaded_backends() == 0
+    # models nobody holds stay loaded up to a bound, the oldest going first
+    for k in range(local.IDLE_BACKENDS + 2):
+        local.get_backend(str(tiny_llama), prefix_cache_mb=k)
+    assert local.loaded_backends() == local.IDLE_BACKENDS
+    local.clear_backends()
