@@ -21,6 +21,11 @@ class Recipe:
     cot_prompt: bool = False  # prompted to think before answering (Reasoning baseline, at evaluation)
     reward_terms: tuple[str, ...] = ("fmt", "schema", "acc", "pen")  # the rubric (train.rewards.TERMS), Eq. 14 by default
 
+    @property
+    def continues_sft(self) -> bool:
+        """GRPO keeps training the SFT adapter (so it has that adapter's LoRA shape)."""
+        return bool(self.grpo and self.sft and self.grpo_from == "sft")
+
     def loss_type(self, configured: str) -> str:
         return "dr_grpo" if self.dr_grpo else configured
 

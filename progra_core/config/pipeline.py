@@ -66,7 +66,7 @@ class PipelineConfig(Section):
             raise ValueError(f"grpo.max_action_tokens ({self.grpo.max_action_tokens}) is smaller than awareness.max_tokens "
                              f"({self.awareness.max_tokens}) + {ANSWER_TOKENS} for the think and answer: {self.method}'s "
                              f"actions would be cut mid-note and score no TEMPLATE; raise it to at least {need}")
-        if r is not None and r.grpo and r.sft and r.grpo_from == "sft":  # refused at load, not after hours of SFT
+        if r is not None and r.continues_sft:  # refused at load, not after hours of SFT
             self.grpo.lora_shape((self.sft.lora_r, self.sft.lora_alpha))
         return self
 

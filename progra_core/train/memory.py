@@ -157,7 +157,7 @@ def plan(cfg, a: Arch, gpu_gib: float) -> list[Estimate]:
     bf16 = lambda p: p != "fp32"  # noqa: E731
     r = RECIPES.get(cfg.method)
     grpo = cfg.grpo
-    if r is not None and r.sft and r.grpo_from == "sft":  # PAG-RL trains the SFT adapter: its rank
+    if r is not None and r.continues_sft:  # PAG-RL trains the SFT adapter: its rank
         grpo = grpo.model_copy(update={"lora_r": grpo.lora_shape((cfg.sft.lora_r, cfg.sft.lora_alpha))[0]})
     return [estimate_sft(a, cfg.sft, bf16(cfg.sft.precision), ckpt(cfg.sft.gradient_checkpointing)),
             estimate_grpo(a, grpo, gpu_gib * GIB, bf16(cfg.grpo.precision), ckpt(cfg.grpo.gradient_checkpointing)),
