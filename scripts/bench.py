@@ -291,8 +291,7 @@ def bench_budget(work: Path, repeats: int) -> dict:
 def bench_verify(work: Path, repeats: int, n: int = 4) -> dict:
     from progra_core.config import load_config
     from progra_core.data.verify import verify_shard
-    from progra_core.llm import Gateway
-    from progra_core.llm import local as local_backend
+    from progra_core.llm import Gateway, backends
     from tests.reliability import echo_data
 
     cfg = load_config("embedded")
@@ -301,7 +300,7 @@ def bench_verify(work: Path, repeats: int, n: int = 4) -> dict:
     models = Path(os.environ.get("PROGRA_MODELS_DIR", REPO / ".progra" / "models"))
 
     def run(batch: int) -> float:
-        local_backend.get_backend.cache_clear()  # a cold prefix cache for each side
+        backends.clear_backends()  # a cold prefix cache for each side
         gw = Gateway(None, local_batch_size=batch, local_prefix_cache_mb=cfg.llm.local_prefix_cache_mb,
                      models_root=models)  # no response cache: every item is generated
         gw.batch([_hello(cfg.models.verifier)])  # load outside the clock
@@ -311,7 +310,7 @@ def bench_verify(work: Path, repeats: int, n: int = 4) -> dict:
         return time.perf_counter() - t
 
     t_batched, t_single = run(8), run(1)
-    local_backend.get_backend.cache_clear()
+    backends.clear_backends()
     return {"name": f"local verification batched (8) vs one at a time ({n} rows, {cfg.models.verifier})",
             "ours": n / t_batched, "baseline": n / t_single, "unit": "rows/s", "ratio": t_single / t_batched, "goal": "> 1"}
 
@@ -330,8 +329,7 @@ def bench_localeval(work: Path, repeats: int, entries: int = 3, docs: str | None
     and without the prefix cache, one after the other in this process; every step's text equal."""
     from progra_core.config import load_config
     from progra_core.evaluation.bfcl import Subject, run_bfcl, select_test_entries
-    from progra_core.llm import Gateway
-    from progra_core.llm import local as local_backend
+    from progra_core.llm import Gateway, backends
 
     cfg = load_config("embedded")
     docs = docs or cfg.tool_docs
@@ -341,7 +339,7 @@ def bench_localeval(work: Path, repeats: int, entries: int = 3, docs: str | None
     texts = {}
 
     def run(on: bool) -> float:
-        local_backend.get_backend.cache_clear()  # each side loads its own backend: nothing cached carries over
+        backends.clear_backends()  # each side loads its own backend: nothing cached carries over
         gw = Gateway(None, local_batch_size=cfg.llm.local_batch_size, local_batch_tokens=cfg.llm.local_batch_tokens,
                      local_prefix_cache_mb=cfg.llm.local_prefix_cache_mb if on else 0,
                      local_static_cache=on and cfg.llm.local_static_cache, models_root=models)
@@ -353,7 +351,7 @@ def bench_localeval(work: Path, repeats: int, entries: int = 3, docs: str | None
         return dt
 
     t_on, t_off = run(True), run(False)
-    local_backend.get_backend.cache_clear()
+    backends.clear_backends()
     assert texts[False] == texts[True], "prefix reuse changed what the model wrote"
     return {"name": f"local BFCL eval with vs without prefix reuse + in-place decode cache ({entries} entries, {docs} docs, "
                     f"{cfg.models.policy}, same texts)",
@@ -369,8 +367,7 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
     """Guided local verification with vs without the prompt's cache reused across its decisions."""
     from progra_core.config import load_config
     from progra_core.data.verify import verify_shard
-    from progra_core.llm import Gateway
-    from progra_core.llm import local as local_backend
+    from progra_core.llm import Gateway, backends
     from tests.reliability import echo_data
 
     cfg = load_config("embedded")
@@ -380,7 +377,7 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
     outs = {}
 
     def run(mb: int) -> float:
-        local_backend.get_backend.cache_clear()  # a cold cache each time: nothing kept from the last run
+        backends.clear_backends()  # a cold cache each time: nothing kept from the last run
         gw = Gateway(None, local_batch_size=cfg.llm.local_batch_size, local_prefix_cache_mb=mb,
                      local_static_cache=bool(mb) and cfg.llm.local_static_cache, models_root=models)
         gw.batch([_hello(cfg.models.verifier)])  # load outside the clock
@@ -391,7 +388,7 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
         return dt
 
     t_on, t_off = run(cfg.llm.local_prefix_cache_mb), run(0)
-    local_backend.get_backend.cache_clear()
+    backends.clear_backends()
     assert outs[0] == outs[cfg.llm.local_prefix_cache_mb], "prompt reuse changed a verification"
     return {"name": f"guided verification with vs without prompt reuse ({n} rows, {cfg.models.verifier}, same rows)",
             "ours": t_on / n, "baseline": t_off / n, "unit": "s/row", "ratio": t_off / t_on, "goal": ">= 3"}

@@ -44,11 +44,12 @@ from tenacity import (  # noqa: E402
 
 from progra_core import versioning  # noqa: E402
 from progra_core.llm import transport  # noqa: E402
+from progra_core.llm.backends import get_backend, release_backends  # noqa: E402
 from progra_core.llm.cache import open_cache  # noqa: E402
 from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
 from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
 from progra_core.llm.identity import runtime_versions, weights_digest  # noqa: E402
-from progra_core.llm.local import get_backend, release_backends, resolve_dtype  # noqa: E402
+from progra_core.llm.local import resolve_dtype  # noqa: E402
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]

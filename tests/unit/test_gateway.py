@@ -71,7 +71,7 @@ def test_local_backend_batches_and_caches(tmp_path, tiny_llama):
 
 
 def test_token_budget_splits_long_prompts_into_their_own_forward_passes(tiny_llama, monkeypatch):
-    from progra_core.llm import local
+    from progra_core.llm import backends, local
 
     assert local.token_batches([0, 1, 2], [5041, 4923, 7726], 8, 8192) == [[0], [1], [2]]
     assert local.token_batches([0, 1, 2, 3], [900, 1000, 1100, 3000], 8, 8192) == [[0, 1, 2], [3]]
@@ -80,7 +80,7 @@ def test_token_budget_splits_long_prompts_into_their_own_forward_passes(tiny_lla
     real = local.token_batches
     monkeypatch.setattr(local, "token_batches", lambda *a: passes.append(r := real(*a)) or r)
     reqs = [ChatRequest([{"role": "user", "content": "x " * n}], "local/tiny", max_tokens=3, id=str(n)) for n in (2, 3, 40)]
-    backend = local.get_backend(str(tiny_llama))
+    backend = backends.get_backend(str(tiny_llama))
     n = [len(backend.tokenizer(backend._prompt(r.messages), add_special_tokens=False)["input_ids"]) for r in reqs]
     g = Gateway(None, local_batch_size=8, local_batch_tokens=2 * n[1] + 1, local_models={"tiny": str(tiny_llama)})
     assert all(r.ok for r in g.batch(reqs))
@@ -97,7 +97,7 @@ def test_choice_scores_match_a_full_forward_pass(tiny_llama):
     """The KV-cached scorer picks what summed log-probabilities over full sequences pick."""
     import torch
 
-    from progra_core.llm.local import get_backend
+    from progra_core.llm.backends import get_backend
 
     b = get_backend(str(tiny_llama))
     choices = ["cd(", "ls(", "mkdir(", "sort_lines(", "]"]
@@ -257,31 +257,31 @@ def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_
     simulator beside a policy) stays loaded and is shared, never loaded twice."""
     import shutil
 
-    from progra_core.llm import local
+    from progra_core.llm import backends
 
     other = shutil.copytree(tiny_llama, tmp_path / "other")
-    local.clear_backends()
+    backends.clear_backends()
     ask = lambda g, m: g.batch([ChatRequest([{"role": "user", "content": "hi"}], f"local/{m}", max_tokens=2)])  # noqa: E731
     base = Gateway(None, local_models={"tiny": str(tiny_llama)})
-    assert ask(base, "tiny")[0].ok and local.loaded_backends() == 1
+    assert ask(base, "tiny")[0].ok and backends.loaded_backends() == 1
     sim = Gateway(None, local_models={"tiny": str(tiny_llama), "other": str(other)})
-    assert ask(sim, "tiny")[0].ok and local.loaded_backends() == 1  # shared, not loaded twice
+    assert ask(sim, "tiny")[0].ok and backends.loaded_backends() == 1  # shared, not loaded twice
     base.close(unload_models=True)
-    assert local.loaded_backends() == 1  # sim still holds it
-    assert ask(sim, "other")[0].ok and local.loaded_backends() == 2
+    assert backends.loaded_backends() == 1  # sim still holds it
+    assert ask(sim, "other")[0].ok and backends.loaded_backends() == 2
     sim.close(unload_models=True)
-    assert local.loaded_backends() == 0
+    assert backends.loaded_backends() == 0
     # a plain close (a stage's shard) keeps the model for the process's next gateway
     shard = Gateway(None, local_models={"tiny": str(tiny_llama)})
     assert ask(shard, "tiny")[0].ok
     shard.close()
-    assert local.loaded_backends() == 1
+    assert backends.loaded_backends() == 1
     again = Gateway(None, local_models={"tiny": str(tiny_llama)})
-    assert ask(again, "tiny")[0].ok and local.loaded_backends() == 1
+    assert ask(again, "tiny")[0].ok and backends.loaded_backends() == 1
     again.close(unload_models=True)
-    assert local.loaded_backends() == 0
+    assert backends.loaded_backends() == 0
     # models nobody holds stay loaded up to a bound, the oldest going first
-    for k in range(local.IDLE_BACKENDS + 2):
-        local.get_backend(str(tiny_llama), prefix_cache_mb=k)
-    assert local.loaded_backends() == local.IDLE_BACKENDS
-    local.clear_backends()
+    for k in range(backends.IDLE_BACKENDS + 2):
+        backends.get_backend(str(tiny_llama), prefix_cache_mb=k)
+    assert backends.loaded_backends() == backends.IDLE_BACKENDS
+    backends.clear_backends()

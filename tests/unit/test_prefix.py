@@ -119,7 +119,7 @@ def test_generation_with_reuse_equals_generation_without(backends, static_only, 
 def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
     """guided_calls asks one choose() question after another of the same prompt: the answers are
     the same with the prompt's cache reused, and the prompt is computed once per answer."""
-    from progra_core.llm import local
+    from progra_core.llm import backends
     from progra_core.llm.guided import guided_calls
 
     tools = json.dumps([{"name": "cd", "parameters": {"properties": {"folder": {"type": "string"}}}},
@@ -128,13 +128,13 @@ def test_guided_decoding_with_reuse_equals_guided_decoding_without(sharp_llama):
     reqs = [ChatRequest(_conv(k), "local/tiny", prefix="[", max_tokens=8, id=str(k)) for k in range(3)]
     texts = []
     for mb in (64, 0):
-        local.clear_backends()
+        backends.clear_backends()
         g = Gateway(None, local_models={"tiny": str(sharp_llama)}, local_prefix_cache_mb=mb, local_static_cache=bool(mb))
         texts.append([r.text for r in guided_calls(g, reqs, [tools] * 3, max_calls=2, value_tokens=6)])
         if mb:
-            stats = local.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb,
+            stats = backends.get_backend(str(sharp_llama), dtype="auto", adapter=None, prefix_cache_mb=mb,
                                       static_cache=True).prefix.stats
-    local.clear_backends()
+    backends.clear_backends()
     assert texts[0] == texts[1]
     assert stats.hits >= 3 and stats.reuse > 0.7, stats
 
