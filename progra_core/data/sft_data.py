@@ -1,16 +1,21 @@
 """Stage ``sft_data``: D_sft = D_aug ∪ D_cs as chat examples TRL consumes directly.
 
-Every prompt is in the awareness layout a PAG-RL rollout shows at the same step
-(``policy.turn_messages``, built here by :func:`pag_prompt`): the PAG system prompt (instructions +
-tools), the progress of the earlier turns (``policy.progress_note`` of c_his: each request and the
-calls that served it, the summary the previous turn's closing answer writes) with the current
-request, and this turn's earlier steps as the policy is taught to write them.
+Every awareness and turn-end prompt is in the awareness layout a PAG-RL rollout shows at the same
+step (``policy.turn_messages``, built here by :func:`pag_prompt`): the PAG system prompt
+(instructions + tools), the progress of the earlier turns (``policy.progress_note`` of c_his: each
+request and the calls that served it, the summary the previous turn's closing answer writes) with
+the current request, and this turn's earlier steps as the policy is taught to write them. Under the
+PAG system prompt every target carries a summary, so the format TEMPLATE pays is the only one the
+policy is taught there.
 
 * awareness examples (one per augmented row; an augmented example's own inputs where it changed
   them): target = ``<summary>S^a</summary><think>rationale</think><answer>[calls]</answer>`` (Fig. 10);
 * cold-start examples (D_cs): segments of D *without* an awareness row (no prompt is taught two
-  answers), target = only the well-formed ``<answer>[calls]</answer>``; ``cold_start_ratio`` per
-  awareness example, at least ``cold_start_min``;
+  answers), target = only the well-formed ``<answer>[calls]</answer>``, shown under the plain policy
+  prompt that asks for exactly that (the raw conversation, ``policy.build_prompt``): they teach the
+  call syntax and the tools without teaching the PAG prompt a second, note-less format (which the
+  policy then wrote on 32 of 32 held-out first steps and 12 of 12 rollouts, TEMPLATE 0);
+  ``cold_start_ratio`` per awareness example, at least ``cold_start_min``;
 * turn-end examples (``turn_ends``): for every turn of the trajectories above (at most
   ``turn_end_ratio`` per call example, the turns a call example teaches first), the prompt after the
   turn's last call and its results, target = the progress note of every turn so far as the
@@ -35,6 +40,7 @@ import pyarrow as pa
 from progra_core import versioning
 from progra_core.calls import calls_from_records
 from progra_core.config import SFTDataConfig
+from progra_core.data.awareness import template_target
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
@@ -129,8 +135,9 @@ def turn_end_examples(segments: Iterable[dict], trajectories: set[str] | None, a
         results, reply = _closing(seg)
         if awareness:
             taught = taught or {}
-            step = taught.get((seg["trajectory_id"], seg["turn_index"], seg["step_index"])) or \
-                policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))
+            # a step without an awareness row (a cold-start one) is shown as a note-writing policy
+            # writes it under this prompt: its template note (what next-call's turn-end cases show)
+            step = taught.get((seg["trajectory_id"], seg["turn_index"], seg["step_index"])) or template_target(seg)
             prompt = pag_prompt(seg, docs_style, taught=taught, steps=[{"role": "assistant", "content": step}, *results])
             turns = policy_prompts.earlier_turns(seg.get("history")) + [
                 (seg["query"], calls_from_records(turn_calls[key]), [m["content"] for m in turn_results[key]])]
@@ -165,8 +172,9 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
              docs_style: DocStyle = "json") -> tuple[pa.Table, list[dict], dict]:
     """``augmented``: augmented rows; ``segments``: segment_id -> segment row (all of D's segments).
 
-    Every row is in the awareness layout a PAG-RL rollout shows. Cold-start rows come only from
-    segments without an awareness row, so no prompt is taught two different answers."""
+    Awareness and turn-end rows are in the awareness layout a PAG-RL rollout shows; cold-start rows
+    in the plain layout their bare answers fit. Cold-start rows come only from segments without an
+    awareness row, so no step is taught two different answers."""
     rows, rejects = [], []
     taught: Taught = {}
     for a in augmented:  # the original (op none) of each awareness row: what later steps show as this step
@@ -193,7 +201,8 @@ def sft_data(augmented: list[dict], segments: dict[str, dict], cfg: SFTDataConfi
     n_cs = min(len(pool), max(round(cfg.cold_start_ratio * n_aw), cfg.cold_start_min))
     for seg in pool[:n_cs]:
         target = policy_prompts.format_policy_target(_calls_text(seg["target_calls"]))
-        rows.append(_row("cold_start", f"cs:{seg['segment_id']}", seg, pag_prompt(seg, docs_style, taught=taught), target, cfg))
+        prompt = build_prompt(seg, awareness=False, docs_style=docs_style)  # the plain prompt asks for this bare answer
+        rows.append(_row("cold_start", f"cs:{seg['segment_id']}", seg, prompt, target, cfg))
     if cfg.turn_ends:
         ends = turn_end_examples(segments.values(), {r["trajectory_id"] for r in rows}, True, docs_style, cfg, taught)
         rows += _fewer_ends(ends, rows, segments, cfg)

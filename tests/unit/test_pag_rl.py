@@ -87,6 +87,9 @@ def _bfcl_train_trajectory():
     return entry_to_trajectory(load_entries("base", ids=["multi_turn_base_2"])[0])  # a train-split scenario
 
 
+_PAG_HEAD = "You call functions to do what the user asks. At each step write three sections"
+
+
 def test_sft_data_teaches_ending_a_turn():
     from progra_core.data import segment as seg
     from progra_core.data.sft_data import sft_data
@@ -101,9 +104,9 @@ def test_sft_data_teaches_ending_a_turn():
         answer = parse_action(r["completion"][0]["content"])
         assert answer.answer and answer.calls is None  # a message, not a call list
         assert r["prompt"][-1]["role"] == "tool"  # after the turn's last call and its result
-        # the same system prompt as the call rows, and the awareness format TEMPLATE asks for:
-        # the summary is the progress note the next turn starts from
-        assert r["prompt"][0] == cold[0]["prompt"][0]
+        # the PAG system prompt and the awareness format TEMPLATE asks for: the summary is the
+        # progress note the next turn starts from (cold-start rows keep the plain prompt)
+        assert r["prompt"][0]["content"].startswith(_PAG_HEAD) and not cold[0]["prompt"][0]["content"].startswith(_PAG_HEAD)
         assert answer.summary and "Nothing is left to do" in answer.summary
     turns_with_calls = sum(1 for t in traj["turns"] if any(a["calls"] for a in t["actions"]))
     assert len(ends) == turns_with_calls

@@ -205,6 +205,28 @@ def test_sft_data_awareness_and_cold_start():
     assert last.startswith("<summary>1 earlier request was completed. The user asked: q1") and "The user asked: q2" in last
 
 
+def test_every_sft_target_has_the_format_its_own_prompt_asks_for():
+    """Symptom: cold-start rows showed the PAG prompt (which asks for a summary, a think and an
+    answer) with a bare ``<answer>``: the policy learnt two formats for one prompt and wrote the
+    bare one on every held-out first step and rollout, so TEMPLATE paid nothing."""
+    from progra_core.prompts.policy import policy_system, template_ok
+
+    segs = {r["segment_id"]: r for r in seg.segment_trajectory(_traj(), SegmentConfig())}
+    aug = [{"aug_id": "a1", "segment_id": "t#t0s1", "op": "none", "text": "x", "summary": "S", "plan": "P", "rationale": "R",
+            "tools": segs["t#t0s1"]["tools"], "target_calls": segs["t#t0s1"]["target_calls"], "mapping": None}]
+    rows = sft_data(aug, segs, SFTDataConfig(cold_start_ratio=2.0, cold_start_min=0, validation_percent=0), "compact")[0].to_pylist()
+    assert {r["kind"] for r in rows} == {"awareness", "cold_start", "turn_end"}
+    for r in rows:
+        s = segs[r["segment_id"]]
+        pag, plain = (policy_system(s["tools"], s["scenario"], "compact", aware) for aware in (True, False))
+        system = r["prompt"][0]["content"]
+        assert system in (pag, plain), r["kind"]
+        assert template_ok(r["completion"][0]["content"], awareness=system == pag), (r["kind"], r["completion"][0]["content"])
+        assert (system == pag) == (r["kind"] != "cold_start")
+    end = next(r for r in rows if r["example_id"] == "end:t#t2")  # after a cold-start step: its note, as a note-writer shows it
+    assert end["prompt"][-2]["content"].startswith("<summary>")
+
+
 def test_turn_end_ratio_keeps_the_end_of_the_taught_turn_first():
     segs = {r["segment_id"]: r for r in seg.segment_trajectory(_traj(), SegmentConfig())}
     aug = [{"aug_id": "a1", "segment_id": "t#t2s0", "op": "none", "text": "x", "summary": "S", "plan": "P", "rationale": "R",
