@@ -40,6 +40,7 @@ from progra_core.train.sft import (
     lora_config,
     preflight,
     quiet_trainer,
+    score_labelled_positions_only,
     save_adapter,
     step_callbacks,
     weights_dtype,
@@ -341,6 +342,7 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
         vllm_importance_sampling_mode=cfg.importance_sampling, vllm_importance_sampling_clip_max=cfg.importance_sampling_cap,
         **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps), **vllm)
+    score_labelled_positions_only()
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
         train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),

@@ -29,7 +29,7 @@ from progra_core.schemas import reject
 from progra_core.train import memory
 
 __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
-           "quiet_trainer", "save_adapter", "world", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
+           "quiet_trainer", "score_labelled_positions_only", "save_adapter", "world", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
 
 STAGE = "sft"
 CODE_VERSION = versioning.code_version("1", __name__)
@@ -174,6 +174,28 @@ def step_callbacks(progress: Callable[[int, int], None] | None, log: Callable[[d
     return [_Steps()]
 
 
+def score_labelled_positions_only() -> bool:
+    """TRL's fused LM head scores only the positions that carry a label on Triton devices and every
+    position elsewhere (fixed tile shapes, for devices that compile them). A CPU compiles nothing, so
+    there the vocabulary tiles over every prompt position are pure cost: an embedded SFT step
+    (2 rows of ~1,300 tokens, ~150 of them the target) spent most of its LM-head time on positions
+    whose loss is then zeroed. Point TRL's choice at the labelled positions on CPU as well; the
+    kernel is unchanged (its torch tiles), so the loss and gradients are the same. Returns whether
+    the switch is in place (False when this TRL no longer has it)."""
+    from trl.kernels import chunked_logprob
+    from trl.trainer import utils as trl_utils
+
+    triton = getattr(chunked_logprob, "_use_triton", None)
+    if triton is None or not hasattr(trl_utils, "_use_triton"):
+        return False
+    if not getattr(trl_utils._use_triton, "progra_compact", False):
+        def compact(device, _triton=triton):
+            return _triton(device) or device.type == "cpu"
+        compact.progra_compact = True
+        trl_utils._use_triton = compact
+    return True
+
+
 def quiet_trainer(trainer):
     """Drop the callbacks that print to the terminal (per-step log dicts, the tqdm bar)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -218,6 +240,7 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     preflight(memory.estimate_sft, base_path, cfg, "lower sft.micro_batch_size (the effective batch stays sft.batch_size) "
               "or sft.max_length")
     quiet_hf()
+    score_labelled_positions_only()
     tok = AutoTokenizer.from_pretrained(base_path)
     train = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "train"]
     val = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "validation"]

@@ -196,3 +196,27 @@ def test_sft_micro_batches_accumulate_to_the_same_step(tiny_llama, tmp_path):
         assert got[micro]["grad_norm"] == pytest.approx(got[None]["grad_norm"], rel=1e-3)
     with pytest.raises(ValueError, match="must divide"):
         SFTConfig(batch_size=4, micro_batch_size=3)
+
+
+def test_on_cpu_the_lm_head_scores_only_the_positions_that_carry_the_loss(tiny_llama, monkeypatch):
+    """Symptom: off Triton devices TRL's fused head projected every position onto the vocabulary,
+    prompt included (the loss then zeroes them): an embedded SFT step took 8.0-8.5 s against
+    5.4-5.5 s scoring only the target (scripts in docs/training.md). Same log-probabilities."""
+    from trl.trainer import utils as trl_utils
+
+    from progra_core.train.sft import score_labelled_positions_only
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    trl_utils.add_fused_lm_head(model)
+    scored: list[int] = []
+    real = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda h, *a: (scored.append(h.shape[0]), real(h, *a))[1])
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :30] = -100  # a 30-token prompt, a 10-token target: 10 scored positions per row after the shift
+    every = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert score_labelled_positions_only() and score_labelled_positions_only()  # idempotent
+    only = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert scored == [2 * 39, 2 * 10]
+    assert torch.allclose(every, only, atol=1e-6)
