@@ -176,7 +176,9 @@ def test_grpo_micro_batches_accumulate_to_the_same_step(tiny_llama, sft_adapter,
         out[micro] = (step["loss"], step["grad_norm"], [r["advantage"] for r in table.to_pylist()])
     assert out[1][2] == out[None][2]
     assert out[1][0] == pytest.approx(out[None][0], rel=1e-3, abs=1e-6)
-    assert out[1][1] == pytest.approx(out[None][1], rel=1e-3)
+    # bf16 autocast rounds differently when the LM head scores one stream's tokens or both at once
+    # (0.15 % measured); an accumulation that forgot to divide would be off by 2x
+    assert out[1][1] == pytest.approx(out[None][1], rel=5e-3)
     with pytest.raises(ValueError, match="must divide"):
         GRPOConfig(batch_size=1, num_generations=4, micro_batch_size=3)
 
@@ -202,11 +204,12 @@ def test_on_cpu_the_lm_head_scores_only_the_positions_that_carry_the_loss(tiny_l
     """Symptom: off Triton devices TRL's fused head projected every position onto the vocabulary,
     prompt included (the loss then zeroes them): an embedded SFT step took 8.0-8.5 s against
     5.4-5.5 s scoring only the target (scripts in docs/training.md). Same log-probabilities."""
+    from trl.kernels import chunked_logprob
     from trl.trainer import utils as trl_utils
 
     from progra_core.train.sft import score_labelled_positions_only
 
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)  # TRL's own, whatever ran before
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     trl_utils.add_fused_lm_head(model)
     scored: list[int] = []
