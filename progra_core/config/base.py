@@ -3,9 +3,11 @@ than one section uses."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
 
-__all__ = ["Section", "BFCL_CATEGORIES", "ANSWER_TOKENS", "check_micro_batch"]
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+__all__ = ["Section", "BFCL_CATEGORIES", "ANSWER_TOKENS", "check_micro_batch", "words"]
 
 BFCL_CATEGORIES = ("base", "miss_func", "miss_param", "long_context")
 #: Tokens an action needs besides its awareness note: the think and the call list.
@@ -18,6 +20,17 @@ def known_bfcl_categories(cls, v: list[str]) -> list[str]:
     if bad:
         raise ValueError(f"unknown BFCL categories {bad}; allowed {list(BFCL_CATEGORIES)}")
     return v
+
+
+def _word(v):
+    """YAML 1.1 reads an unquoted ``on``/``off`` as true/false (``--set grpo.use_vllm=off``, a
+    profile without quotes): give a word field its word back."""
+    return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
+def words(literal):
+    """A ``Literal`` of words that also takes YAML's unquoted ``on``/``off``."""
+    return Annotated[literal, BeforeValidator(_word)]
 
 
 class Section(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from progra_core.config.base import Section, check_micro_batch
+from progra_core.config.base import Section, check_micro_batch, words
 
 __all__ = ["LaunchConfig", "SFTConfig", "GRPOConfig"]
 
@@ -54,7 +54,7 @@ class SFTConfig(Section):
     micro_batch_size: int | None = Field(None, ge=1, description=(
         "Examples per forward/backward pass; batch_size / micro_batch_size passes are accumulated into one step, so the "
         "effective batch stays batch_size (None: batch_size, no accumulation)."))
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description=(
+    gradient_checkpointing: words(Literal["auto", "on", "off"]) = Field("auto", description=(
         "Recompute activations in the backward pass instead of keeping them: auto = on CUDA (activations dominate "
         "long-context memory there), off on CPU (a 135M model's activations are small; checkpointing costs ~30 % time)."))
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
@@ -120,7 +120,7 @@ class GRPOConfig(Section):
     dr_grpo_tokens: int | None = Field(None, ge=1, description=(
         "Dr. GRPO's constant normaliser (tokens per rollout). None: the mean model tokens per rollout of the first "
         "step, then fixed. TRL's default, max_completion_length (16,384), shrinks multi-turn gradients 20-30x."))
-    use_vllm: Literal["off", "colocate", "server"] = Field("off", description="GPU boxes: generate rollouts with vLLM.")
+    use_vllm: words(Literal["off", "colocate", "server"]) = Field("off", description="GPU boxes: generate rollouts with vLLM.")
     vllm_server: str | None = Field(None, description="use_vllm=server: base URL of `trl vllm-serve`.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description=(
         "use_vllm=colocate: share of the GPU vLLM reserves for its weights and KV cache (the rest trains)."))
@@ -139,7 +139,7 @@ class GRPOConfig(Section):
         "Rollout streams per forward/backward pass. A step still uses batch_size x num_generations streams (generated "
         "together, advantages over whole groups); they are scored in micro-batches and the gradients accumulated "
         "(None: all in one pass)."))
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="As sft.gradient_checkpointing.")
+    gradient_checkpointing: words(Literal["auto", "on", "off"]) = Field("auto", description="As sft.gradient_checkpointing.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
         "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles, else fp32 (sampling uses the same). On CUDA "
         "with bf16 the base weights also load in bf16."))

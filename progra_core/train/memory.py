@@ -7,18 +7,24 @@ its longest):
 * **weights**: parameters × 2 bytes in bf16 (CUDA), × 4 in fp32;
 * **LoRA + optimizer**: the adapter in fp32 with its gradient and AdamW's two moments (16 bytes
   per trainable parameter);
-* **activations** of one micro-batch: with gradient checkpointing, every layer's input plus one
-  layer's saved tensors (recomputed in the backward pass); without it, every layer's saved
-  tensors (attention via SDPA/flash, so no sequence² term);
-* **logits**: the micro-batch's tokens × vocabulary in fp32, twice (the logits and their
-  log-softmax / gradient), which at a 128k vocabulary is often the largest term;
+* **activations** of one micro-batch, the tensors each layer keeps for the backward pass
+  (:func:`_layer_bytes`: the RMSNorms' fp32 tensors, the autocast copy of each linear's input, the
+  rotated q/k/v, the MLP, and PEFT's copy of each LoRA input); with gradient checkpointing every
+  layer's input plus one layer's tensors; attention via SDPA, so no sequence² scores;
+* **lm_head**: TRL 1.16's fused head (trl/kernels/chunked_logprob.py), never the full logits: the
+  labelled positions' hidden states and fp32 gradient, and one 4,096 × 32,768 fp32 tile;
+* **attention_mask**: a padded micro-batch (GRPO pads a group to its longest stream) gets a
+  (B, 1, n, n) boolean mask and SDPA an additive copy; one unpadded stream needs none;
+* **backward**: one layer's fp32 gradients in flight; on CPU under autocast, the bf16 copies of
+  the weights autocast caches (**autocast_weights**);
 * **vLLM** (GRPO with ``use_vllm: colocate``): its reserved share of the device
   (``grpo.vllm_gpu_memory_utilization``, TRL's default 0.3); in server mode it runs elsewhere;
 * a fixed **overhead** for the CUDA context, allocator fragmentation and buffers (10 %, at least 2 GB).
 
 The architecture comes from a model folder's ``config.json`` or, for the paper's policies (hub
 ids, never downloaded), from the layouts shipped in ``progra_core/train/architectures/``. Pure
-arithmetic: tested for the published parameter counts and for monotonicity in batch and length."""
+arithmetic: tested for the published parameter counts, for monotonicity in batch and length, and
+against peaks measured on CPU (``scripts/memory_calibration.py``; docs/gpu.md has the table)."""
 
 from __future__ import annotations
 
@@ -107,36 +113,80 @@ def _overhead(parts: dict[str, float]) -> float:
     return max(2 * GIB, 0.10 * sum(parts.values()))
 
 
-def _activations(a: Arch, tokens: int, checkpointing: bool, act_bytes: int) -> float:
-    saved_per_token = 8 * a.hidden + 2 * a.kv_dim + 4 * a.intermediate  # one layer's tensors kept for backward
-    if checkpointing:
-        return act_bytes * tokens * (a.layers * a.hidden + saved_per_token)
-    return act_bytes * tokens * a.layers * saved_per_token
+#: TRL 1.16's fused LM head projects in tiles of this many tokens x vocabulary entries
+#: (trl/kernels/chunked_logprob.py): the (tokens x vocabulary) logits never exist in full.
+HEAD_TOKENS, HEAD_VOCAB = 4096, 32768
 
 
-def _train(stage: str, a: Arch, micro: int, length: int, r: int, bf16: bool, checkpointing: bool, extra: dict) -> Estimate:
+def _layer_bytes(a: Arch, ab: int, wb: int) -> float:
+    """Bytes one decoder layer keeps per token for the backward pass (no checkpointing): the two
+    RMSNorms' fp32 input and output, the autocast input copy of each of the seven linears, the
+    rotated q/k/v and the attention output, the MLP's gate/up/activation, the residual, and PEFT's
+    copy of each LoRA input (fp32 over a bf16 base on CUDA; the autocast bf16 copy on CPU)."""
+    h, kv, i = a.hidden, a.kv_dim, a.intermediate
+    rb = 4 if wb == 4 else ab  # the residual stream is in the weights' dtype
+    norms = 2 * 2 * 4 * h
+    linear_inputs = ab * (6 * h + i)
+    attention = ab * (2 * h + 2 * kv)
+    mlp = ab * 3 * i
+    peft = (4 if wb == 2 else ab) * (6 * h + i)
+    return norms + linear_inputs + attention + mlp + peft + rb * 2 * h
+
+
+def _activations(a: Arch, tokens: int, checkpointing: bool, ab: int, wb: int) -> float:
+    layer = _layer_bytes(a, ab, wb)
+    if checkpointing:  # every layer's input kept, one layer's tensors rebuilt at a time
+        return tokens * (a.layers * (4 if wb == 4 else ab) * a.hidden + layer)
+    return tokens * a.layers * layer
+
+
+def _lm_head(a: Arch, labeled: int, ab: int) -> float:
+    """TRL's fused head on the ``labeled`` positions only: their hidden states (saved), the fp32
+    gradient it accumulates for them, and one fp32 tile of logits."""
+    return labeled * a.hidden * (ab + 4) + min(labeled, HEAD_TOKENS) * min(a.vocab, HEAD_VOCAB) * 4
+
+
+def _mask(micro: int, length: int, ab: int, padded: bool) -> float:
+    """A padded batch gets a (B, 1, n, n) boolean mask and SDPA an additive copy in the compute
+    dtype; one unpadded stream runs causal without a mask."""
+    return micro * length * length * (1 + ab) if padded and micro > 1 else 0
+
+
+def _train(stage: str, a: Arch, micro: int, length: int, r: int, bf16: bool, checkpointing: bool, extra: dict,
+           weight_bytes: int | None = None, padded: bool = True, labeled: int | None = None) -> Estimate:
+    ab = 2 if bf16 else 4
+    wb = weight_bytes or ab  # CUDA loads bf16 weights when bf16 is on; the CPU keeps fp32 under autocast
     tokens = micro * length
-    parts = {"weights": a.params * (2 if bf16 else 4), "lora_optimizer": 16 * a.lora_params(r),
-             "activations": _activations(a, tokens, checkpointing, 2 if bf16 else 4), "logits": 2 * 4 * tokens * a.vocab,
+    labeled = tokens if labeled is None else min(labeled * micro, tokens)
+    parts = {"weights": a.params * wb, "lora_optimizer": 16 * a.lora_params(r),
+             "activations": _activations(a, tokens, checkpointing, ab, wb), "lm_head": _lm_head(a, labeled, ab),
+             "attention_mask": _mask(micro, length, ab, padded),
+             "backward": tokens * 4 * (2 * a.hidden + 2 * a.intermediate),  # one layer's fp32 gradients in flight
+             **({"autocast_weights": a.params * 2} if wb == 4 and bf16 else {}),  # CPU autocast caches bf16 copies
              **extra}
     parts["overhead"] = _overhead(parts)
     return Estimate(stage, parts, f"{micro} x {length} tokens per pass, checkpointing {'on' if checkpointing else 'off'}")
 
 
-def estimate_sft(a: Arch, cfg, bf16: bool = True, checkpointing: bool = True) -> Estimate:
-    """``cfg``: an ``SFTConfig``; one micro-batch of ``max_length``-token examples."""
-    return _train("sft", a, cfg.device_batch, cfg.max_length, cfg.lora_r, bf16, checkpointing, {})
+def estimate_sft(a: Arch, cfg, bf16: bool = True, checkpointing: bool = True, weight_bytes: int | None = None,
+                 padded: bool = True, completion_tokens: int | None = None) -> Estimate:
+    """``cfg``: an ``SFTConfig``; one micro-batch of ``max_length``-token examples, padded to the
+    longest (the worst case) unless ``padded`` is False; ``completion_tokens`` per example carry
+    the loss (all of them when None)."""
+    return _train("sft", a, cfg.device_batch, cfg.max_length, cfg.lora_r, bf16, checkpointing, {},
+                  weight_bytes, padded, completion_tokens)
 
 
 def estimate_grpo(a: Arch, cfg, gpu_bytes: float, bf16: bool = True, checkpointing: bool = True) -> Estimate:
-    """``cfg``: a ``GRPOConfig``; one micro-batch of ``max_seq_len``-token streams, the KL
-    reference as a frozen adapter copy, and vLLM's share of the device when colocated."""
+    """``cfg``: a ``GRPOConfig``; one micro-batch of streams padded to ``max_seq_len`` (the longest
+    stream of a group can reach it: episodes stop before it, never after), every token scored
+    (the worst case), the KL reference as a frozen adapter copy, and vLLM's share of the device
+    when colocated."""
     rank = cfg.lora_shape()[0]  # build_trainer sets the SFT adapter's rank when it is inherited
     extra = {"reference_adapter": 4 * a.lora_params(rank)}
     if cfg.use_vllm == "colocate":
         extra["vllm"] = cfg.vllm_gpu_memory_utilization * gpu_bytes
-    return _train("grpo", a, cfg.device_batch, cfg.max_seq_len, rank, bf16,
-                  checkpointing, extra)
+    return _train("grpo", a, cfg.device_batch, cfg.max_seq_len, rank, bf16, checkpointing, extra)
 
 
 def estimate_evaluate(a: Arch, batch_tokens: int, bf16: bool = True) -> Estimate:

@@ -107,3 +107,13 @@ def test_pag_rl_continues_the_sft_adapter_so_its_lora_shape_is_inherited_or_refu
     assert adapter_shape(tmp_path) == (4, 12)
     with pytest.raises(ValueError, match="lora_r=8 but the SFT adapter it continues has lora_r=4"):
         paper.grpo.model_copy(update={"lora_r": 8}).lora_shape(adapter_shape(tmp_path))
+
+
+def test_word_values_on_the_command_line_mean_the_word():
+    """Symptom: ``--set grpo.use_vllm=off`` failed ("Input should be 'off', 'colocate' or 'server'"):
+    YAML 1.1 read ``off`` as false. Boolean fields still take the words."""
+    cfg = load_config("paper", overrides=["grpo.use_vllm=off", "sft.gradient_checkpointing=on", "grpo.gradient_checkpointing=off",
+                                          "synthesize.enabled=false"])
+    assert cfg.grpo.use_vllm == "off" and cfg.sft.gradient_checkpointing == "on" and cfg.grpo.gradient_checkpointing == "off"
+    assert cfg.synthesize.enabled is False
+    assert load_config("embedded", overrides=["evaluate.trials=3"]).evaluate.trials == 3  # numbers stay numbers
