@@ -1,18 +1,26 @@
 """GPU smoke check at the paper's geometry, without downloading anything.
 
-Builds a randomly initialised policy from a shipped architecture layout (default: the Qwen2.5-3B
-layout of xLAM-2-3b-fc-r, sizes only), with the embedded SmolLM2 tokenizer (the vocabulary stays
-the layout's, so the logits cost what they would), then runs warm-up SFT and PAG-RL exactly as
-the stages do (``train_sft``, ``train_grpo``) on real BFCL train data in real environments:
+Builds a randomly initialised policy from a shipped architecture layout (default: the 8B
+Llama-xLAM-2-8b-fc-r layout, sizes only), with the embedded SmolLM2 tokenizer (the vocabulary stays
+the layout's, so the LM head costs what it would), then runs warm-up SFT and PAG-RL exactly as the
+stages do (``train_sft``, ``train_grpo``) on real BFCL train data in real environments:
 
 * SFT: ``--sft-steps`` (3) steps of the paper profile's batch 16, micro-batch 2, 8192 tokens;
-* PAG-RL: ``--rl-steps`` (2) steps of batch 8 episodes × 8 rollouts, ≤ 10 actions, 16k-token
-  streams, micro-batch 2, from the SFT adapter.
+* PAG-RL: ``--rl-steps`` (6: 1 warm-up + 5 measured) steps of batch 8 episodes × 8 rollouts,
+  ≤ 10 actions, 16k-token streams, micro-batch 2, from the SFT adapter.
 
-It prints GPU-seconds per RL step, model tokens per RL step and per rollout, and peak memory,
-beside the paper's Table 6 (PROGRA: 2900 GPU·s and 2243 tokens per step; MT-GRPO: 1903 GPU·s) and
-the ``progra plan`` estimate. A random model writes garbage, so rollouts run to their token limits:
-this measures cost at the geometry's worst case, not learning.
+**The worst case, for real** (``--policy scripted``, the default): a random model never writes a
+parsable call, so every turn would end after one action and no stream would get long. The
+scripted policy answers every action with a well-formed note of ``max_action_tokens`` tokens and a
+valid read-only call (``pwd()``, on GorillaFileSystem episodes), so no turn ever ends by itself:
+episodes run to their action limits and their streams to the context limit, and the step is scored
+at its largest. ``--policy model`` samples the random model instead (the only choice with
+``--vllm colocate``, whose engine samples itself).
+
+It prints seconds per RL step (the warm-up step excluded), model tokens per step and per
+rollout, the longest context a rollout reached against ``max_seq_len``, and peak memory beside
+the ``progra plan`` estimate and the paper's Table 6 (PROGRA: 2900 GPU·s and 2243 tokens per step;
+MT-GRPO: 1903 GPU·s), then what it did not exercise.
 
 ``--tiny`` runs the same code at a toy geometry (and compact tool docs) on CPU in seconds; the
 test suite does this.
@@ -20,7 +28,7 @@ The GPU machine needs torch, transformers, peft, trl, datasets and this checkout
 dependencies; without internet, carry trl as a wheel (``pip download trl==<version> --no-deps``)
 and ``pip install --no-deps`` it there.
 
-    python scripts/gpu_smoke.py [--tiny] [--arch Salesforce/xLAM-2-3b-fc-r] [--json out.json]
+    python scripts/gpu_smoke.py [--tiny] [--arch Salesforce/Llama-xLAM-2-8b-fc-r] [--policy scripted|model] [--json out.json]
 """
 
 from __future__ import annotations
@@ -36,6 +44,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TABLE6 = {"progra_gpu_s_per_step": 2900, "progra_tokens_per_step": 2243, "mt_grpo_gpu_s_per_step": 1903}
+#: What this check never runs, whatever its options (printed with the results).
+NOT_EXERCISED = ["the xLAM chat template (the SmolLM2 tokenizer stands in)", "tau2 episodes", "evaluation (BFCL, next call)",
+                 "multi-GPU (FSDP / DeepSpeed)", "learning (random weights)"]
+#: The scripted policy's call: read-only, valid in every GorillaFileSystem state, never ends a turn.
+SCRIPTED_CALL = "[pwd()]"
+
+
+class ScriptedWorstCase:
+    """A rollout sampler that answers every context with a well-formed note of exactly
+    ``max_new_tokens`` tokens and a valid read-only call, so episodes run to their limits. It keeps
+    the longest context it was given."""
+
+    def __init__(self, tok, max_new_tokens: int):
+        self.longest = 0
+        tail = f"</summary>\n<think>Check where we are before the next step.</think>\n<answer>{SCRIPTED_CALL}</answer>"
+        head, end = tok("<summary>", add_special_tokens=False)["input_ids"], tok(tail, add_special_tokens=False)["input_ids"]
+        filler = tok(" the folder was listed and nothing is left to confirm." * max_new_tokens,
+                     add_special_tokens=False)["input_ids"]
+        room = max(max_new_tokens - len(head) - len(end) - 1, 0)  # the eos closes it
+        self.ids = head + filler[:room] + end + [tok.eos_token_id]
+
+    def __call__(self, contexts):
+        self.longest = max([self.longest, *(len(c) for c in contexts)])
+        return [list(self.ids) for _ in contexts]
 
 
 def build_policy(arch_name: str, out: Path, tiny: bool) -> Path:
@@ -62,9 +94,9 @@ def build_policy(arch_name: str, out: Path, tiny: bool) -> Path:
     return out
 
 
-def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: str):
+def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: str, classes: str | None = None):
     """Cold-start SFT rows that fit ``max_length`` (as the stage keeps them) and RL episodes, from
-    BFCL base train scenarios (no LLM involved)."""
+    BFCL base train scenarios (no LLM involved); with ``classes``, episodes that involve it."""
     from transformers import AutoTokenizer
 
     from progra_core.config import SegmentConfig, SFTDataConfig
@@ -83,25 +115,33 @@ def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: 
         raise SystemExit(f"only {len(rows)} SFT rows fit {max_length} tokens; {n_rows} wanted")
     rows = rows[:n_rows]
     episodes, _ = rollout.episodes_from_trajectories(trajs)
+    episodes = [e for e in episodes if classes is None or classes in e.involved_classes]
     return rows, sorted(episodes, key=lambda e: e.episode_id)[:n_episodes]
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", default="Salesforce/xLAM-2-3b-fc-r")
+    ap.add_argument("--arch", default="Salesforce/Llama-xLAM-2-8b-fc-r")
     ap.add_argument("--tiny", action="store_true", help="toy geometry on CPU (what the test suite runs)")
     ap.add_argument("--sft-steps", type=int, default=3)
-    ap.add_argument("--rl-steps", type=int, default=2)
+    ap.add_argument("--rl-steps", type=int, default=6, help="RL steps in all, the warm-up ones included")
+    ap.add_argument("--warmup-steps", type=int, default=1, help="RL steps left out of the timing (allocation, kernels)")
+    ap.add_argument("--policy", choices=["scripted", "model"], default="scripted",
+                    help="scripted: valid calls and full-length notes, episodes run to their limits; model: sample the random policy")
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--vllm", choices=["off", "colocate"], default="off",
-                    help="colocate: rollouts sample through TRL's vLLM engine (needs vllm installed)")
+                    help="colocate: rollouts sample through TRL's vLLM engine (needs vllm installed; implies --policy model)")
     args = ap.parse_args(argv)
+    if args.rl_steps <= args.warmup_steps:
+        ap.error("--rl-steps must exceed --warmup-steps: at least one measured step")
+    policy = "model" if args.vllm != "off" else args.policy
 
     import torch
+    from transformers import AutoTokenizer
 
     from progra_core.config import load_config
     from progra_core.methods import recipe
-    from progra_core.train import memory
+    from progra_core.train import memory, rollout
     from progra_core.train.grpo import train_grpo
     from progra_core.train.sft import train_sft
 
@@ -110,13 +150,15 @@ def main(argv: list[str] | None = None) -> dict:
     rl_cfg = paper.grpo.model_copy(update={"max_steps": args.rl_steps, "use_vllm": args.vllm})
     if args.tiny:
         sft_cfg = sft_cfg.model_copy(update={"batch_size": 2, "micro_batch_size": 1, "max_length": 1024, "learning_rate": 1e-3})
-        rl_cfg = rl_cfg.model_copy(update={"batch_size": 1, "num_generations": 2, "micro_batch_size": 1, "max_actions": 2,
-                                           "max_action_tokens": 16, "max_seq_len": 2048})
+        rl_cfg = rl_cfg.model_copy(update={"batch_size": 1, "num_generations": 2, "micro_batch_size": 1, "max_actions": 4,
+                                           "max_turn_actions": 4, "max_action_tokens": 48, "max_seq_len": 2048})
     cuda = torch.cuda.is_available()
-    out: dict = {"arch": args.arch, "tiny": args.tiny, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+    out: dict = {"arch": args.arch, "tiny": args.tiny, "device": torch.cuda.get_device_name(0) if cuda else "cpu", "policy": policy,
                  "sft": {"batch": sft_cfg.batch_size, "micro_batch": sft_cfg.micro_batch_size, "max_length": sft_cfg.max_length},
                  "grpo": {"batch": rl_cfg.batch_size, "num_generations": rl_cfg.num_generations, "micro_batch": rl_cfg.micro_batch_size,
-                          "max_actions": rl_cfg.max_actions, "max_seq_len": rl_cfg.max_seq_len, "use_vllm": rl_cfg.use_vllm},
+                          "max_actions": rl_cfg.max_actions, "max_turn_actions": rl_cfg.max_turn_actions,
+                          "max_action_tokens": rl_cfg.max_action_tokens, "max_seq_len": rl_cfg.max_seq_len,
+                          "use_vllm": rl_cfg.use_vllm, "warmup_steps": args.warmup_steps},
                  "paper_table6": TABLE6}
     with tempfile.TemporaryDirectory(prefix="progra-gpu-smoke-") as tmp:
         base = build_policy(args.arch, Path(tmp) / "policy", args.tiny)
@@ -127,24 +169,43 @@ def main(argv: list[str] | None = None) -> dict:
             out["plan_gib"] = {e.stage: round(e.total / memory.GIB, 1) for e in memory.plan(
                 paper.model_copy(update={"sft": sft_cfg, "grpo": rl_cfg}), arch, gib)}
         docs = "compact" if args.tiny else paper.tool_docs
-        rows, episodes = data(sft_cfg.batch_size * args.sft_steps, rl_cfg.batch_size, base, sft_cfg.max_length, docs)
+        rows, episodes = data(sft_cfg.batch_size * args.sft_steps, rl_cfg.batch_size, base, sft_cfg.max_length, docs,
+                              classes="GorillaFileSystem" if policy == "scripted" else None)
         t0 = time.perf_counter()
         sft = train_sft(rows, str(base), sft_cfg, Path(tmp) / "sft")
         out["sft"].update(steps=sft["steps"], seconds_per_step=sft["seconds_per_step"], wall_s=round(time.perf_counter() - t0, 1))
         if cuda:
             out["sft"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",
-                                    docs_style=docs)
+        scripted = ScriptedWorstCase(AutoTokenizer.from_pretrained(base), rl_cfg.max_action_tokens)
+        real_sampler = rollout.hf_sampler
+        if policy == "scripted":
+            rollout.hf_sampler = lambda *a, **k: scripted  # noqa: E731  (grpo looks it up per step)
+        ends = [time.perf_counter()]
+        try:
+            metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",
+                                        docs_style=docs, progress=lambda step, total: ends.append(time.perf_counter()))
+        finally:
+            rollout.hf_sampler = real_sampler
+        steps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+        measured = steps[args.warmup_steps:]
+        per_step = sum(measured) / len(measured)
         n_gpus = torch.cuda.device_count() if cuda else 0
-        out["grpo"].update(steps=metrics["steps"], seconds_per_step=metrics["seconds_per_step"],
-                           gpu_s_per_step=round(metrics["seconds_per_step"] * max(n_gpus, 1), 1) if cuda else None,
+        rollouts = table.to_pylist()
+        out["grpo"].update(steps=metrics["steps"], measured_steps=len(measured), seconds_per_step=round(per_step, 2),
+                           warmup_s=round(sum(steps[:args.warmup_steps]), 2),
+                           gpu_s_per_step=round(per_step * max(n_gpus, 1), 1) if cuda else None,
                            model_tokens_per_step=metrics["model_tokens_per_step"],
                            model_tokens_per_rollout=round(metrics["model_tokens_per_step"] / max(rl_cfg.streams_per_step, 1), 1),
-                           rollouts=metrics["rollouts"], wall_s=round(time.perf_counter() - t0, 1))
+                           rollouts=metrics["rollouts"], wall_s=round(time.perf_counter() - ends[0], 1),
+                           actions_per_rollout_max=max(r["n_actions"] for r in rollouts),
+                           longest_context=scripted.longest if policy == "scripted" else None,
+                           context_used=round((scripted.longest + rl_cfg.max_action_tokens) / rl_cfg.max_seq_len, 3)
+                           if policy == "scripted" else None)
         if cuda:
             out["grpo"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
+    out["not_exercised"] = NOT_EXERCISED + ([] if args.vllm != "off" else ["vLLM rollouts (--vllm colocate)"]) + \
+        (["full-length scripted streams through vLLM (its engine samples the random model)"] if args.vllm != "off" else [])
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

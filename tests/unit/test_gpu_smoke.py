@@ -3,21 +3,31 @@ layout, SFT from real BFCL rows, PAG-RL in real environments, and the numbers it
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_gpu_smoke_runs_at_tiny_geometry(embedded_model, tmp_path):
+def test_gpu_smoke_runs_the_worst_case_at_tiny_geometry(embedded_model, tmp_path):
+    """Symptom: a random policy never wrote a parsable call, so every turn ended after one action and
+    the smoke check never met a long stream; its timing included the warm-up step. The scripted
+    policy plays every episode to its action limit, and the warm-up step is left out."""
     spec = importlib.util.spec_from_file_location("gpu_smoke", REPO / "scripts" / "gpu_smoke.py")
     smoke = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(smoke)
-    out = smoke.main(["--tiny", "--sft-steps", "1", "--rl-steps", "1", "--json", str(tmp_path / "smoke.json")])
+    out = smoke.main(["--tiny", "--sft-steps", "1", "--rl-steps", "2", "--json", str(tmp_path / "smoke.json")])
     assert json.loads((tmp_path / "smoke.json").read_text()) == out
-    assert out["device"] == "cpu" and out["arch"] == "Salesforce/xLAM-2-3b-fc-r"
+    assert out["device"] == "cpu" and out["arch"] == "Salesforce/Llama-xLAM-2-8b-fc-r" and out["policy"] == "scripted"
     assert out["sft"]["steps"] == 1 and out["sft"]["seconds_per_step"] > 0
     g = out["grpo"]
-    assert g["steps"] == 1 and g["rollouts"] == g["batch"] * g["num_generations"] == 2
-    assert g["model_tokens_per_step"] > 0 and g["model_tokens_per_rollout"] <= g["max_actions"] * 16
-    assert out["paper_table6"]["progra_gpu_s_per_step"] == 2900
+    assert g["steps"] == 2 and g["measured_steps"] == 1 and g["warmup_s"] > 0 and g["seconds_per_step"] > 0
+    assert g["rollouts"] == 2 * g["batch"] * g["num_generations"] == 4
+    assert g["actions_per_rollout_max"] == g["max_actions"]  # no turn ended by itself: the action limit stopped it
+    assert g["model_tokens_per_rollout"] == g["max_actions"] * g["max_action_tokens"]  # every action at full length
+    assert 0 < g["context_used"] <= 1 and g["longest_context"] > g["max_actions"] // 2 * g["max_action_tokens"]
+    assert "multi-GPU (FSDP / DeepSpeed)" in out["not_exercised"] and out["paper_table6"]["progra_gpu_s_per_step"] == 2900
+    with pytest.raises(SystemExit):
+        smoke.main(["--tiny", "--rl-steps", "1"])  # nothing left to measure after the warm-up
 
 
 def test_the_vllm_extra_is_one_the_installed_trl_supports_on_the_makefiles_torch():
