@@ -22,7 +22,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -391,7 +391,22 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
 
 
 def _adapter_weights(model, name: str) -> dict:
-    return {k.replace(f".{name}.", "."): v.detach().clone() for k, v in model.named_parameters() if f".{name}." in k}
+    """The adapter ``name``'s weights as full tensors on every rank: FSDP2 holds DTensor shards
+    (gathered with ``full_tensor``, a collective every rank runs), ZeRO-3 empty partitions
+    (gathered for the copy), so the reference check compares whole weights, never a shard with a
+    full tensor."""
+    params = {k.replace(f".{name}.", "."): v for k, v in model.named_parameters() if f".{name}." in k}
+    with _gathered(list(params.values())):
+        return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in params.items()}
+
+
+def _gathered(params: list):
+    """ZeRO-3's context that materialises partitioned parameters; nothing to do otherwise."""
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params)
+    return nullcontext()
 
 
 def _check_reference(model, init: dict) -> dict:

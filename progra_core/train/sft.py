@@ -207,9 +207,19 @@ def quiet_trainer(trainer):
 
 def save_adapter(trainer, tok, out_dir, **kw) -> None:
     """Save the trained adapter and tokenizer once: rank 0 under DDP (every rank holds the same
-    weights); under FSDP/DeepSpeed the Trainer's collective save gathers the shards first."""
+    weights); under FSDP/DeepSpeed the Trainer's collective save gathers the shards first. Under
+    FSDP the adapter is saved as a full state dict whatever the plugin trains with: with
+    ``SHARDED_STATE_DICT`` (configs/accelerate/fsdp.yaml) ``Trainer.save_model`` writes nothing."""
     acc = trainer.accelerator
-    if acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+    if acc.distributed_type.name == "FSDP":
+        plugin = acc.state.fsdp_plugin
+        kept = plugin.state_dict_type
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+        try:
+            trainer.save_model(str(out_dir))
+        finally:
+            plugin.set_state_dict_type(kept)
+    elif acc.distributed_type.name == "DEEPSPEED":
         trainer.save_model(str(out_dir))
     elif acc.is_main_process:
         trainer.model.save_pretrained(str(out_dir), **kw)

@@ -1,0 +1,76 @@
+"""What the multi-GPU paths do that can be shown on one CPU: the adapter saved under an FSDP plugin
+that trains with a sharded state dict, and the KL-reference check on sharded (DTensor) weights."""
+
+import inspect
+import types
+
+import pytest
+import torch
+import torch.distributed as dist
+
+
+def test_an_fsdp_run_that_trains_sharded_still_saves_its_adapter(tmp_path):
+    """Symptom: configs/accelerate/fsdp.yaml trains with SHARDED_STATE_DICT, for which
+    ``Trainer.save_model`` writes nothing, so no adapter was saved. The fake trainer below saves
+    exactly when transformers' own condition holds (checked against its source)."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    from progra_core.train.sft import save_adapter
+
+    assert '"FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)' in inspect.getsource(Trainer.save_model)
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
+    acc = types.SimpleNamespace(distributed_type=types.SimpleNamespace(name="FSDP"), state=types.SimpleNamespace(fsdp_plugin=plugin),
+                                is_main_process=True, wait_for_everyone=lambda: None)
+
+    class FakeTrainer:
+        accelerator = acc
+
+        def save_model(self, out):
+            if "FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type):  # transformers 5.x
+                (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+
+    tok = types.SimpleNamespace(save_pretrained=lambda out: None)
+    (tmp_path / "adapter").mkdir()
+    save_adapter(FakeTrainer(), tok, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert "SHARDED_STATE_DICT" in str(plugin.state_dict_type)  # training checkpoints stay sharded
+
+
+@pytest.fixture
+def one_rank_mesh(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_reference_check_compares_whole_weights_when_they_are_sharded(one_rank_mesh):
+    """Symptom: ``_check_reference`` compared FSDP2's DTensor shards after training with the full
+    tensors taken before it (mixed Tensor/DTensor: an error). The weights are gathered first."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from progra_core.train.grpo import _adapter_weights, _check_reference
+
+    torch.manual_seed(0)
+    full = {"m.lora_A.default.weight": torch.randn(4, 8), "m.lora_A.ref.weight": torch.randn(4, 8)}
+    full["m.lora_A.ref.weight"] = full["m.lora_A.default.weight"].clone()
+
+    class Model(torch.nn.Module):
+        peft_config = {"default": None, "ref": None}
+
+        def __init__(self, tensors):
+            super().__init__()
+            self.tensors = tensors
+
+        def named_parameters(self, *a, **k):
+            return iter(self.tensors.items())
+
+    init = _adapter_weights(Model(full), "default")  # taken before training, unsharded
+    trained = {k: distribute_tensor(v + (0.5 if ".default." in k else 0.0), one_rank_mesh, [Shard(0)]) for k, v in full.items()}
+    out = _check_reference(Model(trained), init)
+    assert out["kl_reference"] == "sft_adapter_copy" and out["ref_equals_sft_adapter"] is True
+    assert out["policy_max_weight_change"] == pytest.approx(0.5)
