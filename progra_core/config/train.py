@@ -155,6 +155,12 @@ class GRPOConfig(Section):
             raise ValueError("grpo.use_vllm needs grpo.launch.num_processes=1: episodes' lockstep rounds differ per "
                              "rank, so ranks cannot share one engine call; use the transformers sampler to train on "
                              "several GPUs")
+        if self.launch.num_processes > 1 and self.launch.strategy in ("fsdp", "deepspeed"):
+            raise ValueError(f"grpo.launch.strategy={self.launch.strategy} with {self.launch.num_processes} processes: "
+                             "the transformers sampler's forwards are collectives when the weights are sharded "
+                             "(FSDP2 all-gathers, ZeRO-3 gathers), and ranks play their episodes for different numbers "
+                             "of rounds, so one rank would wait forever; use launch.strategy=ddp for PAG-RL (the "
+                             "policy is a LoRA over a frozen base), or one process")
         return self
 
     @property

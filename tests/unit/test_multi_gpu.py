@@ -74,3 +74,18 @@ def test_the_reference_check_compares_whole_weights_when_they_are_sharded(one_ra
     out = _check_reference(Model(trained), init)
     assert out["kl_reference"] == "sft_adapter_copy" and out["ref_equals_sft_adapter"] is True
     assert out["policy_max_weight_change"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_pag_rl_on_sharded_weights_is_refused_before_it_can_hang(strategy):
+    """Symptom: with FSDP2 (or ZeRO-3) every forward of the transformers sampler is a collective,
+    and ranks play their episodes for different numbers of rounds: a likely hang. Refused at load."""
+    from pydantic import ValidationError
+
+    from progra_core.config import GRPOConfig, LaunchConfig, load_config
+
+    with pytest.raises(ValidationError, match=f"strategy={strategy} with 2 processes.*one rank would wait forever"):
+        GRPOConfig(batch_size=2, num_generations=2, launch=LaunchConfig(num_processes=2, strategy=strategy))
+    assert GRPOConfig(batch_size=2, num_generations=2, launch=LaunchConfig(num_processes=2)).launch.strategy == "ddp"
+    assert GRPOConfig(launch=LaunchConfig(num_processes=1, strategy=strategy)).launch.strategy == strategy
+    load_config("paper")  # the shipped profiles stay valid
