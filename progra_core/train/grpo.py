@@ -48,7 +48,7 @@ from progra_core.train.sft import (
 )
 
 __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
-           "reward_functions", "Recorder", "rubric_for"]
+           "reward_functions", "Recorder", "rubric_for", "load_policy"]
 
 STAGE = "grpo"
 CODE_VERSION = versioning.code_version("1", __name__)
@@ -304,14 +304,34 @@ def check_vllm(cfg: GRPOConfig) -> None:
         raise ValueError("grpo.use_vllm=server needs grpo.vllm_server: the base URL of `trl vllm-serve --model <base>`")
 
 
+def load_policy(base_path: str, adapter_path: str | None, dtype):
+    """The base model, with the SFT adapter PAG-RL continues (π_θ'; TRL keeps a frozen copy as the
+    KL reference). PEFT loads an adapter in fp32 over a bf16 base; under DeepSpeed ZeRO-3, which
+    flattens parameters of one dtype, it is cast to the base's dtype (TRL does this on its own
+    ``peft_config`` path only)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    if not adapter_path:
+        return model
+    model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+    if is_deepspeed_zero3_enabled():
+        base = model.get_base_model().dtype
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != base:
+                p.data = p.data.to(base)
+    return model
+
+
 def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
                   output_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
                   rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
                   docs_style: DocStyle = "json"):
     """The PAG-RL trainer for these episodes and its tokenizer (``train_grpo`` runs it)."""
     from datasets import Dataset
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import GRPOConfig as TRLGRPOConfig
 
     if not episodes:
@@ -322,13 +342,6 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
     preflight(memory.estimate_grpo, base_path, cfg, "lower grpo.micro_batch_size (a step still uses batch_size x "
               "num_generations streams) or grpo.max_seq_len, or serve vLLM elsewhere (use_vllm: server)")
     quiet_hf()
-    tok = AutoTokenizer.from_pretrained(adapter_path or base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
-    peft_config = None
-    if adapter_path:  # PAG-RL starts from π_θ'; TRL keeps a frozen copy as the KL reference
-        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
-    else:
-        peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     recorder = Recorder(run, r.name, r.grpo, cfg.num_generations)
     rubric = rubric or rubric_for(r, cfg)
     vllm = {} if cfg.use_vllm == "off" else {
@@ -342,6 +355,10 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
         vllm_importance_sampling_mode=cfg.importance_sampling, vllm_importance_sampling_clip_max=cfg.importance_sampling_cap,
         **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps), **vllm)
+    tok = AutoTokenizer.from_pretrained(adapter_path or base_path)
+    # the model loads after the training config: under ZeRO-3 that config makes from_pretrained partition it
+    model = load_policy(base_path, adapter_path, weights_dtype(cfg.precision))
+    peft_config = None if adapter_path else lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     score_labelled_positions_only()
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,

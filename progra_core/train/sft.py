@@ -256,7 +256,6 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     val = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows if r["split"] == "validation"]
     if not train:
         raise ValueError("no SFT training rows: the train split is empty")
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
     micro = cfg.device_batch  # per device; x processes x accumulation = batch_size
     with tempfile.TemporaryDirectory(prefix="progra-sft-") as tmp:
         args = TRLSFTConfig(
@@ -264,6 +263,9 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
             per_device_eval_batch_size=micro, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
             lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, completion_only_loss=True, seed=seed,
             eval_strategy="no", **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps))
+        # after the training config: under DeepSpeed ZeRO-3 it is what makes from_pretrained partition
+        # the weights as they load, instead of every rank building the whole model in host memory
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                              peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),

@@ -89,3 +89,53 @@ def test_pag_rl_on_sharded_weights_is_refused_before_it_can_hang(strategy):
     assert GRPOConfig(batch_size=2, num_generations=2, launch=LaunchConfig(num_processes=2)).launch.strategy == "ddp"
     assert GRPOConfig(launch=LaunchConfig(num_processes=1, strategy=strategy)).launch.strategy == strategy
     load_config("paper")  # the shipped profiles stay valid
+
+
+def test_under_zero3_the_continued_adapter_takes_the_base_dtype(tiny_llama, tmp_path, monkeypatch):
+    """Symptom: PEFT loads the SFT adapter in fp32 over a bf16 base; ZeRO-3 flattens parameters of
+    one dtype (TRL casts only on its own peft_config path). Outside ZeRO-3 the adapter stays fp32."""
+    import transformers.integrations as integrations
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from progra_core.train.grpo import load_policy
+
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=4, target_modules="all-linear")).save_pretrained(
+        tmp_path / "adapter")
+    lora = lambda m: {p.dtype for n, p in m.named_parameters() if "lora_" in n}  # noqa: E731
+    assert lora(load_policy(str(tiny_llama), str(tmp_path / "adapter"), torch.bfloat16)) == {torch.float32}
+    monkeypatch.setattr(integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    model = load_policy(str(tiny_llama), str(tmp_path / "adapter"), torch.bfloat16)
+    assert lora(model) == {torch.bfloat16} and all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_models_load_after_the_training_config(tiny_llama, tmp_path, monkeypatch):
+    """Symptom: SFT and PAG-RL loaded the model before TRL's config existed, so a ZeRO-3 launch
+    (whose config is what makes ``from_pretrained`` partition the weights) built the whole model on
+    every rank. The order is recorded here for both stages."""
+    import transformers
+    import trl
+
+    from progra_core.config import SFTConfig
+    from progra_core.methods import recipe
+    from progra_core.train.sft import sft_rows, train_sft
+    from tests.unit.test_train import EXAMPLES
+
+    order: list[str] = []
+    for cls in (trl.SFTConfig, trl.GRPOConfig):
+        real_init = cls.__post_init__
+        monkeypatch.setattr(cls, "__post_init__", lambda self, _r=real_init, _n=cls.__name__: (order.append(_n), _r(self))[1])
+    real_load = transformers.AutoModelForCausalLM.from_pretrained.__func__
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: (order.append("model"), real_load(cls, *a, **k))[1]))
+    train_sft(sft_rows(recipe("progra"), EXAMPLES, []), str(tiny_llama), SFTConfig(max_steps=1, batch_size=2, max_length=256),
+              tmp_path / "sft")
+    assert order[:2] == ["SFTConfig", "model"]
+    from progra_core.config import GRPOConfig
+    from progra_core.train.grpo import build_trainer
+    from tests.unit.test_train import _episode
+
+    order.clear()
+    build_trainer([_episode()], recipe("progra"), GRPOConfig(batch_size=1, num_generations=2, max_steps=1), str(tiny_llama),
+                  str(tmp_path / "sft"), tmp_path / "grpo")
+    assert order[:2] == ["GRPOConfig", "model"]
