@@ -18,7 +18,8 @@ at its largest. ``--policy model`` samples the random model instead (the only ch
 ``--vllm colocate``, whose engine samples itself).
 
 It prints seconds per RL step (the warm-up step excluded), model tokens per step and per
-rollout, the longest context a rollout reached against ``max_seq_len``, and peak memory beside
+rollout, the longest context a rollout reached against ``max_seq_len`` (with ``--policy model``,
+from the episodes with the most turns, since each of its turns ends after one action), and peak memory beside
 the ``progra plan`` estimate and the paper's Table 6 (PROGRA: 2900 GPU·s and 2243 tokens per step;
 MT-GRPO: 1903 GPU·s), then what it did not exercise.
 
@@ -51,13 +52,29 @@ NOT_EXERCISED = ["the xLAM chat template (the SmolLM2 tokenizer stands in)", "ta
 SCRIPTED_CALL = "[pwd()]"
 
 
+class Longest:
+    """Wraps a rollout sampler factory (``rollout.hf_sampler`` / ``rollout.vllm_sampler``) and keeps
+    the longest context any rollout sent it: how close the streams came to ``max_seq_len``."""
+
+    def __init__(self):
+        self.tokens = 0
+
+    def wrap(self, factory):
+        def make(*a, **k):
+            generate = factory(*a, **k)
+
+            def counted(contexts):
+                self.tokens = max([self.tokens, *(len(c) for c in contexts)])
+                return generate(contexts)
+            return counted
+        return make
+
+
 class ScriptedWorstCase:
     """A rollout sampler that answers every context with a well-formed note of exactly
-    ``max_new_tokens`` tokens and a valid read-only call, so episodes run to their limits. It keeps
-    the longest context it was given."""
+    ``max_new_tokens`` tokens and a valid read-only call, so episodes run to their limits."""
 
     def __init__(self, tok, max_new_tokens: int):
-        self.longest = 0
         tail = f"</summary>\n<think>Check where we are before the next step.</think>\n<answer>{SCRIPTED_CALL}</answer>"
         head, end = tok("<summary>", add_special_tokens=False)["input_ids"], tok(tail, add_special_tokens=False)["input_ids"]
         filler = tok(" the folder was listed and nothing is left to confirm." * max_new_tokens,
@@ -66,7 +83,6 @@ class ScriptedWorstCase:
         self.ids = head + filler[:room] + end + [tok.eos_token_id]
 
     def __call__(self, contexts):
-        self.longest = max([self.longest, *(len(c) for c in contexts)])
         return [list(self.ids) for _ in contexts]
 
 
@@ -94,9 +110,11 @@ def build_policy(arch_name: str, out: Path, tiny: bool) -> Path:
     return out
 
 
-def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: str, classes: str | None = None):
+def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: str, classes: str | None = None,
+         most_turns: bool = False):
     """Cold-start SFT rows that fit ``max_length`` (as the stage keeps them) and RL episodes, from
-    BFCL base train scenarios (no LLM involved); with ``classes``, episodes that involve it."""
+    BFCL base train scenarios (no LLM involved); with ``classes``, episodes that involve it; with
+    ``most_turns``, those with the most turns first."""
     from transformers import AutoTokenizer
 
     from progra_core.config import SegmentConfig, SFTDataConfig
@@ -116,7 +134,7 @@ def data(n_rows: int, n_episodes: int, base: Path, max_length: int, docs_style: 
     rows = rows[:n_rows]
     episodes, _ = rollout.episodes_from_trajectories(trajs)
     episodes = [e for e in episodes if classes is None or classes in e.involved_classes]
-    return rows, sorted(episodes, key=lambda e: e.episode_id)[:n_episodes]
+    return rows, sorted(episodes, key=lambda e: (-len(e.turns) if most_turns else 0, e.episode_id))[:n_episodes]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,8 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
             out["plan_gib"] = {e.stage: round(e.total / memory.GIB, 1) for e in memory.plan(
                 paper.model_copy(update={"sft": sft_cfg, "grpo": rl_cfg}), arch, gib)}
         docs = "compact" if args.tiny else paper.tool_docs
+        # scripted: episodes its pwd() is valid in; a sampled model ends each turn after one action,
+        # so its longest streams come from the episodes with the most turns
         rows, episodes = data(sft_cfg.batch_size * args.sft_steps, rl_cfg.batch_size, base, sft_cfg.max_length, docs,
-                              classes="GorillaFileSystem" if policy == "scripted" else None)
+                              classes="GorillaFileSystem" if policy == "scripted" else None, most_turns=policy == "model")
         t0 = time.perf_counter()
         sft = train_sft(rows, str(base), sft_cfg, Path(tmp) / "sft")
         out["sft"].update(steps=sft["steps"], seconds_per_step=sft["seconds_per_step"], wall_s=round(time.perf_counter() - t0, 1))
@@ -178,15 +198,16 @@ def main(argv: list[str] | None = None) -> dict:
             out["sft"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
             torch.cuda.reset_peak_memory_stats()
         scripted = ScriptedWorstCase(AutoTokenizer.from_pretrained(base), rl_cfg.max_action_tokens)
-        real_sampler = rollout.hf_sampler
-        if policy == "scripted":
-            rollout.hf_sampler = lambda *a, **k: scripted  # noqa: E731  (grpo looks it up per step)
+        longest, samplers = Longest(), (rollout.hf_sampler, rollout.vllm_sampler)
+        # grpo looks the samplers up on the module at every step
+        rollout.hf_sampler = longest.wrap((lambda *a, **k: scripted) if policy == "scripted" else samplers[0])
+        rollout.vllm_sampler = longest.wrap(samplers[1])
         ends = [time.perf_counter()]
         try:
             metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",
                                         docs_style=docs, progress=lambda step, total: ends.append(time.perf_counter()))
         finally:
-            rollout.hf_sampler = real_sampler
+            rollout.hf_sampler, rollout.vllm_sampler = samplers
         steps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
         measured = steps[args.warmup_steps:]
         per_step = sum(measured) / len(measured)
@@ -199,9 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
                            model_tokens_per_rollout=round(metrics["model_tokens_per_step"] / max(rl_cfg.streams_per_step, 1), 1),
                            rollouts=metrics["rollouts"], wall_s=round(time.perf_counter() - ends[0], 1),
                            actions_per_rollout_max=max(r["n_actions"] for r in rollouts),
-                           longest_context=scripted.longest if policy == "scripted" else None,
-                           context_used=round((scripted.longest + rl_cfg.max_action_tokens) / rl_cfg.max_seq_len, 3)
-                           if policy == "scripted" else None)
+                           longest_context=longest.tokens,
+                           context_used=round((longest.tokens + rl_cfg.max_action_tokens) / rl_cfg.max_seq_len, 3))
         if cuda:
             out["grpo"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
     out["not_exercised"] = NOT_EXERCISED + ([] if args.vllm != "off" else ["vLLM rollouts (--vllm colocate)"]) + \
