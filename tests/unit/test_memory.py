@@ -52,7 +52,7 @@ def test_the_paper_profile_fits_141_gb_with_its_micro_batches_and_not_without():
 def test_the_lm_head_is_trl_s_fused_tiles_not_the_full_logits():
     """Symptom: the plan charged tokens x vocabulary x 4 bytes twice (31.3 GiB for the paper's GRPO
     pass), which TRL 1.16 never allocates (its fused head works in 4096 x 32768 tiles), and refused
-    colocate on an 80 GiB H100 (92.9 GiB) where it fits."""
+    colocate on an 80 GiB H100 (93.1 GiB) where it fits."""
     cfg = load_config("paper", overrides=["grpo.use_vllm=colocate"])
     a = load_arch(cfg.models.policy)
     grpo = next(e for e in memory.plan(cfg, a, 80) if e.stage == "grpo")
