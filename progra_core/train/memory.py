@@ -24,7 +24,7 @@ its longest):
 The architecture comes from a model folder's ``config.json`` or, for the paper's policies (hub
 ids, never downloaded), from the layouts shipped in ``progra_core/train/architectures/``. Pure
 arithmetic: tested for the published parameter counts, for monotonicity in batch and length, and
-against peaks measured on CPU (``scripts/memory_calibration.py``; docs/gpu.md has the table)."""
+against peaks measured on CPU (``scripts/memory_calibration.py``; docs/training.md has the table)."""
 
 from __future__ import annotations
 
