@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
                            context_used=round((longest.tokens + rl_cfg.max_action_tokens) / rl_cfg.max_seq_len, 3))
         if cuda:
             out["grpo"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
-    out["not_exercised"] = NOT_EXERCISED + ([] if args.vllm != "off" else ["vLLM rollouts (--vllm colocate)"]) + \
-        (["full-length scripted streams through vLLM (its engine samples the random model)"] if args.vllm != "off" else [])
+    out["not_exercised"] = NOT_EXERCISED + (
+        ["full-length scripted streams through vLLM (its engine samples the random model)"] if args.vllm != "off"
+        else ["vLLM rollouts (--vllm colocate)"])
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -118,25 +118,29 @@ def _overhead(parts: dict[str, float]) -> float:
 HEAD_TOKENS, HEAD_VOCAB = 4096, 32768
 
 
+def _residual_bytes(ab: int, wb: int) -> int:
+    """The residual stream is in the weights' dtype: fp32 on CPU under autocast, else the compute dtype."""
+    return 4 if wb == 4 else ab
+
+
 def _layer_bytes(a: Arch, ab: int, wb: int) -> float:
     """Bytes one decoder layer keeps per token for the backward pass (no checkpointing): the two
     RMSNorms' fp32 input and output, the autocast input copy of each of the seven linears, the
     rotated q/k/v and the attention output, the MLP's gate/up/activation, the residual, and PEFT's
     copy of each LoRA input (fp32 over a bf16 base on CUDA; the autocast bf16 copy on CPU)."""
     h, kv, i = a.hidden, a.kv_dim, a.intermediate
-    rb = 4 if wb == 4 else ab  # the residual stream is in the weights' dtype
     norms = 2 * 2 * 4 * h
     linear_inputs = ab * (6 * h + i)
     attention = ab * (2 * h + 2 * kv)
     mlp = ab * 3 * i
     peft = (4 if wb == 2 else ab) * (6 * h + i)
-    return norms + linear_inputs + attention + mlp + peft + rb * 2 * h
+    return norms + linear_inputs + attention + mlp + peft + _residual_bytes(ab, wb) * 2 * h
 
 
 def _activations(a: Arch, tokens: int, checkpointing: bool, ab: int, wb: int) -> float:
     layer = _layer_bytes(a, ab, wb)
     if checkpointing:  # every layer's input kept, one layer's tensors rebuilt at a time
-        return tokens * (a.layers * (4 if wb == 4 else ab) * a.hidden + layer)
+        return tokens * (a.layers * _residual_bytes(ab, wb) * a.hidden + layer)
     return tokens * a.layers * layer
 
 
