@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.console import (
@@ -40,6 +41,7 @@ from progra_core import stages
 from progra_core.config import load_config
 from progra_core.evaluation import report as rep
 from storage import Catalog, DatasetNotFound, DatasetStore, SQLRefused
+from storage.catalog import check_filter
 from storage.export import FORMATS, export_table
 from storage.export import push_to_hub as push
 
@@ -312,15 +314,19 @@ def plan(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOp
 @app.command()
 def datasets(stage: Annotated[str | None, typer.Argument(help="Only this stage.")] = None,
              profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
-    """List datasets: id, stage, rows, rejects, size, parents, created."""
-    refs = DatasetStore(_root(profile, root)).list(stage)
+    """List datasets: id, stage, rows, rejects, size, parents, created; a dataset whose manifest or
+    bytes are not what was written is marked corrupt (no view serves it) and named below the table."""
+    store = DatasetStore(_root(profile, root))
+    refs = store.list(stage)
     t = Table(title="datasets")
-    for c in ("dataset_id", "stage", "rows", "rejects", "MB", "parents", "created"):
+    for c in ("dataset_id", "stage", "rows", "rejects", "MB", "parents", "created", "state"):
         t.add_column(c, justify="right" if c in ("rows", "rejects", "MB") else "left")
     for r in refs:
         t.add_row(r.dataset_id, r.stage, str(r.rows), str(r.rejects), f"{r.bytes / 1e6:.2f}", ",".join(r.parents),
-                  r.created_at[:19])
+                  r.created_at[:19], "ok" if store.intact(r) else "[red]corrupt[/red]")
     console.print(t)
+    for msg in store.corrupt:
+        err.print(f"[red]corrupt:[/red] {escape(msg)}", highlight=False)
 
 
 @app.command()
@@ -363,26 +369,6 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the catalog views (t
         sys.stdout.write(text + "\n")
 
 
-def _not_a_filter(where: str) -> str | None:
-    """Why ``where`` is not one filter expression: a ';', a comment, or a parenthesis that closes
-    the ``where (...)`` it is placed in (quoted text is skipped)."""
-    depth, quote = 0, None
-    for k, ch in enumerate(where):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == ";" or where.startswith(("--", "/*"), k):
-            return "no ';' and no comments"
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return "a ')' without its '('"
-    return "an unclosed quote or '('" if quote or depth else None
-
-
 @app.command()
 def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, verified_latest, eval_results, ...) or a dataset id "
                                                     "(prefixes work).")],
@@ -405,9 +391,12 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
     if not refs and not view.replace("_", "").isalnum():
         err.print(f"[red]{view!r} is neither a view nor a dataset id[/red] (progra datasets; progra sql \"show tables\")")
         raise typer.Exit(2)
-    if where is not None and (problem := _not_a_filter(where)):
-        err.print(f"[red]--where takes one filter expression:[/red] {problem}")
-        raise typer.Exit(2)
+    if where is not None:
+        try:
+            check_filter(where)
+        except SQLRefused as e:
+            err.print(f"[red]--where takes one filter expression:[/red] {escape(str(e))}")
+            raise typer.Exit(2) from None
     filt = f" where ({where})" if where else ""
     try:
         if refs:  # one dataset by id: its own files, filtered in DuckDB

@@ -191,14 +191,13 @@ def bench_rerun(work: Path, repeats: int) -> dict:
 
 # -- progra sql vs raw DuckDB ------------------------------------------------------------------
 
-def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
-    import duckdb
+def _awareness_dataset(root: Path, rows: int):
+    """A store at ``root`` holding one awareness dataset of ``rows`` synthetic rows."""
     import pyarrow as pa
 
     from progra_core.data.awareness import AWARENESS
-    from storage import Catalog, DatasetStore
+    from storage import DatasetStore
 
-    root = work / "sql-root"
     store = DatasetStore(str(root))
     gens = ["openai/gpt-4o", "hosted_vllm/qwen", "local/smollm2"]
     cols = {
@@ -210,7 +209,16 @@ def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
         "latency_ms": [float(i % 997) for i in range(rows)], "prompt_tokens": [500 + i % 300 for i in range(rows)],
         "completion_tokens": [60 + i % 40 for i in range(rows)], "created_at": [None] * rows,
     }
-    ref = store.write("awareness", pa.Table.from_pydict(cols, schema=AWARENESS), config={"bench": rows})
+    return store, store.write("awareness", pa.Table.from_pydict(cols, schema=AWARENESS), config={"bench": rows})
+
+
+def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
+    import duckdb
+
+    from storage import Catalog
+
+    root = work / "sql-root"
+    store, ref = _awareness_dataset(root, rows)
     query = ("select generator, count(*) n, avg(attempts) attempts, sum(retries) retries, "
              "quantile_cont(latency_ms, 0.9) p90 from {src} where plan like '%step 9%' group by 1 order by 1")
     files = ", ".join(f"'{f}'" for f in store.files(ref))
@@ -224,6 +232,32 @@ def bench_sql(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
     cli = time.perf_counter() - t
     return {"name": f"`progra sql` vs duckdb.read_parquet ({rows:,} awareness rows; CLI process {cli:.1f} s)",
             "ours": t_ours, "baseline": t_raw, "unit": "s", "ratio": t_ours / t_raw, "goal": "~1.0, < 1 s"}
+
+
+def bench_digest(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
+    """The cost of checking stored bytes: ``DatasetStore.read`` (manifest schema + each part's sha256,
+    then Arrow from the checked bytes) vs ``pyarrow.parquet.read_table`` of the same files unchecked;
+    and the first view of a fresh process (which hashes each part once) timed in the name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage import Catalog, DatasetStore
+    from storage import store as store_mod
+
+    root = work / "digest-root"
+    store, ref = _awareness_dataset(root, rows)
+    files = store.files(ref)
+    ours = lambda: DatasetStore(str(root)).read(ref.dataset_id)  # noqa: E731
+    raw = lambda: pa.concat_tables([pq.read_table(f) for f in files])  # noqa: E731
+    assert ours().equals(raw())
+    t_ours, t_raw = median_time(ours, repeats * 3), median_time(raw, repeats * 3)
+    store_mod._INTACT.clear()
+    t = time.perf_counter()
+    Catalog(str(root)).sql("select count(*) from awareness")
+    first = time.perf_counter() - t
+    return {"name": f"checked read vs unchecked pyarrow read ({rows:,} awareness rows, {ref.bytes / 1e6:.0f} MB; "
+                    f"first view of a process incl. hashing {first:.2f} s)",
+            "ours": t_ours, "baseline": t_raw, "unit": "s", "ratio": t_ours / t_raw, "goal": "< 1.5"}
 
 
 # -- BFCLEnv vs BFCL's executor ----------------------------------------------------------------
@@ -394,7 +428,7 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
             "ours": t_on / n, "baseline": t_off / n, "unit": "s/row", "ratio": t_off / t_on, "goal": ">= 3"}
 
 
-BENCHES = {"awareness": bench_awareness, "awareness64": bench_awareness64, "rerun": bench_rerun, "sql": bench_sql, "env": bench_env, "budget": bench_budget,
+BENCHES = {"awareness": bench_awareness, "awareness64": bench_awareness64, "rerun": bench_rerun, "sql": bench_sql, "digest": bench_digest, "env": bench_env, "budget": bench_budget,
            "verify": bench_verify, "localeval": bench_localeval, "localeval_json": bench_localeval_json, "guided": bench_guided,
            "dask": bench_dask, "ray": bench_ray}
 

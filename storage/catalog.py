@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 
 import duckdb
@@ -21,7 +23,7 @@ import pyarrow as pa
 from progra_core.schemas import DATASETS, REJECTS
 from storage.store import DatasetRef, DatasetStore
 
-__all__ = ["Catalog", "DATASETS_SCHEMA"]
+__all__ = ["Catalog", "DATASETS_SCHEMA", "SQLRefused", "check_filter"]
 
 DATASETS_SCHEMA = pa.schema(
     [
@@ -80,6 +82,54 @@ class SQLRefused(ValueError):
     """A user query that is not one read-only SELECT."""
 
 
+_FILTER_TARGET = "_progra_filter_target"
+
+
+def _parsed(query: str) -> dict:
+    """DuckDB's own parse tree of ``query`` (``json_serialize_sql``), positions dropped."""
+    con = duckdb.connect()
+    try:
+        tree = json.loads(con.execute("select json_serialize_sql(?)", [query]).fetchone()[0])
+    finally:
+        con.close()
+    if tree.get("error"):
+        raise SQLRefused(f"not valid SQL: {tree.get('error_message')}")
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "query_location"}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+    return strip(tree)
+
+
+def check_filter(where: str) -> None:
+    """``SQLRefused`` unless ``where`` is one filter expression: placed in ``select * from t where
+    (...)`` it must parse (DuckDB's own parser) into that very query plus a WHERE clause that reads
+    no other relation (no subquery). Quoting of any kind, comments and parentheses are the
+    parser's business, not string rules'."""
+    tree = _parsed(f"SELECT * FROM {_FILTER_TARGET} WHERE ({where})")
+    bare = _parsed(f"SELECT * FROM {_FILTER_TARGET}")
+    if len(tree["statements"]) != 1:
+        raise SQLRefused(f"one filter expression, got {len(tree['statements'])} statements")
+    node = dict(tree["statements"][0]["node"])
+    clause = node.pop("where_clause", None)
+    base = dict(bare["statements"][0]["node"])
+    base.pop("where_clause", None)
+    if node != base or clause is None:
+        raise SQLRefused("the filter reaches outside its WHERE clause")
+
+    def walk(v) -> None:
+        if isinstance(v, dict):
+            if v.get("class") == "SUBQUERY" or "subquery" in v:
+                raise SQLRefused("a filter reads no other relation (no subquery)")
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(clause)
+
+
 class Catalog:
     def __init__(self, root: str | os.PathLike, db_path: str | None = None):
         self.store = DatasetStore(root)
@@ -115,7 +165,7 @@ class Catalog:
         what this connection already holds, name -> the datasets it was built from, so unchanged
         views are kept)."""
         store = self.store
-        refs = store.list()
+        refs = [r for r in store.list() if store.intact(r)]  # a part that is not what was written is never served
         by_stage: dict[str, list[DatasetRef]] = {}
         for r in refs:
             by_stage.setdefault(r.stage, []).append(r)
@@ -186,7 +236,7 @@ class Catalog:
             urls = ", ".join(_q(store.url(f)) for f in rej)
             con.execute(
                 "CREATE VIEW rejects AS SELECT * EXCLUDE (filename), "
-                "regexp_extract(filename, '/datasets/[^/]+/([^/]+)/rejects.parquet', 1) AS dataset_id "
+                "regexp_extract(filename, '/datasets/[^/]+/([^/]+)/rejects[^/]*[.]parquet$', 1) AS dataset_id "
                 f"FROM read_parquet([{urls}], union_by_name=true, filename=true)"
             )
         else:
@@ -234,6 +284,7 @@ class Catalog:
         configuration locked, so a query can read the committed data and nothing else, and write
         nothing (no COPY, ATTACH, INSTALL, CREATE, SET). ``table``: queried as ``dataset``."""
         con = duckdb.connect()
+        spill = tempfile.mkdtemp(prefix="progra-sql-")
         try:
             try:
                 statements = con.extract_statements(query)
@@ -251,6 +302,9 @@ class Catalog:
                     con.register_filesystem(self.store.fs)
                 names = set(re.findall(r"[a-z_][a-z0-9_]*", query.lower()))
                 self._statements(con, names | ({"eval_results"} if "eval_summary" in names else set()))
+            # DuckDB may always read its own spill folder (``.tmp`` under the working directory by
+            # default): give it a private, empty one that goes away with the query
+            con.execute("SET temp_directory = ?", [spill])
             if self.store.is_local:
                 data = os.path.join(self.store.root_url, "datasets") + os.sep
                 con.execute("SET allowed_directories = ?", [[data]])
@@ -260,6 +314,7 @@ class Catalog:
             return rel.to_arrow_table() if rel is not None else pa.table({})
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
 
     def eval_summary(self, eval_ids: list[str]) -> list[dict]:
         """``eval_summary`` rows of these evaluation datasets, in the given order (then by category)."""
@@ -277,7 +332,7 @@ class Catalog:
         if not self.db_path:
             return None
 
-        refs = self.store.list()
+        refs = [r for r in self.store.list() if self.store.intact(r)]
         signature = hashlib.sha256("\n".join(f"{r.stage}/{r.dataset_id}/{r.created_at}" for r in refs).encode()).hexdigest()
         try:
             con = duckdb.connect(self.db_path)

@@ -58,7 +58,11 @@ class ModelFolders:
         copy fetched once per machine (the folder name is the model id, which never changes)."""
         if self.is_local or "://" not in path:
             return path
-        dest = Path(cache_dir) / posixpath.relpath(self.fs._strip_protocol(path), self._join("models"))
+        rel = posixpath.relpath(posixpath.normpath(self.fs._strip_protocol(path)), self._join("models"))
+        parts = rel.split("/")
+        if len(parts) != 2 or any(p in ("", ".", "..") for p in parts):  # <stage>/<model_id> under this root's models/
+            raise ValueError(f"{path!r} is not a model folder under {self.url(self._join('models'))}")
+        dest = Path(cache_dir) / rel
         if not (dest / "adapter_config.json").exists():
             tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
             self.fs.get(self.fs._strip_protocol(path).rstrip("/") + "/", str(tmp), recursive=True)

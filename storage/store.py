@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from progra_core.schemas import REJECTS
 from storage.models import ModelFolders
@@ -38,8 +40,10 @@ from storage.shards import ShardFiles, ShardIO
 
 _log = logging.getLogger("progra.storage")
 _warned: set[str] = set()
+#: file versions already hashed and found equal to their manifest's digest (see ``DatasetStore.intact``)
+_INTACT: set[tuple] = set()
 
-__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "ShardIO"]
+__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "CorruptDataset", "ShardIO"]
 
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
@@ -50,8 +54,95 @@ class CorruptManifest(ValueError):
     (and say so) so every other dataset stays queryable."""
 
 
+class CorruptDataset(ValueError):
+    """A part's bytes are not the bytes its manifest recorded (a flipped bit, a truncated upload, a
+    file replaced in place): the dataset is never read or served by a view until it is rewritten."""
+
+
 class DatasetNotFound(KeyError):
     pass
+
+
+#: dataset ids and stage names: one path segment, never ``..``, a glob or a separator
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_PART = re.compile(r"^part-[A-Za-z0-9_-]{1,64}\.parquet$")
+_REJECTS = re.compile(r"^rejects(-[A-Za-z0-9]{1,32})?\.parquet$")
+
+
+def check_name(value: str, what: str = "dataset id") -> str:
+    """``value`` if it is one plain path segment (an id or a stage), else ``ValueError``: an id given
+    as ``../x`` or an absolute path must never resolve into another folder or root."""
+    if not isinstance(value, str) or not NAME.match(value):
+        raise ValueError(f"{what} {str(value)[:80]!r} is not a plain name (letters, digits, '_' and '-')")
+    return value
+
+
+class Manifest(BaseModel):
+    """What ``_manifest.json`` may hold, checked before a reader follows it: strict types, file
+    names confined to the dataset's own folder (no path, glob or ``..``), each named once, a digest
+    for every file a current writer names. Older manifests (no ``files``/``digests``) still load."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    dataset_id: str
+    stage: str
+    path: str
+    rows: int = Field(ge=0)
+    bytes: int = Field(0, ge=0)
+    rejects: int = Field(0, ge=0)
+    parents: list[str] = []
+    config: dict = {}
+    code_version: str = ""
+    flow_run_id: str | None = None
+    created_at: str = ""
+    stats: dict = {}
+    files: list[str] = []
+    rejects_name: str = ""
+    digests: dict[str, str] = {}
+
+    @field_validator("dataset_id", "stage")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        return check_name(v, "name")
+
+    @field_validator("parents")
+    @classmethod
+    def _parents(cls, v: list[str]) -> list[str]:
+        return [check_name(p, "parent id") for p in v]
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if not _PART.match(x)]
+        if bad:
+            raise ValueError(f"part names must be part-<name>.parquet inside the dataset folder, got {bad[0][:80]!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("a part is named twice")
+        return v
+
+    @field_validator("rejects_name")
+    @classmethod
+    def _rejects_name(cls, v: str) -> str:
+        if v and not _REJECTS.match(v):
+            raise ValueError(f"the rejects file must be rejects[-<writer>].parquet, got {v[:80]!r}")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _created(cls, v: str) -> str:
+        if v:
+            datetime.fromisoformat(v)
+        return v
+
+    @model_validator(mode="after")
+    def _digests(self) -> Manifest:
+        named = {*self.files, *([self.rejects_name] if self.rejects_name else [])}
+        if set(self.digests) - named:
+            raise ValueError("a digest names a file the manifest does not")
+        if self.digests and set(self.digests) != named:
+            raise ValueError("some named files have no digest")
+        if any(not re.fullmatch(r"[0-9a-f]{64}", d) for d in self.digests.values()):
+            raise ValueError("a digest is not a sha256 hex string")
+        return self
 
 
 def _canonical(obj: Any) -> str:
@@ -82,6 +173,7 @@ class DatasetRef:
     stats: dict = field(default_factory=dict)
     files: tuple[str, ...] = ()  #: part file names in the dataset folder (empty: older manifests, listed)
     rejects_name: str = ""  #: the rejects file's name ("" with no rejects, or an older manifest)
+    digests: dict = field(default_factory=dict)  #: file name -> sha256 of its bytes (empty: an older manifest)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -163,20 +255,27 @@ class DatasetStore(ModelFolders, ShardFiles):
             try:
                 nbytes = 0
                 n = table.num_rows
+                digests: dict[str, str] = {}
+
+                def put(name: str, tbl: pa.Table, **kw) -> int:
+                    """Write one file and record the sha256 of exactly the bytes written."""
+                    buf = pa.BufferOutputStream()
+                    pq.write_table(tbl, buf, compression="zstd", **kw)
+                    data = buf.getvalue().to_pybytes()
+                    names.append(name)
+                    with self.fs.open(posixpath.join(tmp, name), "wb") as f:
+                        f.write(data)
+                    digests[name] = hashlib.sha256(data).hexdigest()
+                    return len(data)
+
                 chunks = [table.slice(o, rows_per_file) for o in range(0, n, rows_per_file)] or [table]
                 for i, chunk in enumerate(chunks):
-                    names.append(f"part-{tag}{i:05d}.parquet")
-                    p = posixpath.join(tmp, names[-1])
-                    with self.fs.open(p, "wb") as f:
-                        pq.write_table(chunk, f, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True)
-                    nbytes += self.fs.size(p)
+                    nbytes += put(f"part-{tag}{i:05d}.parquet", chunk, row_group_size=ROW_GROUP_SIZE, write_statistics=True)
                 n_rejects, rejects_name = 0, ""
                 if rejects is not None:
                     rt = rejects if isinstance(rejects, pa.Table) else pa.Table.from_pylist(list(rejects), schema=REJECTS)
                     n_rejects, rejects_name = rt.num_rows, f"rejects{'-' + writer if tag else ''}.parquet"
-                    names.append(rejects_name)
-                    with self.fs.open(posixpath.join(tmp, rejects_name), "wb") as f:
-                        pq.write_table(rt, f, compression="zstd")
+                    put(rejects_name, rt)
                 ref = DatasetRef(
                     dataset_id=dataset_id,
                     stage=stage,
@@ -192,6 +291,7 @@ class DatasetStore(ModelFolders, ShardFiles):
                     stats=stats or {},
                     files=tuple(x for x in names if x != rejects_name),
                     rejects_name=rejects_name,
+                    digests=digests,
                 )
                 manifest = json.dumps(ref.to_dict(), indent=1, default=str).encode()
                 if self.is_local:
@@ -249,19 +349,31 @@ class DatasetStore(ModelFolders, ShardFiles):
     # -- read --------------------------------------------------------------------------------
 
     def ref(self, stage: str, dataset_id: str) -> DatasetRef:
+        """The dataset's manifest, validated (:class:`Manifest`) and naming this very folder."""
+        check_name(stage, "stage")
+        check_name(dataset_id)
         p = posixpath.join(self.dataset_dir(stage, dataset_id), MANIFEST)
         try:
             with self.fs.open(p, "r") as f:
-                return DatasetRef.from_dict(json.load(f))
+                raw = json.load(f)
+            m = Manifest.model_validate(raw)
+            if (m.stage, m.dataset_id) != (stage, dataset_id):
+                raise ValueError(f"it describes {m.stage}/{m.dataset_id}, not the folder it is in")
+            return DatasetRef.from_dict(m.model_dump())
         except FileNotFoundError:
             raise DatasetNotFound(f"{stage}/{dataset_id}") from None
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-            raise CorruptManifest(f"dataset {stage}/{dataset_id}: its {MANIFEST} is unreadable ({type(e).__name__}: "
-                                  f"{str(e)[:200]}); move the folder {self.dataset_dir(stage, dataset_id)} aside or "
-                                  "rewrite the stage") from None
+        except (ValidationError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3]) \
+                if isinstance(e, ValidationError) else f"{type(e).__name__}: {str(e)[:200]}"
+            raise CorruptManifest(f"dataset {stage}/{dataset_id}: its {MANIFEST} is unreadable ({why}); move the folder "
+                                  f"{self.dataset_dir(stage, dataset_id)} aside or rewrite the stage") from None
 
     def find(self, dataset_id: str) -> DatasetRef:
-        """The dataset with this id in any stage."""
+        """The dataset with this id in any stage (an id is a plain name, never a path)."""
+        try:
+            check_name(dataset_id)
+        except ValueError as e:
+            raise DatasetNotFound(str(e)) from None
         for stage in self.stages():
             if self.exists(stage, dataset_id):
                 return self.ref(stage, dataset_id)
@@ -271,7 +383,8 @@ class DatasetStore(ModelFolders, ShardFiles):
         base = self._join("datasets")
         if not self.fs.exists(base):
             return []
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False) if self.fs.isdir(p))
+        names = (posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False) if self.fs.isdir(p))
+        return sorted(n for n in names if NAME.match(n))
 
     def list(self, stage: str | None = None) -> list[DatasetRef]:
         """Committed datasets (those with a manifest), oldest first."""
@@ -282,7 +395,7 @@ class DatasetStore(ModelFolders, ShardFiles):
                 continue
             for p in self.fs.ls(base, detail=False):
                 name = posixpath.basename(p.rstrip("/"))
-                if name.startswith(".") or not self.fs.exists(posixpath.join(p, MANIFEST)):
+                if not NAME.match(name) or not self.fs.exists(posixpath.join(p, MANIFEST)):
                     continue
                 try:
                     refs.append(self.ref(s, name))
@@ -309,21 +422,57 @@ class DatasetStore(ModelFolders, ShardFiles):
         p = posixpath.join(d, "rejects.parquet")
         return p if self.fs.exists(p) else None
 
+    def _checked(self, ref: DatasetRef, path: str) -> bytes:
+        """The file's bytes, if they are the bytes its manifest recorded (``CorruptDataset`` if not)."""
+        with self.fs.open(path, "rb") as f:
+            data = f.read()
+        want = ref.digests.get(posixpath.basename(path))
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise CorruptDataset(f"dataset {ref.stage}/{ref.dataset_id}: {posixpath.basename(path)} is not the file its "
+                                 "manifest recorded (sha256 differs); rewrite the stage (move the folder "
+                                 f"{self.dataset_dir(ref.stage, ref.dataset_id)} aside first)")
+        _INTACT.add(self._stamp(path, want))
+        return data
+
+    def _stamp(self, path: str, digest: str | None) -> tuple:
+        """What identifies one version of a file without reading it: size and mtime locally, size
+        and ETag (or mtime) on an object store."""
+        info = self.fs.info(path)
+        version = info.get("mtime") or info.get("ETag") or info.get("LastModified") or info.get("created")
+        return (self.root_url, path, info.get("size"), str(version), digest)
+
+    def intact(self, ref: DatasetRef) -> bool:
+        """Whether every file of ``ref`` still has the digest its manifest recorded (each file
+        version is hashed once per process). A dataset that fails is added to ``corrupt``."""
+        try:
+            for p in [*self.files(ref), *filter(None, [self.rejects_file(ref)])]:
+                want = ref.digests.get(posixpath.basename(p))
+                if want is None or self._stamp(p, want) in _INTACT:
+                    continue
+                self._checked(ref, p)
+        except (CorruptDataset, FileNotFoundError) as e:
+            msg = str(e) if isinstance(e, CorruptDataset) else \
+                f"dataset {ref.stage}/{ref.dataset_id}: {posixpath.basename(str(e.filename or e))} is missing"
+            if msg not in self.corrupt:
+                self.corrupt.append(msg)
+            if msg not in _warned:
+                _warned.add(msg)
+                _log.warning("%s", msg)
+            return False
+        return True
+
     def read(self, ref: DatasetRef | str, stage: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The dataset's rows; every part is checked against its digest first (``CorruptDataset``)."""
         if isinstance(ref, str):
             ref = self.ref(stage, ref) if stage else self.find(ref)
-        tables = []
-        for p in self.files(ref):
-            with self.fs.open(p, "rb") as f:
-                tables.append(pq.read_table(f, columns=columns))
+        tables = [pq.read_table(pa.BufferReader(self._checked(ref, p)), columns=columns) for p in self.files(ref)]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def read_rejects(self, ref: DatasetRef) -> pa.Table:
         p = self.rejects_file(ref)
         if p is None:
             return REJECTS.empty_table()
-        with self.fs.open(p, "rb") as f:
-            return pq.read_table(f)
+        return pq.read_table(pa.BufferReader(self._checked(ref, p)))
 
     # -- run outputs (how a dispatched stage run hands its dataset ids back) -----------------
 

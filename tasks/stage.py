@@ -28,10 +28,13 @@ def stage_fingerprint(name: str, cfg: PipelineConfig, parents: list[str]) -> str
 
 def ancestor(store: DatasetStore, ref: DatasetRef, stage: str) -> DatasetRef:
     """Walk first parents from ``ref`` up to the dataset of ``stage`` (lineage, not in-memory objects)."""
-    cur = ref
+    cur, seen = ref, {ref.dataset_id}
     while cur.stage != stage:
         if not cur.parents:
             raise LookupError(f"{ref.stage} {ref.dataset_id} has no {stage} ancestor")
+        if cur.parents[0] in seen:  # only a hand-edited manifest can loop: fingerprints chain one way
+            raise LookupError(f"the lineage of {ref.stage} {ref.dataset_id} loops at {cur.parents[0]}")
+        seen.add(cur.parents[0])
         cur = store.find(cur.parents[0])
     return cur
 

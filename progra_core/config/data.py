@@ -109,6 +109,11 @@ class VerifyConfig(Section):
     guided: bool = Field(True, description="local/ models: grammar-guided call decoding (function and argument names "
                                            "picked from the tool schema by likelihood, values generated).")
     max_calls: int = Field(3, ge=1, description="Most calls a guided answer may list.")
+    call_by_call: bool = Field(
+        True, description="Guided verifier, a_fc of several calls: rebuild it one call at a time, each after the "
+                          "earlier calls of a_fc, the last free to close or go on; the note passes when every call "
+                          "matches. A 135M verifier closes a list after its first call whatever the plan says, so "
+                          "without this no multi-call turn is ever verified.")
     shard_size: int = Field(64, ge=1, description="Awareness rows per shard (resume granularity).")
 
 

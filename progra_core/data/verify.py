@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from functools import lru_cache
 
 import pyarrow as pa
@@ -20,12 +21,13 @@ from progra_core.calls import (
     balanced_span,
     calls_from_records,
     calls_to_records,
+    format_calls,
     parse_calls,
     schema_equal,
 )
 from progra_core.config import VerifyConfig
 from progra_core.envs.factory import make_env
-from progra_core.llm import ChatRequest, Gateway, guided
+from progra_core.llm import ChatRequest, ChatResult, Gateway, guided
 from progra_core.prompts import awareness as prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.schemas import VERIFIED, reject
@@ -97,7 +99,7 @@ def verify_shard(items: list[dict], gateway: Gateway, verifier: str, cfg: Verify
                         api_base=api_base, api_key_env=api_key_env, id=it["awareness_id"], seed=0,
                         prefix=prompts.VERIFY_PREFIX, stop=["\n\n"]) for it in items]
     if cfg.guided and verifier.startswith("local/"):
-        answers = guided.guided_calls(gateway, reqs, [it["tools"] for it in items], max_calls=cfg.max_calls)
+        answers = _guided_answers(gateway, reqs, items, cfg)
     else:
         answers = gateway.batch(reqs)
     rows = []
@@ -113,6 +115,49 @@ def verify_shard(items: list[dict], gateway: Gateway, verifier: str, cfg: Verify
         rows.append({**base, "predicted_calls": calls_to_records(pred), "predicted_text": ans.text, "equal": eq,
                      "reason": reason, "reject_reason": None, "reject_detail": None})
     return pa.Table.from_pylist(rows, schema=VERIFIED_SHARD)
+
+
+def _guided_answers(gateway: Gateway, reqs: list[ChatRequest], items: list[dict], cfg: VerifyConfig) -> list[ChatResult]:
+    """Guided answers; with ``call_by_call`` an a_fc of n calls is asked n times: step k opens the
+    list with a_fc's first k calls and may add one call, the last step may close or go on. The
+    answers are joined into one list (the first failure stands for the whole)."""
+    tools = [it["tools"] for it in items]
+    if not cfg.call_by_call:
+        return guided.guided_calls(gateway, reqs, tools, max_calls=cfg.max_calls)
+    steps: list[tuple[int, int, ChatRequest, bool]] = []  # (item, k, request, last)
+    for i, (it, req) in enumerate(zip(items, reqs, strict=True)):
+        target = calls_from_records(it["target_calls"])
+        n = max(1, len(target))
+        for k in range(n):
+            prefix = req.prefix if k == 0 else format_calls(target[:k])[:-1] + ", "
+            steps.append((i, k, replace(req, prefix=prefix), k == n - 1))
+    answers: dict[tuple[int, int], ChatResult] = {}
+    for last, cap in ((False, 1), (True, cfg.max_calls)):
+        part = [s for s in steps if s[3] is last]
+        out = guided.guided_calls(gateway, [s[2] for s in part], [tools[s[0]] for s in part], max_calls=cap) if part else []
+        answers.update({(s[0], s[1]): a for s, a in zip(part, out, strict=True)})
+    by_item: dict[int, list[ChatResult]] = {}
+    for i, k, _, _ in steps:
+        by_item.setdefault(i, []).append(answers[(i, k)])
+    return [_join(by_item[i]) for i in range(len(reqs))]
+
+
+def _join(answers: list[ChatResult]) -> ChatResult:
+    """Step k's own calls (those after its k forced ones) of every step, as one answer."""
+    usage = {"latency_ms": sum(a.latency_ms for a in answers),
+             "prompt_tokens": max(a.prompt_tokens for a in answers),
+             "completion_tokens": sum(a.completion_tokens for a in answers)}
+    if len(answers) == 1:
+        return answers[0]
+    calls: list[Call] = []
+    for k, a in enumerate(answers):
+        if not a.ok or a.text is None:
+            return replace(a, **usage)
+        try:
+            calls += parse_calls(extract_call_text(a.text))[k:]
+        except CallParseError:
+            return replace(a, **usage)
+    return replace(answers[-1], text=format_calls(calls), **usage)
 
 
 def split_outcomes(table: pa.Table | None) -> tuple[pa.Table, list[dict], dict]:

@@ -36,6 +36,8 @@ __all__ = ["RecordError", "record_to_trajectory", "iter_jsonl", "iter_hf_folder"
            "strict_json", "check_storable"]
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024
+#: how far past an oversized line ingest looks for its end before it gives up on the file
+MAX_SKIP_BYTES = 256 * 1024 * 1024
 MAX_FIELD_CHARS = 1_000_000
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -345,13 +347,22 @@ def iter_jsonl(path: str | Path, source: str = "jsonl") -> Iterator[tuple[dict |
 
     def records():
         with open(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
+            lineno = 0
+            while line := f.readline(MAX_RECORD_BYTES + 1):  # never more than the limit in memory
+                lineno += 1
                 fid = f"{stem}:{lineno}"
                 if not line.strip():  # counted, so lines in = rows + rejects
                     yield fid, RecordError("blank_line", f"line {lineno} is empty or whitespace"), None
                     continue
                 if len(line) > MAX_RECORD_BYTES:
-                    yield fid, RecordError("record_too_large", f"line {lineno}: {len(line)} bytes (limit {MAX_RECORD_BYTES})"), None
+                    size, ended = len(line), line.endswith(b"\n")
+                    while not ended and size <= MAX_SKIP_BYTES and (rest := f.readline(1 << 20)):
+                        size, ended = size + len(rest), rest.endswith(b"\n")
+                    if not ended and size > MAX_SKIP_BYTES:  # e.g. a link to /dev/zero: no line end will come
+                        yield fid, RecordError("record_too_large", f"line {lineno}: no line end within {MAX_SKIP_BYTES} bytes; "
+                                                                   "the rest of the file is not read"), None
+                        return
+                    yield fid, RecordError("record_too_large", f"line {lineno}: {size} bytes (limit {MAX_RECORD_BYTES})"), None
                     continue
                 try:
                     text = line.decode("utf-8")
