@@ -11,7 +11,7 @@ from typing import Any
 
 from progra_core.calls import Call, CallParseError, balanced_span, parse_calls, schema_equal
 from progra_core.envs.base import EnvError
-from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv
+from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, StateTooLarge
 from progra_core.prompts.synthesis import REVIEW_PREFIX
 
 __all__ = ["Vote", "vote", "state_changed", "is_error_observation", "review_verdict", "review_majority", "extract_json",
@@ -138,7 +138,10 @@ def validate_config(text: str | None, classes: list[str], exemplars: list[dict] 
         env = BFCLEnv(config, classes)
     except EnvError as e:
         return None, f"class_rejected: {e}"
-    snap = env.snapshot()
+    try:
+        snap = env.snapshot()
+    except StateTooLarge as e:
+        return None, f"state_too_large: {e}"
     inert = [c for c in stateful if snap.get(c) == _default_snapshot(c)]
     if inert:
         return None, f"default_state: the configuration of {inert} sets nothing the class reads (check the key names)"

@@ -46,7 +46,7 @@ from progra_core.data.synthesis_checks import (
     validate_config,
     vote,
 )
-from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, function_docs
+from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, StateTooLarge, function_docs
 from progra_core.llm import ChatRequest, ChatResult, guided
 from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.synthesis import (
@@ -263,9 +263,13 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
                 a.stop("no_consensus", turn, **info)
                 continue
             # 4. verification, deterministic tier: errors fail, a state change passes
-            before = a.env.snapshot()
-            obs = a.env.execute(v.calls)
-            changed = state_changed(before, a.env.snapshot())
+            try:
+                before = a.env.snapshot()
+                obs = a.env.execute(v.calls)
+                changed = state_changed(before, a.env.snapshot())
+            except StateTooLarge:  # a state past the walk's bounds cannot be verified
+                a.stop("state_too_large", turn, **info, calls=v.calls)  # the reason is the outcome
+                continue
             if any(is_error_observation(o) for o in obs):
                 a.stop("execution_error", turn, **info, calls=v.calls, state_changed=changed)
                 continue

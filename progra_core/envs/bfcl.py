@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -25,7 +26,7 @@ from progra_core.calls import Call
 from progra_core.envs import budget
 from progra_core.envs.base import EnvError, json_config, missing_observations, parse_step
 
-__all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError"]
+__all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError", "StateTooLarge"]
 
 _PREFIX = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code"
 _DOCS_PKG = "bfcl_eval"
@@ -103,8 +104,21 @@ def _observation(result: Any) -> str:
     return str(result)
 
 
-def _jsonable(obj: Any, stack: tuple[int, ...] = ()) -> Any:
-    """A JSON-able deep copy of instance state; back-references (e.g. a directory's parent) are cut."""
+class StateTooLarge(EnvError):
+    """A state walk passed :data:`~progra_core.envs.budget.MAX_STATE_NODES` values or
+    :data:`~progra_core.envs.budget.MAX_STATE_DEPTH` levels (e.g. copies that share children, so
+    the paths double with each copy): an error for the caller to report, never a hang."""
+
+
+def _jsonable(obj: Any, stack: tuple[int, ...] = (), seen: list[int] | None = None) -> Any:
+    """A JSON-able deep copy of instance state; back-references (e.g. a directory's parent) are cut.
+    Bounded: at most ``MAX_STATE_NODES`` values and ``MAX_STATE_DEPTH`` levels (:class:`StateTooLarge`)."""
+    seen = [0] if seen is None else seen
+    seen[0] += 1
+    if seen[0] > budget.MAX_STATE_NODES:
+        raise StateTooLarge(f"{budget.MARK}the state has more than {budget.MAX_STATE_NODES} values")
+    if len(stack) > budget.MAX_STATE_DEPTH:
+        raise StateTooLarge(f"{budget.MARK}the state nests deeper than {budget.MAX_STATE_DEPTH} levels")
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
@@ -117,15 +131,15 @@ def _jsonable(obj: Any, stack: tuple[int, ...] = ()) -> Any:
         return {"$ref": type(obj).__name__}
     stack = (*stack, id(obj))
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v, stack) for k, v in obj.items()}
+        return {str(k): _jsonable(v, stack, seen) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, stack) for v in obj]
+        return [_jsonable(v, stack, seen) for v in obj]
     if isinstance(obj, (set, frozenset)):
-        return sorted((_jsonable(v, stack) for v in obj), key=repr)
+        return sorted((_jsonable(v, stack, seen) for v in obj), key=repr)
     if hasattr(obj, "__dict__"):
         return {
             "$type": type(obj).__name__,
-            **{k: _jsonable(v, stack) for k, v in vars(obj).items() if not k.startswith("_") and k != "parent"},
+            **{k: _jsonable(v, stack, seen) for k, v in vars(obj).items() if not k.startswith("_") and k != "parent"},
         }
     return repr(obj)
 
@@ -168,6 +182,7 @@ class BFCLEnv:
                 if not mname.startswith("_"):
                     self._methods.setdefault(mname, []).append((cname, method))
         self.history: list[tuple[Call, str]] = []
+        self.clock = budget.Clock()
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -203,8 +218,11 @@ class BFCLEnv:
         """One call within the execution budget (:mod:`progra_core.envs.budget`): a runaway call
         or one whose arguments could not finish in it is an error observation."""
         method, cls, err = self._owner(call.name)
+        seconds, spent = self.clock.allowance()
         if method is None:
             obs = f"Error during execution: {err}"
+        elif spent:
+            obs = f"Error during execution: {spent}"
         elif refused := budget.guard_arguments(cls, call.name, call.args, call.positional,
                                                bind=lambda: self.resolve(call).args):
             obs = f"Error during execution: {budget.MARK}refused: {refused}"
@@ -213,7 +231,11 @@ class BFCLEnv:
                 # fresh copies, as BFCL's eval of the call text would make: a method that keeps or
                 # mutates an argument (post_tweet stores its mentions list) must not alias the Call
                 args, kwargs = copy.deepcopy(call.positional), copy.deepcopy(call.args)
-                obs = budget.run_call(cls, lambda: _observation(method(*args, **kwargs)))
+                start = time.monotonic()
+                try:
+                    obs = budget.run_call(cls, lambda: _observation(method(*args, **kwargs)), seconds)
+                finally:
+                    self.clock.spend(time.monotonic() - start)
                 if len(obs) > budget.MAX_OBSERVATION_CHARS:
                     obs = (f"Error during execution: {budget.MARK}the result has {len(obs)} characters, above the limit of "
                            f"{budget.MAX_OBSERVATION_CHARS}")
@@ -228,14 +250,22 @@ class BFCLEnv:
         """Run calls in order; one observation each. Text is parsed first (a parse error becomes a
         single error observation)."""
         calls, error = parse_step(calls)
-        return [error] if error else [self.execute_one(c) for c in calls]
+        if error:
+            return [error]
+        self.clock.start_action()  # one action: its calls share ACTION_SECONDS
+        try:
+            return [self.execute_one(c) for c in calls]
+        finally:
+            self.clock.end_action()
 
     # -- state ------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-able public state per stateful class (what BFCL's state checker compares)."""
+        """JSON-able public state per stateful class (what BFCL's state checker compares);
+        :class:`StateTooLarge` past the walk's bounds."""
+        seen = [0]
         return {
-            c: _jsonable({k: v for k, v in vars(inst).items() if not k.startswith("_")})
+            c: _jsonable({k: v for k, v in vars(inst).items() if not k.startswith("_")}, (), seen)
             for c, inst in self.instances.items()
             if c not in STATELESS_CLASSES
         }
@@ -254,12 +284,18 @@ class BFCLEnv:
         return self.same_state(target) and not missing_observations(expected, observed)
 
     def same_state(self, other: BFCLEnv) -> bool:
-        """BFCL's state check: every public attribute of every instance compares equal."""
-        for c, inst in self.instances.items():
-            o = other.instances.get(c)
-            if o is None or type(o) is not type(inst):
-                return False
-            for k in vars(inst):
-                if not k.startswith("_") and getattr(inst, k) != getattr(o, k, object()):
+        """BFCL's state check: every public attribute of every instance compares equal. Within
+        ``STATE_SECONDS``: a state too large or too deep to compare in it is not the same state."""
+        def compare() -> bool:
+            for c, inst in self.instances.items():
+                o = other.instances.get(c)
+                if o is None or type(o) is not type(inst):
                     return False
-        return True
+                for k in vars(inst):
+                    if not k.startswith("_") and getattr(inst, k) != getattr(o, k, object()):
+                        return False
+            return True
+        try:
+            return budget.timed(compare, budget.STATE_SECONDS)
+        except (budget.CallBudgetExceeded, RecursionError):
+            return False

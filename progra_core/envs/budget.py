@@ -40,10 +40,16 @@ from typing import Any
 
 from progra_core.calls import MAX_INT_BITS  # the parser's own limit: a Call from a record meets the same one
 
-__all__ = ["CallBudgetExceeded", "run_call", "guard_arguments", "CALL_SECONDS", "MAX_PRECISION", "MAX_RESULT_BITS",
+__all__ = ["CallBudgetExceeded", "run_call", "timed", "guard_arguments", "CALL_SECONDS", "ACTION_SECONDS", "EPISODE_SECONDS",
+           "MAX_STATE_NODES", "MAX_STATE_DEPTH", "STATE_SECONDS", "Clock", "MAX_PRECISION", "MAX_RESULT_BITS",
            "MAX_INT_BITS", "MAX_OBSERVATION_CHARS", "MODULE_STATE", "ARITHMETIC", "MARK", "budget_error"]
 
 CALL_SECONDS = 5.0  # BFCL/τ² methods take microseconds to milliseconds
+ACTION_SECONDS = 10.0  # all calls of one action together (a list of 40 slow calls is one action)
+EPISODE_SECONDS = 60.0  # all calls of one env instance together
+MAX_STATE_NODES = 200_000  # values a state walk (snapshot) may visit: real BFCL states have hundreds
+MAX_STATE_DEPTH = 200  # nesting a state walk may follow (1,500 nested mkdirs overflowed Python's stack)
+STATE_SECONDS = CALL_SECONDS  # one state comparison (same_state)
 MAX_PRECISION = 1000  # digits for MathAPI's mpmath / decimal precision arguments
 MAX_RESULT_BITS = 1 << 16  # an integer power's result (~19,700 decimal digits)
 MAX_OBSERVATION_CHARS = 1 << 20
@@ -206,6 +212,39 @@ def _timed(fn: Callable[[], Any], seconds: float) -> Any:
         if token is not None:  # delivered before the release above ran
             _release(token, deadline)
         raise CallBudgetExceeded(f"{MARK}the call ran past its {seconds:g} s budget") from None
+
+
+timed = _timed
+
+
+class Clock:
+    """An env instance's time left: each call gets the least of its own budget, what is left of the
+    action it belongs to and what is left of the episode, so no list of calls and no long episode
+    outlives its budget however many calls it holds."""
+
+    def __init__(self, episode: float | None = None):
+        self.episode_left = EPISODE_SECONDS if episode is None else episode
+        self.action_end: float | None = None
+
+    def start_action(self) -> None:
+        self.action_end = time.monotonic() + ACTION_SECONDS
+
+    def end_action(self) -> None:
+        self.action_end = None
+
+    def allowance(self) -> tuple[float, str | None]:
+        """(seconds the next call may take, why none if that is 0)."""
+        left = [(CALL_SECONDS, None), (self.episode_left, "the episode's")]
+        if self.action_end is not None:
+            left.append((self.action_end - time.monotonic(), "this action's"))
+        seconds, which = min(left, key=lambda x: x[0])
+        if seconds <= 0:
+            total = EPISODE_SECONDS if which == "the episode's" else ACTION_SECONDS
+            return 0.0, f"{MARK}{which} {total:g} s budget is spent"
+        return seconds, None
+
+    def spend(self, seconds: float) -> None:
+        self.episode_left -= seconds
 
 
 def run_call(cls: str, fn: Callable[[], Any], seconds: float | None = None) -> Any:

@@ -20,6 +20,7 @@ import inspect
 import operator
 import os
 import pickle
+import time
 from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -202,6 +203,7 @@ class Tau2Env:
             except Exception as e:
                 raise EnvError(f"tau2 {domain} cannot apply the initial state: {type(e).__name__}: {e}") from None
         self.history: list[tuple[Call, str]] = []
+        self.clock = budget.Clock()
         self.log: list[tuple[Any, Any]] = []  # (tau2 ToolCall, tau2 ToolMessage)
         self.errors = 0
 
@@ -242,11 +244,16 @@ class Tau2Env:
                               requestor=requestor, error=True)
         elif refused := budget.guard_arguments(self.domain, call.name, dict(resolved.args)):
             msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {budget.MARK}refused: {refused}", requestor=requestor, error=True)
+        elif (allowance := self.clock.allowance())[1]:
+            msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {allowance[1]}", requestor=requestor, error=True)
         else:  # τ²'s own dispatch, result formatting and error wording, within the execution budget
+            start = time.monotonic()
             try:
-                msg = budget.run_call(self.domain, lambda: self.env.get_response(tc))
+                msg = budget.run_call(self.domain, lambda: self.env.get_response(tc), allowance[0])
             except budget.CallBudgetExceeded as e:
                 msg = ToolMessage(id=tc.id, role="tool", content=f"Error: {e}", requestor=requestor, error=True)
+            finally:
+                self.clock.spend(time.monotonic() - start)
         self.errors += bool(msg.error)
         self.log.append((tc, msg))
         self.history.append((resolved, msg.content))
@@ -254,7 +261,13 @@ class Tau2Env:
 
     def execute(self, calls: Sequence[Call] | str, requestor: str = "assistant") -> list[str]:
         calls, error = parse_step(calls)
-        return [error] if error else [self.execute_one(c, requestor) for c in calls]
+        if error:
+            return [error]
+        self.clock.start_action()  # one action: its calls share ACTION_SECONDS
+        try:
+            return [self.execute_one(c, requestor) for c in calls]
+        finally:
+            self.clock.end_action()
 
     # -- state ------------------------------------------------------------------------------
 
