@@ -318,12 +318,13 @@ def datasets(stage: Annotated[str | None, typer.Argument(help="Only this stage."
     bytes are not what was written is marked corrupt (no view serves it) and named below the table."""
     store = DatasetStore(_root(profile, root))
     refs = store.list(stage)
+    bad = {r.dataset_id for r in refs if not store.intact(r)}
     t = Table(title="datasets")
-    for c in ("dataset_id", "stage", "rows", "rejects", "MB", "parents", "created", "state"):
+    for c in ("dataset_id", "stage", "rows", "rejects", "MB", "parents", "created", *(["state"] if bad else [])):
         t.add_column(c, justify="right" if c in ("rows", "rejects", "MB") else "left")
     for r in refs:
         t.add_row(r.dataset_id, r.stage, str(r.rows), str(r.rejects), f"{r.bytes / 1e6:.2f}", ",".join(r.parents),
-                  r.created_at[:19], "ok" if store.intact(r) else "[red]corrupt[/red]")
+                  r.created_at[:19], *(["[red]corrupt[/red]" if r.dataset_id in bad else "ok"] if bad else []))
     console.print(t)
     for msg in store.corrupt:
         err.print(f"[red]corrupt:[/red] {escape(msg)}", highlight=False)

@@ -111,19 +111,20 @@ def test_object_store_writer_whose_files_a_winner_removed_returns_the_winners_da
     root = f"memory://progra-race-{os.getpid()}"
     slow, fast = DatasetStore(root), DatasetStore(root)
     table = pa.table({"k": list(range(10))})
-    size, raced = slow.fs.size, []
+    opener, raced = slow.fs.open, []
 
-    def size_after_a_rival_committed(path):
-        if not raced:  # the first part is written; the rival now publishes the same id and cleans up
-            raced.append(None)  # the rival's own size() calls pass straight through
+    def open_after_a_rival_committed(path, mode="rb", **kw):
+        if "w" in mode and path.endswith("00001.parquet") and not raced:
+            # the first part is written; the rival now publishes the same id and cleans up
+            raced.append(None)  # the rival's own opens pass straight through
             raced[0] = fast.write("things", table, dataset_id="same", rows_per_file=5)
-        return size(path)
+        return opener(path, mode, **kw)
 
-    slow.fs.size = size_after_a_rival_committed  # the memory filesystem is one shared instance
+    slow.fs.open = open_after_a_rival_committed  # the memory filesystem is one shared instance
     try:
         ref = slow.write("things", table, dataset_id="same", rows_per_file=5)
     finally:
-        del slow.fs.size
+        del slow.fs.open
     assert raced and ref.files == raced[0].files and ref.created_at == raced[0].created_at
     assert slow.read(ref).column("k").to_pylist() == list(range(10))
     folder = slow.fs.ls(slow.dataset_dir("things", "same"), detail=False)
