@@ -85,6 +85,32 @@ class ScriptedWorstCase:
     def __call__(self, contexts):
         return [list(self.ids) for _ in contexts]
 
+    @staticmethod
+    def forced_text(max_new_tokens: int) -> str:
+        """The same well-formed note + valid call as text of at most ``max_new_tokens - 1``
+        characters: under a regex a random engine may spell it one character per token, and it
+        must still close its answer within the action's token limit (the last one is the eos)."""
+        head, tail = "<summary>", f"</summary>\n<think>Check where we are before the next step.</think>\n<answer>{SCRIPTED_CALL}</answer>"
+        room = max_new_tokens - 1 - len(head) - len(tail)
+        filler = (" the folder was listed and nothing is left to confirm." * max_new_tokens)[:max(room, 0)]
+        return head + filler + tail
+
+
+def literal_regex(text: str) -> str:
+    """A regex that matches exactly ``text``: metacharacters escaped one by one and newlines
+    written ``\\n`` (no backslash before a raw newline, which not every regex backend reads)."""
+    return "".join("\\n" if c == "\n" else "\\" + c if c in "\\.^$|?*+()[]{}" else c for c in text)
+
+
+def forcing(factory, regex: str):
+    """Wraps ``rollout.vllm_sampler``: the engine it is given decodes under ``regex`` (TRL's
+    ``structured_outputs_regex``, applied to every colocate ``generate``), so even a random-weight
+    policy writes the scripted note and valid call, and vLLM episodes run to their limits too."""
+    def make(engine, *a, **k):
+        engine.structured_outputs_regex = regex
+        return factory(engine, *a, **k)
+    return make
+
 
 def build_policy(arch_name: str, out: Path, tiny: bool) -> Path:
     """A random-initialised causal LM with the layout's sizes (or a toy one) and the embedded tokenizer."""
@@ -148,11 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="scripted: valid calls and full-length notes, episodes run to their limits; model: sample the random policy")
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--vllm", choices=["off", "colocate"], default="off",
-                    help="colocate: rollouts sample through TRL's vLLM engine (needs vllm installed; implies --policy model)")
+                    help="colocate: rollouts sample through TRL's vLLM engine (needs vllm installed); with --policy scripted "
+                         "the engine decodes under a regex of the scripted note, so streams run to their limits there too")
     args = ap.parse_args(argv)
     if args.rl_steps <= args.warmup_steps:
         ap.error("--rl-steps must exceed --warmup-steps: at least one measured step")
-    policy = "model" if args.vllm != "off" else args.policy
+    policy = args.policy
 
     import torch
     from transformers import AutoTokenizer
@@ -201,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
         longest, samplers = Longest(), (rollout.hf_sampler, rollout.vllm_sampler)
         # grpo looks the samplers up on the module at every step
         rollout.hf_sampler = longest.wrap((lambda *a, **k: scripted) if policy == "scripted" else samplers[0])
-        rollout.vllm_sampler = longest.wrap(samplers[1])
+        forced = ScriptedWorstCase.forced_text(rl_cfg.max_action_tokens)
+        rollout.vllm_sampler = longest.wrap(forcing(samplers[1], literal_regex(forced)) if policy == "scripted" else samplers[1])
         ends = [time.perf_counter()]
         try:
             metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",
@@ -225,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         if cuda:
             out["grpo"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
     out["not_exercised"] = NOT_EXERCISED + (
-        ["full-length scripted streams through vLLM (its engine samples the random model)"] if args.vllm != "off"
-        else ["vLLM rollouts (--vllm colocate)"])
+        ["vLLM rollouts (--vllm colocate)"] if args.vllm == "off"
+        else ["full-length streams through vLLM (--policy model: its engine samples the random model)"] if policy == "model" else [])
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -30,6 +30,38 @@ def test_gpu_smoke_runs_the_worst_case_at_tiny_geometry(embedded_model, tmp_path
         smoke.main(["--tiny", "--rl-steps", "1"])  # nothing left to measure after the warm-up
 
 
+def test_under_vllm_the_scripted_policy_is_forced_by_a_regex_the_engine_cannot_leave():
+    """Symptom: with --vllm colocate the smoke check sampled the random model, so its vLLM streams
+    ended after one action and never came near the context limit. Now the engine TRL hands our
+    sampler decodes under a regex of the scripted note (TRL's structured_outputs_regex): whatever
+    tokens a random model picks, the text is the note and a valid call, short enough to close its
+    answer even spelt one character per token."""
+    import re
+    import types
+
+    from progra_core.config import load_config
+    from progra_core.prompts.policy import parse_action, template_ok
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", REPO / "scripts" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    limit = load_config("paper").grpo.max_action_tokens
+    text = smoke.ScriptedWorstCase.forced_text(limit)
+    rx = smoke.literal_regex(text)
+    assert re.fullmatch(rx, text) and not re.fullmatch(rx, text[:-1]) and "\n" not in rx.replace("\\n", "")
+    assert len(text) <= limit - 1 and len(text) > limit * 0.9  # full length, and it fits one character a token
+    action = parse_action(text)  # what the rollout makes of it: the note's format, one valid call
+    assert template_ok(text, awareness=True) and [c.name for c in action.calls] == ["pwd"] and action.parse_error is None
+    seen = {}
+
+    def factory(engine, *a, **k):
+        seen["regex"] = engine.structured_outputs_regex
+        return "sampler"
+
+    engine = types.SimpleNamespace(structured_outputs_regex=None)
+    assert smoke.forcing(factory, rx)(engine, 1024) == "sampler" and seen["regex"] == rx
+
+
 def test_the_vllm_extra_is_one_the_installed_trl_supports_on_the_makefiles_torch():
     """`pip install 'progra[vllm]'` once took the newest vLLM (outside TRL's range, with its own
     torch). The extra pins one version: inside the range the installed TRL declares for its own
