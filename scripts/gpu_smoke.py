@@ -50,6 +50,8 @@ NOT_EXERCISED = ["the xLAM chat template (the SmolLM2 tokenizer stands in)", "ta
                  "multi-GPU (FSDP / DeepSpeed)", "learning (random weights)"]
 #: The scripted policy's call: read-only, valid in every GorillaFileSystem state, never ends a turn.
 SCRIPTED_CALL = "[pwd()]"
+#: tokens an action forced through vLLM leaves free (see ``forcing``)
+FORCED_ROOM = 16
 
 
 class Longest:
@@ -85,15 +87,11 @@ class ScriptedWorstCase:
     def __call__(self, contexts):
         return [list(self.ids) for _ in contexts]
 
-    @staticmethod
-    def forced_text(max_new_tokens: int) -> str:
-        """The same well-formed note + valid call as text of at most ``max_new_tokens - 1``
-        characters: under a regex a random engine may spell it one character per token, and it
-        must still close its answer within the action's token limit (the last one is the eos)."""
-        head, tail = "<summary>", f"</summary>\n<think>Check where we are before the next step.</think>\n<answer>{SCRIPTED_CALL}</answer>"
-        room = max_new_tokens - 1 - len(head) - len(tail)
-        filler = (" the folder was listed and nothing is left to confirm." * max_new_tokens)[:max(room, 0)]
-        return head + filler + tail
+    def forced(self, tok) -> tuple[str, list[int]]:
+        """What makes a sampling engine write these very tokens: the regex of their text (the
+        structure: note, think, the valid call) and the set of token ids they use (so the engine
+        cannot spell the text in shorter pieces than these and every action stays full length)."""
+        return literal_regex(tok.decode(self.ids[:-1])), sorted(set(self.ids))
 
 
 def literal_regex(text: str) -> str:
@@ -102,12 +100,15 @@ def literal_regex(text: str) -> str:
     return "".join("\\n" if c == "\n" else "\\" + c if c in "\\.^$|?*+()[]{}" else c for c in text)
 
 
-def forcing(factory, regex: str):
+def forcing(factory, regex: str, allowed_ids: list[int]):
     """Wraps ``rollout.vllm_sampler``: the engine it is given decodes under ``regex`` (TRL's
-    ``structured_outputs_regex``, applied to every colocate ``generate``), so even a random-weight
-    policy writes the scripted note and valid call, and vLLM episodes run to their limits too."""
+    ``structured_outputs_regex``) with only ``allowed_ids`` (vLLM's ``allowed_token_ids``, through
+    TRL's ``generation_kwargs``), both applied to every colocate ``generate``: even a random-weight
+    policy writes the scripted note and valid call at full length, so vLLM episodes run to their
+    action limit and their streams towards the context limit too."""
     def make(engine, *a, **k):
         engine.structured_outputs_regex = regex
+        engine.generation_kwargs = {**(engine.generation_kwargs or {}), "allowed_token_ids": allowed_ids}
         return factory(engine, *a, **k)
     return make
 
@@ -224,12 +225,14 @@ def main(argv: list[str] | None = None) -> dict:
         if cuda:
             out["sft"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 2)
             torch.cuda.reset_peak_memory_stats()
-        scripted = ScriptedWorstCase(AutoTokenizer.from_pretrained(base), rl_cfg.max_action_tokens)
+        tok = AutoTokenizer.from_pretrained(base)
+        scripted = ScriptedWorstCase(tok, rl_cfg.max_action_tokens)
         longest, samplers = Longest(), (rollout.hf_sampler, rollout.vllm_sampler)
         # grpo looks the samplers up on the module at every step
         rollout.hf_sampler = longest.wrap((lambda *a, **k: scripted) if policy == "scripted" else samplers[0])
-        forced = ScriptedWorstCase.forced_text(rl_cfg.max_action_tokens)
-        rollout.vllm_sampler = longest.wrap(forcing(samplers[1], literal_regex(forced)) if policy == "scripted" else samplers[1])
+        # through vLLM a few tokens of room: where the id set holds a shorter piece, the engine may take it
+        regex, allowed = ScriptedWorstCase(tok, rl_cfg.max_action_tokens - FORCED_ROOM).forced(tok)
+        rollout.vllm_sampler = longest.wrap(forcing(samplers[1], regex, allowed) if policy == "scripted" else samplers[1])
         ends = [time.perf_counter()]
         try:
             metrics, table = train_grpo(episodes, recipe("progra"), rl_cfg, str(base), str(Path(tmp) / "sft"), Path(tmp) / "grpo",

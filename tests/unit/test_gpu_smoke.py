@@ -30,14 +30,16 @@ def test_gpu_smoke_runs_the_worst_case_at_tiny_geometry(embedded_model, tmp_path
         smoke.main(["--tiny", "--rl-steps", "1"])  # nothing left to measure after the warm-up
 
 
-def test_under_vllm_the_scripted_policy_is_forced_by_a_regex_the_engine_cannot_leave():
+def test_under_vllm_the_scripted_policy_is_forced_by_a_regex_the_engine_cannot_leave(embedded_model):
     """Symptom: with --vllm colocate the smoke check sampled the random model, so its vLLM streams
     ended after one action and never came near the context limit. Now the engine TRL hands our
-    sampler decodes under a regex of the scripted note (TRL's structured_outputs_regex): whatever
-    tokens a random model picks, the text is the note and a valid call, short enough to close its
-    answer even spelt one character per token."""
+    sampler decodes under a regex of the scripted note (TRL's structured_outputs_regex) with only
+    the note's own token ids allowed (vLLM's allowed_token_ids): whatever a random model prefers,
+    it writes the note and a valid call at full length."""
     import re
     import types
+
+    from transformers import AutoTokenizer
 
     from progra_core.config import load_config
     from progra_core.prompts.policy import parse_action, template_ok
@@ -45,21 +47,34 @@ def test_under_vllm_the_scripted_policy_is_forced_by_a_regex_the_engine_cannot_l
     spec = importlib.util.spec_from_file_location("gpu_smoke", REPO / "scripts" / "gpu_smoke.py")
     smoke = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(smoke)
+    tok = AutoTokenizer.from_pretrained(embedded_model)
     limit = load_config("paper").grpo.max_action_tokens
-    text = smoke.ScriptedWorstCase.forced_text(limit)
-    rx = smoke.literal_regex(text)
-    assert re.fullmatch(rx, text) and not re.fullmatch(rx, text[:-1]) and "\n" not in rx.replace("\\n", "")
-    assert len(text) <= limit - 1 and len(text) > limit * 0.9  # full length, and it fits one character a token
+    scripted = smoke.ScriptedWorstCase(tok, limit - smoke.FORCED_ROOM)
+    regex, allowed = scripted.forced(tok)
+    text = tok.decode(scripted.ids[:-1])
+    assert re.fullmatch(regex, text) and not re.fullmatch(regex, text[:-1]) and "\n" not in regex.replace("\\n", "")
+    assert set(scripted.ids) == set(allowed) and len(scripted.ids) == limit - smoke.FORCED_ROOM  # full length, room left
+    # the longest way to spell the text with the allowed tokens (what a random engine might take)
+    # still closes its answer within the action's limit, the eos included
+    pieces = {tok.decode([i]) for i in allowed if i != tok.eos_token_id}
+    most = [0] + [-1] * len(text)
+    for i in range(len(text)):
+        if most[i] >= 0:
+            for piece in pieces:
+                if piece and text.startswith(piece, i):
+                    most[i + len(piece)] = max(most[i + len(piece)], most[i] + 1)
+    assert len(scripted.ids) - 1 <= most[-1] and most[-1] + 1 <= limit, (most[-1], limit)
     action = parse_action(text)  # what the rollout makes of it: the note's format, one valid call
     assert template_ok(text, awareness=True) and [c.name for c in action.calls] == ["pwd"] and action.parse_error is None
     seen = {}
 
     def factory(engine, *a, **k):
-        seen["regex"] = engine.structured_outputs_regex
+        seen.update(regex=engine.structured_outputs_regex, kwargs=engine.generation_kwargs)
         return "sampler"
 
-    engine = types.SimpleNamespace(structured_outputs_regex=None)
-    assert smoke.forcing(factory, rx)(engine, 1024) == "sampler" and seen["regex"] == rx
+    engine = types.SimpleNamespace(structured_outputs_regex=None, generation_kwargs={"top_k": 5})
+    assert smoke.forcing(factory, regex, allowed)(engine, 1024) == "sampler"
+    assert seen == {"regex": regex, "kwargs": {"top_k": 5, "allowed_token_ids": allowed}}
 
 
 def test_the_vllm_extra_is_one_the_installed_trl_supports_on_the_makefiles_torch():
