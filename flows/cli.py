@@ -41,6 +41,7 @@ from progra_core import stages
 from progra_core.config import load_config
 from progra_core.evaluation import report as rep
 from storage import Catalog, DatasetNotFound, DatasetStore, SQLRefused
+from storage.cards import dataset_card
 from storage.catalog import check_filter
 from storage.export import FORMATS, export_table
 from storage.export import push_to_hub as push
@@ -410,14 +411,26 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
     except duckdb.Error as e:
         err.print(f"[red]cannot read {view!r}:[/red] {e}")
         raise typer.Exit(2) from None
-    out = export_table(tbl, path, format)
+    card = None
+    if format == "hf" or push_to_hub:
+        sources = refs or _view_refs(store, view)
+        card = dataset_card(store, sources, tbl, title=f"progra {refs[0].stage + ' ' + refs[0].dataset_id if refs else view}",
+                            descriptions={s.output: s.help for s in stages.STAGES}, where=where)
+    out = export_table(tbl, path, format, card=card if format == "hf" else None)
     console.print(f"wrote {tbl.num_rows} rows of {refs[0].stage + ' ' + refs[0].dataset_id if refs else view} to {out} ({format})")
     if push_to_hub:
         try:
-            console.print(f"pushed to {push(tbl, push_to_hub)}")
+            console.print(f"pushed to {push(tbl, push_to_hub, card=card)}")
         except Exception as e:
             err.print(f"[red]push to the Hub failed:[/red] {e}")
             raise typer.Exit(1) from None
+
+
+def _view_refs(store: DatasetStore, view: str) -> list:
+    """The datasets a catalog view reads: every dataset of its stage, or the newest for ``_latest``."""
+    stage, latest = (view[: -len("_latest")], True) if view.endswith("_latest") else (view, False)
+    refs = [r for r in store.list(stage) if store.intact(r)] if stage in store.stages() else []
+    return refs[-1:] if latest else refs
 
 
 def main() -> None:  # pragma: no cover

@@ -17,8 +17,9 @@ __all__ = ["FORMATS", "export_table", "push_to_hub"]
 FORMATS = ("parquet", "jsonl", "hf")
 
 
-def export_table(table: pa.Table, path: str | os.PathLike, fmt: str) -> str:
-    """Write ``table`` to ``path`` as ``fmt``; returns the path written."""
+def export_table(table: pa.Table, path: str | os.PathLike, fmt: str, card: str | None = None) -> str:
+    """Write ``table`` to ``path`` as ``fmt``; returns the path written. ``hf``: a ``split`` column
+    becomes the folder's splits, and ``card`` its ``README.md``."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
@@ -32,21 +33,35 @@ def export_table(table: pa.Table, path: str | os.PathLike, fmt: str) -> str:
                     f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
     else:
         _hf(table).save_to_disk(str(path))
+        if card is not None:
+            (path / "README.md").write_text(card, encoding="utf-8")
     return str(path)
 
 
-def push_to_hub(table: pa.Table, repo_id: str, token_env: str = "HF_TOKEN", private: bool = True) -> str:
-    """Push to the Hugging Face Hub with the token in ``token_env`` (never passed on the command line)."""
+def push_to_hub(table: pa.Table, repo_id: str, token_env: str = "HF_TOKEN", private: bool = True,
+                card: str | None = None) -> str:
+    """Push to the Hugging Face Hub with the token in ``token_env`` (never passed on the command line),
+    the card as the repository's README."""
     token = os.environ.get(token_env)
     if not token:
         raise RuntimeError(f"--push-to-hub needs a Hugging Face token in ${token_env}")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise RuntimeError("--push-to-hub needs the network, but HF_HUB_OFFLINE=1 is set")
     _hf(table).push_to_hub(repo_id, token=token, private=private)
+    if card is not None:
+        from huggingface_hub import DatasetCard
+
+        DatasetCard(card).push_to_hub(repo_id, token=token, repo_type="dataset")
     return f"https://huggingface.co/datasets/{repo_id}"
 
 
 def _hf(table: pa.Table):
-    from datasets import Dataset
+    """A ``Dataset``, or a ``DatasetDict`` with one split per value of a ``split`` column."""
+    import pyarrow.compute as pc
+    from datasets import Dataset, DatasetDict
 
-    return Dataset(table)
+    if "split" not in table.column_names or table.num_rows == 0 or table.column("split").null_count:
+        return Dataset(table)
+    names = sorted(set(table.column("split").to_pylist()))
+    rest = table.drop_columns(["split"])
+    return DatasetDict({n: Dataset(rest.filter(pc.equal(table.column("split"), n))) for n in names})
