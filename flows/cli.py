@@ -426,6 +426,34 @@ def export(view: Annotated[str, typer.Argument(help="A catalog view (awareness, 
             raise typer.Exit(1) from None
 
 
+@app.command("export-model")
+def export_model(model: Annotated[str, typer.Argument(help="A models id (see `progra sql \"select * from models\"`; prefixes work).")],
+                 path: Annotated[Path, typer.Argument(help="A new folder for the merged model.")],
+                 profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
+    """Merge a trained adapter into its base and write a plain HF model folder with a model card."""
+    from progra_core.llm import Gateway
+    from progra_core.train.merge import merge_adapter
+    from storage.cards import model_card
+
+    r = _root(profile, root)
+    cat, store = Catalog(r), DatasetStore(r)
+    rows = [x for x in cat.sql("select * from models").to_pylist() if x["model_id"].startswith(model)] if len(model) >= 6 else []
+    if len(rows) != 1:
+        err.print(f"[red]{model!r} matches {len(rows)} models[/red] (ids: progra sql \"select model_id, method from models\")")
+        raise typer.Exit(2)
+    row = rows[0]
+    cfg = load_config(profile)
+    base = Gateway.from_config(cfg, r).local_path(row["base"]) if row["base"].startswith("local/") else row["base"]
+    try:
+        out = merge_adapter(base, store.local_model(row["adapter_path"]), path)
+    except FileExistsError as e:
+        err.print(f"[red]{escape(str(e))}[/red]")
+        raise typer.Exit(2) from None
+    evals = cat.sql("select * from eval_summary where model_ref = ? order by eval_id, benchmark, category", [row["model_id"]]).to_pylist()
+    (out / "README.md").write_text(model_card(store, row, evals, base_folder=base), encoding="utf-8")
+    console.print(f"wrote {row['stage']} model {row['model_id']} ({row['method']}) merged into {row['base']} to {out}")
+
+
 def _view_refs(store: DatasetStore, view: str) -> list:
     """The datasets a catalog view reads: every dataset of its stage, or the newest for ``_latest``."""
     stage, latest = (view[: -len("_latest")], True) if view.endswith("_latest") else (view, False)

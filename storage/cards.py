@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from storage.store import DatasetNotFound, DatasetRef, DatasetStore
 
-__all__ = ["SOURCE_LICENSES", "dataset_card", "lineage"]
+__all__ = ["SOURCE_LICENSES", "dataset_card", "lineage", "model_card"]
 
 #: source (the trajectories' ``source`` column) -> (what it is, license id, license as stated)
 SOURCE_LICENSES: dict[str, tuple[str, str, str]] = {
@@ -99,4 +99,43 @@ def dataset_card(store: DatasetStore, refs: list[DatasetRef], table: pa.Table, *
     lines += ["", "## Config", ""]
     for r in refs:
         lines += [f"`{r.stage}/{r.dataset_id}`:", "", "```json", json.dumps(r.config, indent=1, sort_keys=True, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def model_card(store: DatasetStore, row: Mapping, evals: list[Mapping], base_folder: str | None = None) -> str:
+    """The card of a merged model: what it is (method, base, stage), the data it was trained on
+    (its lineage down to the ingested sources and their licenses), its config and training
+    metrics, and the evaluation rows recorded for it (``eval_summary``)."""
+    refs = []
+    for p in row.get("parents") or []:
+        try:
+            refs.append(store.find(p))
+        except DatasetNotFound:
+            continue
+    chain = lineage(store, refs)
+    sources = _sources(store, chain)
+    metrics = json.loads(row.get("metrics") or "{}")
+    lines = ["---", "library_name: transformers", f"base_model: {json.dumps(str(row['base']))}", "tags:",
+             *[f"- {t}" for t in dict.fromkeys(["function-calling", "multi-turn", "progra", str(row["method"])])], "---", "",
+             f"# progra {row['stage']} model {row['model_id']} ({row['method']})", "",
+             f"The LoRA adapter `{row['model_id']}` merged into its base `{row['base']}`"
+             + (f" (loaded from `{base_folder}`)" if base_folder and base_folder != row["base"] else "")
+             + ": a plain model folder (safetensors + tokenizer) that loads without PEFT.", "",
+             "## Training data", "", "| dataset | stage | rows | code version |", "|---|---|---:|---|"]
+    lines += [f"| {r.dataset_id} | {r.stage} | {r.rows} | {r.code_version or '—'} |" for r in chain]
+    lines += ["", "Sources: " + (", ".join(f"{s} ({n} trajectories; {SOURCE_LICENSES.get(s, ('', '', 'unknown'))[2]})"
+                                           for s, n in sorted(sources.items())) or "none found in the lineage") + ".", "",
+              "## Training", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    lines += ["", "## Evaluation", ""]
+    if evals:
+        lines += ["| eval | benchmark | category | runs | accuracy | turn accuracy | valid | right function |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {e['eval_id']} | {e['benchmark']} | {e['category']} | {e['runs']} | {e['accuracy']} | "
+                  f"{e['turn_accuracy'] if e['turn_accuracy'] is not None else '—'} | "
+                  f"{e['valid_rate'] if e['valid_rate'] is not None else '—'} | "
+                  f"{e['function_rate'] if e['function_rate'] is not None else '—'} |" for e in evals]
+    else:
+        lines.append("No evaluation recorded for this model.")
+    lines += ["", "## Config", "", "```json", json.dumps(json.loads(row.get("config") or "{}"), indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)

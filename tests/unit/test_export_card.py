@@ -60,3 +60,45 @@ def test_a_filtered_view_export_names_its_filter_and_one_license(tmp_path):
     assert load_from_disk(str(out)).num_rows == 1
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: apache-2.0\n") and "filtered by `x = 2`" in card and "| all rows (one split) | 1 |" in card
+
+
+def test_export_model_writes_a_merged_folder_that_generates_like_base_plus_adapter(tmp_path, tiny_llama):
+    """Before: a trained model existed only as a PEFT adapter whose config named a base by a path
+    relative to one checkout; nothing wrote a plain model people can serve."""
+    import json
+
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from flows.cli import app
+    from progra_core.schemas import MODELS
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(adapter)
+    store = DatasetStore(tmp_path / "root")
+    traj = store.write("trajectories", pa.table({"trajectory_id": ["t1"], "source": ["bfcl"]}), config={})
+    row = {"model_id": "abcdef0123456789", "base": str(tiny_llama), "adapter_path": str(adapter), "method": "pag_sft",
+           "stage": "sft", "parents": [traj.dataset_id], "metrics": json.dumps({"steps": 3}), "config": json.dumps({"lora_r": 4}),
+           "created_at": None}
+    store.write("models", pa.Table.from_pylist([row], schema=MODELS), dataset_id=row["model_id"], parents=[traj.dataset_id])
+    out = tmp_path / "merged"
+    r = CliRunner().invoke(app, ["export-model", "abcdef01", str(out), "--root", store.root_url])
+    assert r.exit_code == 0, r.output
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), adapter)
+    tok = AutoTokenizer.from_pretrained(out)
+    for prompt in ("List the files", "cd into docs and", "What is 2 + 2?"):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        a = merged.generate(ids, max_new_tokens=12, do_sample=False, disable_compile=True)
+        b = ref.generate(input_ids=ids, max_new_tokens=12, do_sample=False, disable_compile=True)
+        assert a.tolist() == b.tolist()
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "pag_sft" in card and traj.dataset_id in card and "Apache 2.0" in card
+    assert "| steps | 3 |" in card and '"lora_r": 4' in card
+    again = CliRunner().invoke(app, ["export-model", "abcdef01", str(out), "--root", store.root_url])
+    assert again.exit_code == 2 and "not empty" in again.output  # never writes over a folder
