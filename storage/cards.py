@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from storage.export import split_names
 from storage.store import DatasetNotFound, DatasetRef, DatasetStore
 
-__all__ = ["SOURCE_LICENSES", "dataset_card", "lineage", "model_card"]
+__all__ = ["SOURCE_LICENSES", "dataset_card", "model_card"]
 
 #: source (the trajectories' ``source`` column) -> (what it is, license id, license as stated)
 SOURCE_LICENSES: dict[str, tuple[str, str, str]] = {
@@ -27,27 +27,6 @@ SOURCE_LICENSES: dict[str, tuple[str, str, str]] = {
     "jsonl": ("the user's JSON Lines files", "other", "as given by their owner (unknown to progra)"),
     "hf": ("the user's Hugging Face dataset folders", "other", "as given by their owner (unknown to progra)"),
 }
-MAX_ANCESTORS = 256
-
-
-def lineage(store: DatasetStore, refs: Iterable[DatasetRef]) -> list[DatasetRef]:
-    """``refs`` and every ancestor, each once, nearest first (cycle-safe and bounded)."""
-    out: dict[str, DatasetRef] = {}
-    todo = list(refs)
-    while todo and len(out) < MAX_ANCESTORS:
-        ref = todo.pop(0)
-        if ref.dataset_id in out:
-            continue
-        out[ref.dataset_id] = ref
-        for p in ref.parents:
-            if p not in out:
-                try:
-                    todo.append(store.find(p))
-                except DatasetNotFound:
-                    continue
-    return list(out.values())
-
-
 def _sources(store: DatasetStore, chain: list[DatasetRef]) -> Counter:
     counts: Counter = Counter()
     for ref in chain:
@@ -62,16 +41,15 @@ def _sources(store: DatasetStore, chain: list[DatasetRef]) -> Counter:
 def dataset_card(store: DatasetStore, refs: list[DatasetRef], table: pa.Table, *, title: str,
                  descriptions: Mapping[str, str], where: str | None = None) -> str:
     """The card of ``table``, exported from ``refs`` (one dataset, or every dataset of a view)."""
-    chain = lineage(store, refs)
+    chain = store.lineage(refs)
     sources = _sources(store, chain)
     licenses = sorted({SOURCE_LICENSES.get(s, ("", "other", ""))[1] for s in sources}) or ["other"]
-    by_split = "split" in table.column_names and table.num_rows and not table.column("split").null_count
-    splits = dict(Counter(table.column("split").to_pylist())) if by_split else {"all rows (one split)": table.num_rows}
+    splits = (dict(Counter(table.column("split").to_pylist())) if split_names(table)
+              else {"all rows (one split)": table.num_rows})
     rejects: Counter = Counter()
     for ref in refs:
         if ref.rejects:
-            t = store.read_rejects(ref)
-            rejects.update(dict(zip(*[c.to_pylist() for c in pc.value_counts(t.column("reason")).flatten()], strict=True)))
+            rejects.update(store.read_rejects(ref).column("reason").to_pylist())
     stages = sorted({r.stage for r in refs})
     lines = ["---", f"license: {licenses[0] if len(licenses) == 1 else 'other'}",
              f"pretty_name: {json.dumps(title)}", "tags:", "- function-calling", "- multi-turn", "- progra",
@@ -112,7 +90,7 @@ def model_card(store: DatasetStore, row: Mapping, evals: list[Mapping], base_fol
             refs.append(store.find(p))
         except DatasetNotFound:
             continue
-    chain = lineage(store, refs)
+    chain = store.lineage(refs)
     sources = _sources(store, chain)
     metrics = json.loads(row.get("metrics") or "{}")
     lines = ["---", "library_name: transformers", f"base_model: {json.dumps(str(row['base']))}", "tags:",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FORMATS", "export_table", "push_to_hub"]
+__all__ = ["FORMATS", "export_table", "push_to_hub", "split_names"]
 
 FORMATS = ("parquet", "jsonl", "hf")
 
@@ -55,13 +55,21 @@ def push_to_hub(table: pa.Table, repo_id: str, token_env: str = "HF_TOKEN", priv
     return f"https://huggingface.co/datasets/{repo_id}"
 
 
+def split_names(table: pa.Table) -> list[str]:
+    """The HF splits ``table`` exports as: the values of its ``split`` column when every row has
+    one, else none (one unnamed split)."""
+    if "split" not in table.column_names or table.num_rows == 0 or table.column("split").null_count:
+        return []
+    return sorted(set(table.column("split").to_pylist()))
+
+
 def _hf(table: pa.Table):
     """A ``Dataset``, or a ``DatasetDict`` with one split per value of a ``split`` column."""
     import pyarrow.compute as pc
     from datasets import Dataset, DatasetDict
 
-    if "split" not in table.column_names or table.num_rows == 0 or table.column("split").null_count:
+    names = split_names(table)
+    if not names:
         return Dataset(table)
-    names = sorted(set(table.column("split").to_pylist()))
     rest = table.drop_columns(["split"])
     return DatasetDict({n: Dataset(rest.filter(pc.equal(table.column("split"), n))) for n in names})

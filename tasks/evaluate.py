@@ -76,20 +76,17 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
 def trained_bfcl_ids(store: DatasetStore, model_ids: list[str]) -> set[str]:
     """The BFCL entry ids of every BFCL trajectory in the lineage of these models (the trajectories
     their SFT data and RL episodes came from)."""
-    seen, todo, out = set(), list(model_ids), set()
-    while todo:
-        dataset_id = todo.pop()
-        if dataset_id in seen:
-            continue
-        seen.add(dataset_id)
+    found = []
+    for model_id in model_ids:
         try:
-            ref = store.find(dataset_id)
+            found.append(store.find(model_id))
         except DatasetNotFound:
             continue
+    out: set[str] = set()
+    for ref in store.lineage(found):
         if ref.stage == "trajectories":
             t = store.read(ref, columns=["source", "source_id"]).to_pylist()
             out |= {r["source_id"] for r in t if r["source"] == "bfcl" and r["source_id"]}
-        todo += list(ref.parents)
     return out
 
 
