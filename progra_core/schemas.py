@@ -67,6 +67,8 @@ FUNNEL = pa.schema([
     ("rows_in", pa.int64()), ("rows_out", pa.int64()), ("rejects", pa.int64()), ("rejects_by_reason", pa.string()),
     ("llm_calls", pa.int64()), ("cached_calls", pa.int64()), ("retries", pa.int64()), ("llm_errors", pa.int64()),
     ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("mean_latency_ms", pa.float64()),
+    # USD by LiteLLM's price map for the priced live calls; unpriced_calls > 0: the true cost is higher
+    ("cost_usd", pa.float64()), ("unpriced_calls", pa.int64()),
 ])
 
 

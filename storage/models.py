@@ -9,6 +9,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+from progra_core.train.checkpoints import Checkpointing
+from storage.manifest import NAME
+
 __all__ = ["ModelFolders", "PICKLE_SUFFIXES", "DROPPED"]
 
 #: file suffixes that are pickles (torch.save, pickle): never stored under a root
@@ -53,10 +56,50 @@ class ModelFolders:
                 self.fs.put_file(str(p), posixpath.join(final, p.relative_to(local_dir).as_posix()))
         return self.url(final)
 
+    def checkpointing(self, stage: str, model_id: str, save_steps: int, save_total_limit: int,
+                      staging: str | os.PathLike = ".progra-local/checkpoints") -> Checkpointing | None:
+        """Where the training of ``<stage>/<model_id>`` saves and resumes: ``<root>/checkpoints/<stage>/<model_id>``,
+        written in place on a local root, mirrored from a local staging folder elsewhere; None when
+        ``save_steps`` is 0."""
+        if not save_steps:
+            return None
+        final = self._join("checkpoints", stage, model_id)
+        if self.is_local:
+            return Checkpointing(local=final, save_steps=save_steps, save_total_limit=save_total_limit)
+        return Checkpointing(local=str(Path(staging, stage, model_id).resolve()), remote=self.url(final),
+                             save_steps=save_steps, save_total_limit=save_total_limit)
+
+    def tracking_dir(self, stage: str, model_id: str, staging: str | os.PathLike = ".progra-local/tracking") -> tuple[str, str | None]:
+        """(folder a tracker writes to, URL it is copied to afterwards or None): ``<root>/tracking/<stage>/<model_id>``
+        itself on a local root; a local staging folder elsewhere (TensorBoard writes local files)."""
+        final = self._join("tracking", stage, model_id)
+        if self.is_local:
+            return final, None
+        return str(Path(staging, stage, model_id).resolve()), self.url(final)
+
+    def put_tree(self, local_dir: str | os.PathLike, url: str) -> None:
+        """Copy a local folder's files to ``url`` under this root, file by file."""
+        base = self.fs._strip_protocol(url)
+        for p in sorted(Path(local_dir).rglob("*")):
+            if p.is_file():
+                self.fs.put_file(str(p), posixpath.join(base, p.relative_to(local_dir).as_posix()))
+
     def local_model(self, path: str, cache_dir: str | os.PathLike = ".progra-local/models-fetched") -> str:
-        """A folder this process can load an adapter from: ``path`` itself on a local root, else a
-        copy fetched once per machine (the folder name is the model id, which never changes)."""
-        if self.is_local or "://" not in path:
+        """A folder this process can load an adapter from. On a local root: the ``<stage>/<model_id>``
+        the path names, under *this* root's ``models/`` (a row's path was absolute on the machine and
+        folder that wrote it; a copied or moved root still finds its own adapters, and a row cannot
+        point outside the root). Elsewhere: a copy fetched once per machine (the folder name is the
+        model id, which never changes)."""
+        if self.is_local:
+            parts = posixpath.normpath(path.replace(os.sep, "/")).split("/")
+            if len(parts) < 3 or parts[-3] != "models" or not all(NAME.match(p) for p in parts[-2:]):
+                raise ValueError(f"{path!r} is not a model folder (…/models/<stage>/<model id>)")
+            mine = self.model_dir(*parts[-2:])
+            if not os.path.isfile(os.path.join(mine, "adapter_config.json")):
+                raise FileNotFoundError(f"adapter {parts[-2]}/{parts[-1]} is not under this root's models folder "
+                                        f"({self._join('models')}); its row says {path!r}")
+            return mine
+        if "://" not in path:
             return path
         rel = posixpath.relpath(posixpath.normpath(self.fs._strip_protocol(path)), self._join("models"))
         parts = rel.split("/")

@@ -73,6 +73,15 @@ def log_train_step(logs: dict) -> None:
     _logger().info("step %s: %s", step, body)
 
 
+def cost_text(u: dict) -> str:
+    """A role's cost: the priced calls' sum, and how many live calls had no price (then the
+    true cost is higher: "unknown", never "free")."""
+    cost, unpriced = u.get("cost_usd", 0.0), int(u.get("unpriced_calls", 0))
+    if unpriced and not cost:
+        return f"unknown ({unpriced} calls unpriced)"
+    return f"{cost:.4f}" + (f" + unknown ({unpriced} calls unpriced)" if unpriced else "")
+
+
 def funnel_markdown(title: str, rows: list[tuple[str, int, int, int]], rejects: dict[str, int] | None = None,
                     usage: dict | None = None, links: dict[str, str] | None = None) -> str:
     """A markdown funnel: (stage, rows in, rows out, rejects) per line, rejects by reason, LLM usage."""
@@ -82,11 +91,11 @@ def funnel_markdown(title: str, rows: list[tuple[str, int, int, int]], rejects: 
         md += ["", "## Rejects by reason", "", "| reason | count |", "|---|---:|"]
         md += [f"| {k} | {v} |" for k, v in sorted(rejects.items(), key=lambda kv: -kv[1])]
     if usage:
-        md += ["", "## LLM usage by role", "", "| role | calls | cached | errors | retries | prompt tok | completion tok | mean latency ms |",
-               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        md += ["", "## LLM usage by role", "", "| role | calls | cached | errors | retries | prompt tok | completion tok | "
+               "mean latency ms | cost USD |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for role, u in usage.items():
             md.append(f"| {role} | {u['calls']:.0f} | {u['cached']:.0f} | {u['errors']:.0f} | {u['retries']:.0f} | "
-                      f"{u['prompt_tokens']:.0f} | {u['completion_tokens']:.0f} | {u['mean_latency_ms']:.0f} |")
+                      f"{u['prompt_tokens']:.0f} | {u['completion_tokens']:.0f} | {u['mean_latency_ms']:.0f} | {cost_text(u)} |")
     if links:
         md += ["", "## Datasets", ""] + [f"- **{k}**: `{v}`" for k, v in links.items()]
     return "\n".join(md)

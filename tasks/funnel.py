@@ -15,7 +15,7 @@ from tasks.artifacts import funnel_markdown, publish_markdown
 @task(name="funnel", persist_result=False)
 def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel") -> DatasetRef:
     store = DatasetStore(root)
-    pid = fingerprint("funnel", {}, [r.dataset_id for r in refs], "1")
+    pid = fingerprint("funnel", {}, [r.dataset_id for r in refs], "2")  # 2: cost columns
     rows, md_rows, reasons, usage = [], [], {}, {}
     for i, r in enumerate(refs):
         st = r.stats or {}
@@ -29,6 +29,8 @@ def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel
             "prompt_tokens": int(sum(v["prompt_tokens"] for v in u.values())),
             "completion_tokens": int(sum(v["completion_tokens"] for v in u.values())),
             "mean_latency_ms": max([v["mean_latency_ms"] for v in u.values()], default=0.0),
+            "cost_usd": float(sum(v.get("cost_usd", 0.0) for v in u.values())),
+            "unpriced_calls": int(sum(v.get("unpriced_calls", 0) for v in u.values())),
         })
         md_rows.append((r.stage, rows_in, r.rows, r.rejects))
         for k, v in (st.get("rejects_by_reason") or {}).items():
@@ -44,4 +46,4 @@ def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel
     if store.exists("funnel", pid):
         return store.ref("funnel", pid)
     return store.write("funnel", pa.Table.from_pylist(rows, schema=FUNNEL), dataset_id=pid,
-                       parents=[r.dataset_id for r in refs], code_version="1")
+                       parents=[r.dataset_id for r in refs], code_version="2")

@@ -19,7 +19,7 @@ from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.limits import gateway_for
-from tasks.models import policy_path, register_model
+from tasks.models import finish_tracking, policy_path, register_model, tracking_for
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 from tasks.stage import stage_fingerprint
 
@@ -55,13 +55,21 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
                              "set grpo.launch.num_processes=1 for it")
         gateway = gateway_for(cfg, root)
         extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
+    checkpoints = store.checkpointing(STAGE.name, dataset_id, cfg.grpo.save_steps, cfg.grpo.save_total_limit)
+    tracking, tracking_url = tracking_for(cfg, store, STAGE.name, dataset_id, {
+        "method": r.name, "base": cfg.models.policy, "trajectories": trajectories.dataset_id,
+        "init": init.dataset_id if init else None, "grpo": cfg.section("grpo")})
     with tempfile.TemporaryDirectory(prefix="progra-grpo-out-") as out:
         metrics, table = launch.train(
             "progra_core.train.grpo:train_grpo", cfg.grpo.launch, out_dir=out,
             progress=Progress("grpo-progress", cfg.grpo.max_steps, what="steps"), log=log_train_step,
             info=get_run_logger().info, episodes=episodes, r=r, cfg=cfg.grpo, base_path=policy_path(cfg, root),
             adapter_path=adapter, run=dataset_id, docs_style=cfg.tool_docs,
-            rubric=core.rubric_for(r, cfg.grpo, extra) if extra else None)
+            rubric=core.rubric_for(r, cfg.grpo, extra) if extra else None, checkpoints=checkpoints,
+            tracking=tracking)
+        if metrics.get("resumed_from_step"):
+            get_run_logger().info("grpo resumed from step %d of %d (%s)", metrics["resumed_from_step"], cfg.grpo.max_steps,
+                                  checkpoints.local)
         if extra:
             gateway.close()
             metrics["judge"] = judge_stats
@@ -73,6 +81,9 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
                     dataset_id=fingerprint("rollouts", {}, [dataset_id]), parents=[dataset_id], flow_run_id=flow_run_id(),
                     stats={"rows": table.num_rows})
         parents = [trajectories.dataset_id] + ([init.dataset_id] if init else [])
-        return register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=r.name, parents=parents,
-                              config={"grpo": cfg.section("grpo"), "method": r.name}, code_version=STAGE.code_version,
-                              metrics=metrics, rejects=rejects)
+        ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=r.name, parents=parents,
+                             config={"grpo": cfg.section("grpo"), "method": r.name}, code_version=STAGE.code_version,
+                             metrics=metrics, rejects=rejects, tracked=finish_tracking(store, tracking, tracking_url))
+    if checkpoints:  # the model is registered: they only served a resume
+        checkpoints.clear()
+    return ref

@@ -16,7 +16,7 @@ from progra_core.train import sft as core
 from progra_core.train.curves import plot_curves
 from storage import DatasetRef, DatasetStore
 from tasks.artifacts import Progress, log_train_step, publish_image
-from tasks.models import policy_path, register_model
+from tasks.models import finish_tracking, policy_path, register_model, tracking_for
 from tasks.runtime import STAGE_TASK, already_committed
 from tasks.stage import ancestor, stage_fingerprint
 
@@ -42,14 +42,25 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
     base = policy_path(cfg, root)
     rows, rejects, fit = core.fit_length(rows, AutoTokenizer.from_pretrained(base), cfg.sft.max_length)
     get_run_logger().info("sft (%s data): %d rows, %d trimmed, %d too long", r.sft, len(rows), fit["trimmed"], fit["too_long"])
+    checkpoints = store.checkpointing(STAGE.name, dataset_id, cfg.sft.save_steps, cfg.sft.save_total_limit)
+    tracking, tracking_url = tracking_for(cfg, store, STAGE.name, dataset_id, {
+        "method": f"{r.sft}_sft", "base": cfg.models.policy, "sft_examples": examples.dataset_id, "sft": cfg.section("sft")})
     with tempfile.TemporaryDirectory(prefix="progra-sft-out-") as out:
         metrics = launch.train("progra_core.train.sft:train_sft", cfg.sft.launch, out_dir=out,
                                progress=Progress("sft-progress", cfg.sft.max_steps, what="steps"), log=log_train_step,
-                               info=get_run_logger().info, rows=rows, base_path=base, cfg=cfg.sft, seed=cfg.sft_data.seed)
+                               info=get_run_logger().info, rows=rows, base_path=base, cfg=cfg.sft, seed=cfg.sft_data.seed,
+                               checkpoints=checkpoints, tracking=tracking)
+        if metrics.get("resumed_from_step"):
+            get_run_logger().info("sft resumed from step %d of %d (%s)", metrics["resumed_from_step"], cfg.sft.max_steps,
+                                  checkpoints.local)
         png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
         metrics |= fit
         if png:
             publish_image("sft-curves", png, "SFT warm-up: training loss and gradient norm per step")
-        return register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
-                              parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
-                              code_version=STAGE.code_version, metrics=metrics, rejects=rejects)
+        ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
+                             parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
+                             code_version=STAGE.code_version, metrics=metrics, rejects=rejects,
+                             tracked=finish_tracking(store, tracking, tracking_url))
+    if checkpoints:  # the model is registered: they only served a resume
+        checkpoints.clear()
+    return ref

@@ -24,7 +24,7 @@ from progra_core.config.data import (
 )
 from progra_core.config.evaluate import EvaluateConfig
 from progra_core.config.runtime import DispatchConfig, LLMConfig, ModelsConfig, StorageConfig
-from progra_core.config.train import GRPOConfig, LaunchConfig, SFTConfig
+from progra_core.config.train import GRPOConfig, LaunchConfig, SFTConfig, TrackingConfig
 from progra_core.methods import RECIPES
 
 __all__ = ["PipelineConfig"]
@@ -53,6 +53,7 @@ class PipelineConfig(Section):
     sft_data: SFTDataConfig = SFTDataConfig()
     sft: SFTConfig = SFTConfig()
     grpo: GRPOConfig = GRPOConfig()
+    tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     dispatch: DispatchConfig = DispatchConfig()
 
@@ -72,11 +73,16 @@ class PipelineConfig(Section):
 
     def section(self, name: str) -> dict[str, Any]:
         """A stage's own section as plain JSON data (what enters its fingerprint). A one-process
-        ``launch`` is left out: a one-process model's id does not depend on the section."""
+        ``launch`` is left out: a one-process model's id does not depend on the section; so are
+        checkpoint settings (:data:`NOT_IN_ID`): saving more often trains the same model."""
         out = json.loads(getattr(self, name).model_dump_json())
         if out.get("launch") == _ONE_PROCESS:
             del out["launch"]
+        for key in NOT_IN_ID:
+            out.pop(key, None)
         return out
 
 
 _ONE_PROCESS = LaunchConfig().model_dump(mode="json")
+#: fields that decide how a stage runs, not what it makes: left out of its fingerprint
+NOT_IN_ID = ("save_steps", "save_total_limit")

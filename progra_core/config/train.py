@@ -9,7 +9,18 @@ from pydantic import Field, model_validator
 
 from progra_core.config.base import Section, check_micro_batch, words
 
-__all__ = ["LaunchConfig", "SFTConfig", "GRPOConfig"]
+__all__ = ["LaunchConfig", "SFTConfig", "GRPOConfig", "TrackingConfig"]
+
+
+class TrackingConfig(Section):
+    """Where the training stages report their logs (loss, rewards, KL, learning rate per step),
+    besides the ``train_log`` dataset. Not part of any model id."""
+
+    report_to: list[str] = Field(["tensorboard"], description=(
+        "Trackers, by transformers' names. tensorboard (default, offline): event files in "
+        "<root>/tracking/<stage>/<model id>, with the run's config, dataset ids and model id as text; view with "
+        "`tensorboard --logdir <root>/tracking`. Others (mlflow, wandb, trackio, ...) go to the trainer's report_to "
+        "as they are and read their own environment (e.g. MLFLOW_TRACKING_URI); install them yourself. []: none."))
 
 
 class LaunchConfig(Section):
@@ -64,6 +75,11 @@ class SFTConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
         "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles (about 2x faster here), else fp32. On CUDA "
         "with bf16 the base weights also load in bf16 (half the memory); on CPU they stay fp32."))
+    save_steps: int = Field(50, ge=0, description=(
+        "Save a checkpoint (adapter, optimizer, scheduler, RNG, step) every this many steps under "
+        "<root>/checkpoints/sft/<model id>; a rerun or retry of the same stage resumes from the newest complete one. "
+        "0: never (a crash restarts at step 0). Not part of the model id."))
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted); all go once the model is registered.")
     launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
@@ -144,6 +160,10 @@ class GRPOConfig(Section):
         "auto: bf16 autocast on a bf16 CUDA device or a CPU with AMX tiles, else fp32 (sampling uses the same). On CUDA "
         "with bf16 the base weights also load in bf16."))
     seed: int = 0
+    save_steps: int = Field(10, ge=0, description=(
+        "As sft.save_steps (under <root>/checkpoints/grpo/<model id>); a checkpoint also holds the rollouts recorded so "
+        "far and Dr. GRPO's normaliser, and the KL reference is the SFT adapter again on resume."))
+    save_total_limit: int = Field(2, ge=1, description="As sft.save_total_limit.")
     launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")

@@ -57,10 +57,32 @@ __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_tr
 #: the in-process backend's code (generation, choice scoring, prefix reuse): part of a local answer's key
 BACKEND_VERSION = versioning.code_version("1", "progra_core.llm.local")
 
+def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD one live call cost by LiteLLM's own price map (read offline: ``LITELLM_LOCAL_MODEL_COST_MAP``),
+    0 for in-process ``local/`` models (no bill), None for a model the map does not know (an
+    endpoint's own name, a self-hosted server): unknown, never counted as free."""
+    if model.startswith(LOCAL_PREFIX):
+        return 0.0
+    if model in transport.UNPRICED:  # registered at zero only to keep LiteLLM's lookups cheap
+        return None
+    if not prompt_tokens and not completion_tokens:
+        return 0.0
+    try:
+        import litellm
+
+        p, c = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return float(p) + float(c)
+    except Exception:  # litellm raises for a model it has no price for
+        return None
+
+
 def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
-    """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls (usage
-    records of one or many gateways, e.g. one per shard task)."""
+    """Per role: calls, cache hits, errors, retries, tokens, mean latency of live calls, and
+    their cost in USD (``cost_usd``: the priced calls' sum; ``unpriced_calls``: live calls to
+    models without a price, so a non-zero count means the true cost is higher). Cache hits cost
+    nothing. Usage records of one or many gateways, e.g. one per shard task."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    prices: dict[tuple, float | None] = {}
     for u in records:
         s = out[u["role"]]
         s["calls"] += 1
@@ -69,9 +91,18 @@ def summarize_usage(records: Iterable[dict]) -> dict[str, dict[str, float]]:
         s["retries"] += max(0, u["attempts"] - 1)
         s["prompt_tokens"] += u["prompt_tokens"]
         s["completion_tokens"] += u["completion_tokens"]
+        s["cost_usd"] += 0.0
+        s["unpriced_calls"] += 0
         if not u["cached"]:
             s["live_calls"] += 1
             s["latency_ms_total"] += u["latency_ms"]
+            key = (u.get("model") or "", u["prompt_tokens"], u["completion_tokens"])
+            if key not in prices:
+                prices[key] = call_cost(*key)
+            if prices[key] is None:
+                s["unpriced_calls"] += 1
+            else:
+                s["cost_usd"] += prices[key]
     for s in out.values():
         s["mean_latency_ms"] = s["latency_ms_total"] / s["live_calls"] if s["live_calls"] else 0.0
     return {k: dict(v) for k, v in out.items()}

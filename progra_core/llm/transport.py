@@ -48,14 +48,17 @@ def endpoint_semaphore(req: ChatRequest, concurrency: int) -> asyncio.Semaphore:
 
 
 _PRICED: set[str] = set()
+#: models registered at zero cost below: their price is unknown, not zero (``gateway.call_cost``)
+UNPRICED: set[str] = set()
 
 
 def price_unknown(model: str) -> None:
     """LiteLLM prices every response from its cost map; for a model the map does not know (a
     self-hosted vLLM or llm-katan name) every lookup fails, and building that failure (an
     exception, a traceback string, a debug record) costs ~2 ms of the gateway's one event loop
-    per call. Such a model is registered once at zero cost, so the lookup hits. progra does
-    not bill from LiteLLM's prices (usage is counted in tokens); a model LiteLLM knows is left alone."""
+    per call. Such a model is registered once at zero cost, so the lookup hits, and remembered
+    in :data:`UNPRICED`, so progra's own cost accounting still reports it as unknown; a model
+    LiteLLM knows is left alone."""
     if model in _PRICED:
         return
     _PRICED.add(model)
@@ -72,6 +75,7 @@ def price_unknown(model: str) -> None:
         return
     litellm.register_model({model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
                                     "litellm_provider": provider, "mode": "chat"}})
+    UNPRICED.add(model)
 
 
 #: providers whose ``api_base`` is an OpenAI-compatible server (vLLM, SGLang, llm-katan, ...)

@@ -34,6 +34,7 @@ from progra_core.methods import Recipe
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
 from progra_core.train import memory, rollout, samplers
+from progra_core.train.checkpoints import Checkpointing, checkpoint_callback, read_marker
 from progra_core.train.rewards import Rubric
 from progra_core.train.sft import (
     device_kwargs,
@@ -46,6 +47,7 @@ from progra_core.train.sft import (
     weights_dtype,
     world,
 )
+from progra_core.train.tracking import Tracking, tracking_setup
 
 __all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
            "reward_functions", "Recorder", "rubric_for", "load_policy"]
@@ -328,8 +330,11 @@ def load_policy(base_path: str, adapter_path: str | None, dtype):
 def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
                   output_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
                   rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
-                  docs_style: DocStyle = "json"):
-    """The PAG-RL trainer for these episodes and its tokenizer (``train_grpo`` runs it)."""
+                  docs_style: DocStyle = "json", checkpoints: Checkpointing | None = None,
+                  tracking: Tracking | None = None, start_step: int = 0):
+    """The PAG-RL trainer for these episodes and its tokenizer (``train_grpo`` runs it); with
+    ``checkpoints`` it saves every ``save_steps``, the recorded rollouts and Dr. GRPO's fixed
+    normaliser included."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig as TRLGRPOConfig
@@ -348,13 +353,16 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         "use_vllm": True, "vllm_mode": cfg.use_vllm, "vllm_max_model_length": cfg.max_seq_len,
         "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
         **({"vllm_server_base_url": cfg.vllm_server} if cfg.vllm_server else {})}
+    trackers, report_to = tracking_setup(tracking, start_step)
+    saving = {"output_dir": str(output_dir), **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps),
+              **(checkpoints.trainer_kwargs() if checkpoints else {}), "report_to": report_to}
     args = TRLGRPOConfig(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.device_batch,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.device_batch,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta, epsilon=cfg.epsilon,
         loss_type=r.loss_type(cfg.loss_type), scale_rewards=r.scale_rewards(), max_completion_length=cfg.max_seq_len,
         temperature=cfg.temperature, seed=cfg.seed, disable_dropout=True,
         vllm_importance_sampling_mode=cfg.importance_sampling, vllm_importance_sampling_clip_max=cfg.importance_sampling_cap,
-        **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps), **vllm)
+        **saving, **vllm)
     tok = AutoTokenizer.from_pretrained(adapter_path or base_path)
     # the model loads after the training config: under ZeRO-3 that config makes from_pretrained partition it
     model = load_policy(base_path, adapter_path, weights_dtype(cfg.precision))
@@ -364,8 +372,10 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
         model=model, reward_funcs=reward_functions(rubric), args=args, processing_class=tok, peft_config=peft_config,
         train_dataset=Dataset.from_list([{"prompt": e.episode_id} for e in episodes]),
         rollout_func=_rollout_func({e.episode_id: e for e in episodes}, r, cfg, tok, recorder, rubric, docs_style),
-        callbacks=step_callbacks(progress, log))
+        callbacks=step_callbacks(progress, log) + trackers)
     trainer.recorder = recorder
+    if checkpoints:
+        trainer.add_callback(checkpoint_callback(checkpoints, lambda folder: _save_run_state(trainer, folder)))
     if getattr(trainer, "vllm_generation", None) is not None:
         out_of_place_sync(trainer.vllm_generation)
     trainer.dr_grpo_tokens = cfg.dr_grpo_tokens
@@ -376,17 +386,23 @@ def build_trainer(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfi
 def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, base_path: str, adapter_path: str | None,
                out_dir: str | Path, run: str = "", progress: Callable[[int, int], None] | None = None,
                rubric: Rubric | None = None, log: Callable[[dict], None] | None = None,
-               docs_style: DocStyle = "json") -> tuple[dict, pa.Table]:
+               docs_style: DocStyle = "json", checkpoints: Checkpointing | None = None,
+               tracking: Tracking | None = None) -> tuple[dict, pa.Table]:
     """Train with PAG-RL (or the recipe's baseline rollout) and save the adapter to ``out_dir``;
     ``rubric`` defaults to the recipe's terms. Returns (metrics incl. TRL's log history, the
     rollouts table)."""
     import torch
 
+    resume = checkpoints.resume_from() if checkpoints else None
+    start = read_marker(resume)["step"] if resume else 0  # read now: the trainer rotates old checkpoints away
     with tempfile.TemporaryDirectory(prefix="progra-grpo-") as tmp:
-        trainer, tok = build_trainer(episodes, r, cfg, base_path, adapter_path, tmp, run, progress, rubric, log, docs_style)
+        trainer, tok = build_trainer(episodes, r, cfg, base_path, adapter_path, tmp, run, progress, rubric, log, docs_style,
+                                     checkpoints, tracking, start)
         init = _adapter_weights(trainer.model, "default") if adapter_path else {}
+        if resume:
+            _load_run_state(trainer, resume)
         t0 = time.perf_counter()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
         reference = _check_reference(trainer.model, init)
         save_adapter(trainer, tok, out_dir, selected_adapters=["default"])
@@ -395,7 +411,8 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
     steps = trainer.state.global_step
     tokens = table.column("tokens").to_pylist() + table.column("env_tokens").to_pylist()
     metrics = {
-        "steps": steps, "seconds": round(seconds, 2), "seconds_per_step": round(seconds / max(steps, 1), 3),
+        "steps": steps, "seconds": round(seconds, 2), "resumed_from_step": start or None,
+        "seconds_per_step": round(seconds / max(steps - start, 1), 3),
         "episodes": len(episodes), "rollouts": table.num_rows, **reference,
         "mean_reward_first": _mean_at(table, min(table.column("step").to_pylist() or [0])),
         "mean_reward_last": _mean_at(table, max(table.column("step").to_pylist() or [0])),
@@ -405,6 +422,34 @@ def train_grpo(episodes: Sequence[rollout.Episode], r: Recipe, cfg: GRPOConfig, 
         **world(trainer), "log_history": history,
     }
     return metrics, table
+
+
+def _rank_files(trainer, folder: str) -> tuple[Path, Path]:
+    k = trainer.accelerator.process_index
+    return Path(folder) / f"rollouts-rank{k}.parquet", Path(folder) / f"run-state-rank{k}.json"
+
+
+def _save_run_state(trainer, folder: str) -> dict:
+    """What a resumed PAG-RL run needs beyond the trainer's own files, per process: its recorded
+    rollouts (so the ``rollouts`` dataset has every step once) and Dr. GRPO's normaliser, fixed
+    at the first step and never measured again."""
+    import pyarrow.parquet as pq
+
+    rollouts, state = _rank_files(trainer, folder)
+    pq.write_table(pa.Table.from_pylist(trainer.recorder.rows, schema=ROLLOUTS), rollouts)
+    state.write_text(json.dumps({"dr_grpo_tokens": trainer.dr_grpo_tokens}))
+    return {}
+
+
+def _load_run_state(trainer, folder: str) -> None:
+    import pyarrow.parquet as pq
+
+    rollouts, state = _rank_files(trainer, folder)
+    if not rollouts.is_file() or not state.is_file():
+        raise FileNotFoundError(f"{folder} has no run state of process {trainer.accelerator.process_index}: it was "
+                                "saved with a different number of processes (launch.num_processes)")
+    trainer.dr_grpo_tokens = json.loads(state.read_text())["dr_grpo_tokens"]
+    trainer.recorder.rows = pq.read_table(rollouts).to_pylist()
 
 
 def _adapter_weights(model, name: str) -> dict:

@@ -27,6 +27,8 @@ from progra_core.prompts.policy import build_prompt
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import reject
 from progra_core.train import memory
+from progra_core.train.checkpoints import Checkpointing, checkpoint_callback, read_marker
+from progra_core.train.tracking import Tracking, tracking_setup
 
 __all__ = ["STAGE", "CODE_VERSION", "sft_rows", "fit_length", "train_sft", "lora_config", "device_kwargs", "step_callbacks",
            "quiet_trainer", "score_labelled_positions_only", "save_adapter", "world", "weights_dtype", "use_checkpointing", "preflight", "device_memory"]
@@ -238,9 +240,12 @@ def world(trainer) -> dict:
 
 
 def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str | Path, seed: int = 0,
-              progress: Callable[[int, int], None] | None = None, log: Callable[[dict], None] | None = None) -> dict:
+              progress: Callable[[int, int], None] | None = None, log: Callable[[dict], None] | None = None,
+              checkpoints: Checkpointing | None = None, tracking: Tracking | None = None) -> dict:
     """LoRA SFT with TRL on the train split, eval loss on the validation split before and after.
-    Saves the adapter (``PeftModel.from_pretrained``-loadable) and tokenizer to ``out_dir``."""
+    Saves the adapter (``PeftModel.from_pretrained``-loadable) and tokenizer to ``out_dir``. With
+    ``checkpoints``, saves every ``save_steps`` and first resumes from the newest complete checkpoint;
+    ``tracking`` sends the trainer's logs to the configured trackers."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -257,23 +262,28 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     if not train:
         raise ValueError("no SFT training rows: the train split is empty")
     micro = cfg.device_batch  # per device; x processes x accumulation = batch_size
+    resume = checkpoints.resume_from() if checkpoints else None
+    start = read_marker(resume)["step"] if resume else 0  # read now: the trainer rotates old checkpoints away
+    trackers, report_to = tracking_setup(tracking, start)
     with tempfile.TemporaryDirectory(prefix="progra-sft-") as tmp:
-        args = TRLSFTConfig(
-            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=micro,
-            per_device_eval_batch_size=micro, learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-            lr_scheduler_type=cfg.lr_scheduler, max_length=cfg.max_length, completion_only_loss=True, seed=seed,
-            eval_strategy="no", **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps))
+        args = TRLSFTConfig(**{
+            "output_dir": tmp, "max_steps": cfg.max_steps, "per_device_train_batch_size": micro,
+            "per_device_eval_batch_size": micro, "learning_rate": cfg.learning_rate, "warmup_steps": cfg.warmup_steps,
+            "lr_scheduler_type": cfg.lr_scheduler, "max_length": cfg.max_length, "completion_only_loss": True, "seed": seed,
+            "eval_strategy": "no", **device_kwargs(cfg.precision, cfg.gradient_checkpointing, cfg.accumulation_steps),
+            **(checkpoints.trainer_kwargs() if checkpoints else {}), "report_to": report_to})
         # after the training config: under DeepSpeed ZeRO-3 it is what makes from_pretrained partition
         # the weights as they load, instead of every rank building the whole model in host memory
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=weights_dtype(cfg.precision))
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val) if val else None, processing_class=tok,
                              peft_config=lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
-                             callbacks=step_callbacks(progress, log))
+                             callbacks=step_callbacks(progress, log) + trackers
+                             + ([checkpoint_callback(checkpoints)] if checkpoints else []))
         quiet_trainer(trainer)
         before = trainer.evaluate()["eval_loss"] if val else None
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
         after = trainer.evaluate()["eval_loss"] if val else None
         save_adapter(trainer, tok, out_dir)
@@ -282,7 +292,8 @@ def train_sft(rows: Sequence[dict], base_path: str, cfg: SFTConfig, out_dir: str
     return {
         "train_loss": out.training_loss, "eval_loss_before": before, "eval_loss_after": after,
         "steps": trainer.state.global_step, "seconds": round(seconds, 2),
-        "seconds_per_step": round(seconds / max(trainer.state.global_step, 1), 3),
+        "resumed_from_step": start or None,
+        "seconds_per_step": round(seconds / max(trainer.state.global_step - start, 1), 3),
         "train_examples": len(train), "validation_examples": len(val), "trainable_params": trainable,
         "kinds": dict(Counter(r["kind"] for r in rows)), "device": "cuda" if torch.cuda.is_available() else "cpu",
         **world(trainer), "log_history": history,

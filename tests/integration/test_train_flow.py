@@ -42,6 +42,13 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     assert [(c["step"], c["n"]) for c in curve] == [(1, 2), (2, 2)]
     assert cat.sql("select count(*) c from train_log where metric = 'kl'").to_pylist()[0]["c"] == 2
     assert cat.sql("select count(*) c from rollouts, unnest(actions) a").to_pylist()[0]["c"] >= 4
+    # checkpoints (grpo.save_steps=1 in the profile) served only a resume: gone once the model is registered
+    assert cfg.grpo.save_steps == 1 and not list((root / "checkpoints").rglob("checkpoint-*"))
+    # the default tracker: TensorBoard event files per model, read back by TensorBoard's own reader
+    from progra_core.train.tracking import read_scalars
+
+    assert [s for s, _ in read_scalars(str(root / "tracking" / "grpo" / rows["grpo"]["model_id"]), "train/reward")] == [1, 2]
+    assert [s for s, _ in read_scalars(str(root / "tracking" / "sft" / rows["sft"]["model_id"]), "train/loss")] == [1]
 
     written: list[str] = []
     real = store.DatasetStore.write

@@ -233,3 +233,23 @@ def test_a_jsonl_line_is_judged_on_at_most_the_record_limit(tmp_path, monkeypatc
     rows = list(chat.iter_jsonl(mixed))
     assert rows[0][1]["reason"] == "record_too_large" and "100" in rows[0][1]["detail"]
     assert rows[1][0] is not None and rows[1][1] is None  # the record after the long line is kept
+
+
+def test_a_copied_root_finds_its_own_adapters_and_rows_cannot_point_outside_it(tmp_path):
+    """A ``models`` row keeps the absolute path of the machine that trained it; after the root is
+    copied elsewhere (and the original deleted) the adapter still resolves, under the new root."""
+    import shutil
+
+    src = tmp_path / "trained"
+    src.mkdir()
+    (src / "adapter_config.json").write_text("{}")
+    old = DatasetStore(tmp_path / "a")
+    path = old.put_model(src, "sft", "m1")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    new = DatasetStore(tmp_path / "b")
+    assert Path(new.local_model(path)) == (tmp_path / "b" / "models" / "sft" / "m1").resolve()
+    with pytest.raises(ValueError, match="not a model folder"):
+        new.local_model(str(tmp_path / "elsewhere" / "adapter"))
+    with pytest.raises(FileNotFoundError, match="m2"):
+        new.local_model(path.replace("m1", "m2"))

@@ -81,7 +81,8 @@ def test_export_model_writes_a_merged_folder_that_generates_like_base_plus_adapt
     lora.save_pretrained(adapter)
     store = DatasetStore(tmp_path / "root")
     traj = store.write("trajectories", pa.table({"trajectory_id": ["t1"], "source": ["bfcl"]}), config={})
-    row = {"model_id": "abcdef0123456789", "base": str(tiny_llama), "adapter_path": str(adapter), "method": "pag_sft",
+    row = {"model_id": "abcdef0123456789", "base": str(tiny_llama), "method": "pag_sft",
+           "adapter_path": store.put_model(adapter, "sft", "abcdef0123456789"),
            "stage": "sft", "parents": [traj.dataset_id], "metrics": json.dumps({"steps": 3}), "config": json.dumps({"lora_r": 4}),
            "created_at": None}
     store.write("models", pa.Table.from_pylist([row], schema=MODELS), dataset_id=row["model_id"], parents=[traj.dataset_id])

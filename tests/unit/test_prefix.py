@@ -197,3 +197,47 @@ def test_generation_never_asks_transformers_to_auto_compile(static_only, monkeyp
     prompt = tok(static_only._prompt(_conv(1)), add_special_tokens=False)["input_ids"]
     hf_sampler(model, tok, max_new_tokens=4, temperature=1.0, seed=0, static_cache=True)([prompt, prompt])
     assert len(seen) >= 2 and all(seen), seen
+
+
+def test_loop_stop_fires_on_the_third_copy_of_a_window_and_never_on_text_that_does_not_repeat():
+    import torch
+
+    from progra_core.llm.local import LoopStop
+
+    prompt = [7, 7, 7, 7, 7, 7, 7, 7]  # repeats in the prompt never count
+    loop = [1, 2, 3] + [10, 11, 12, 13, 14] * 8
+    plain = list(range(100, 100 + len(loop)))
+    stop = LoopStop(len(prompt), window=5)
+    fired = {}
+    for n in range(1, len(loop) + 1):
+        ids = torch.tensor([prompt + loop[:n], prompt + plain[:n]])
+        out = stop(ids, None)
+        for row in out.nonzero().flatten().tolist():
+            fired.setdefault(row, n)
+    # the window [10..14] starts at 3, 8 and 13: its third copy is complete at 18 tokens
+    assert fired == {0: 18} and stop.stopped_at == {0: 18}
+    assert stop.cut([loop, plain]) == [loop[:18], plain]
+
+
+def test_a_looping_model_is_cut_to_a_prefix_of_what_it_would_write(tiny_llama):
+    """A model whose weights are all zero writes token 0 forever under greedy decoding; with the
+    loop stop the row is exactly the plain output's first 18 tokens (window 6, three copies), and
+    no end-of-sequence token is added (a loop stop is a length cut)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from progra_core.llm.hf import cache_kwarg
+    from progra_core.llm.local import prefix_generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    contexts = [tok(f"task {k}: list /data/{k}", add_special_tokens=False)["input_ids"] for k in range(2)]
+    kw = {"max_new_tokens": 60, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    with torch.no_grad():
+        plain = prefix_generate(model, contexts, tok.pad_token_id, None, cache_kwarg(model), loop_window=None, **kw)
+        cut = prefix_generate(model, contexts, tok.pad_token_id, None, cache_kwarg(model), loop_window=6, **kw)
+    assert plain == [[0] * 60, [0] * 60]
+    assert cut == [[0] * 18, [0] * 18]
