@@ -80,10 +80,12 @@ def dataset_card(store: DatasetStore, refs: list[DatasetRef], table: pa.Table, *
     return "\n".join(lines)
 
 
-def model_card(store: DatasetStore, row: Mapping, evals: list[Mapping], base_folder: str | None = None) -> str:
-    """The card of a merged model: what it is (method, base, stage), the data it was trained on
-    (its lineage down to the ingested sources and their licenses), its config and training
-    metrics, and the evaluation rows recorded for it (``eval_summary``)."""
+def model_card(store: DatasetStore, row: Mapping, evals: list[Mapping], base_folder: str | None = None,
+               merged: bool = True) -> str:
+    """The card of a merged model (``merged``) or of the stored LoRA adapter: what it is (method,
+    base, stage), the data it was trained on (its lineage down to the ingested sources and their
+    licenses), its config and training metrics, and the evaluation rows recorded for it
+    (``eval_summary``; an adapter's card is written when it is registered, before any)."""
     refs = []
     for p in row.get("parents") or []:
         try:
@@ -93,12 +95,16 @@ def model_card(store: DatasetStore, row: Mapping, evals: list[Mapping], base_fol
     chain = store.lineage(refs)
     sources = _sources(store, chain)
     metrics = json.loads(row.get("metrics") or "{}")
-    lines = ["---", "library_name: transformers", f"base_model: {json.dumps(str(row['base']))}", "tags:",
+    what = (f"The LoRA adapter `{row['model_id']}` merged into its base `{row['base']}`"
+            + (f" (loaded from `{base_folder}`)" if base_folder and base_folder != row["base"] else "")
+            + ": a plain model folder (safetensors + tokenizer) that loads without PEFT.") if merged else (
+            f"A LoRA adapter over `{row['base']}`"
+            + (f" (the folder `{base_folder}`, named in adapter_config.json)" if base_folder and base_folder != row["base"] else "")
+            + ": `PeftModel.from_pretrained(base, this_folder)`; `progra export-model "
+            + f"{row['model_id']} <folder>` merges it into a plain model with this card and its evaluations.")
+    lines = ["---", f"library_name: {'transformers' if merged else 'peft'}", f"base_model: {json.dumps(str(row['base']))}", "tags:",
              *[f"- {t}" for t in dict.fromkeys(["function-calling", "multi-turn", "progra", str(row["method"])])], "---", "",
-             f"# progra {row['stage']} model {row['model_id']} ({row['method']})", "",
-             f"The LoRA adapter `{row['model_id']}` merged into its base `{row['base']}`"
-             + (f" (loaded from `{base_folder}`)" if base_folder and base_folder != row["base"] else "")
-             + ": a plain model folder (safetensors + tokenizer) that loads without PEFT.", "",
+             f"# progra {row['stage']} model {row['model_id']} ({row['method']})", "", what, "",
              "## Training data", "", "| dataset | stage | rows | code version |", "|---|---|---:|---|"]
     lines += [f"| {r.dataset_id} | {r.stage} | {r.rows} | {r.code_version or '—'} |" for r in chain]
     lines += ["", "Sources: " + (", ".join(f"{s} ({n} trajectories; {SOURCE_LICENSES.get(s, ('', '', 'unknown'))[2]})"

@@ -16,6 +16,7 @@ from progra_core.schemas import MODELS, TRAIN_LOG
 from progra_core.train.curves import log_rows
 from progra_core.train.tracking import Tracking
 from storage import DatasetRef, DatasetStore, fingerprint
+from storage.cards import model_card
 from tasks.artifacts import publish_markdown
 from tasks.runtime import flow_run_id
 
@@ -57,12 +58,16 @@ def register_model(store: DatasetStore, stage: str, model_id: str, out_dir, *, b
     """Put the adapter under ``<root>/models/<stage>/<model_id>``, write its ``train_log`` rows
     and its ``models`` row (dataset id = model id), publish the model card; returns the models ref."""
     history = metrics.pop("log_history", [])
+    row = {"model_id": model_id, "base": base, "adapter_path": None, "method": method, "stage": stage,
+           "parents": parents, "metrics": json.dumps(metrics, default=str), "config": json.dumps(config, default=str),
+           "created_at": datetime.now(UTC)}
+    base_folder = json.loads((Path(out_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    # the adapter's own card from its lineage, over the blank template PEFT saves
+    (Path(out_dir) / "README.md").write_text(model_card(store, row, [], base_folder=base_folder, merged=False), encoding="utf-8")
     adapter = store.put_model(out_dir, stage, model_id)
     store.write("train_log", pa.Table.from_pylist(log_rows(model_id, stage, history), schema=TRAIN_LOG),
                 dataset_id=fingerprint("train_log", {}, [model_id]), parents=[model_id], flow_run_id=flow_run_id())
-    row = {"model_id": model_id, "base": base, "adapter_path": adapter, "method": method, "stage": stage,
-           "parents": parents, "metrics": json.dumps(metrics, default=str), "config": json.dumps(config, default=str),
-           "created_at": datetime.now(UTC)}
+    row["adapter_path"] = adapter
     ref = store.write("models", pa.Table.from_pylist([row], schema=MODELS), dataset_id=model_id, config=config,
                       parents=parents, code_version=code_version, rejects=rejects, flow_run_id=flow_run_id(), stats=metrics)
     md = [f"# {stage}: {method}", "", f"adapter: `{adapter}`", ""]

@@ -37,6 +37,11 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     assert rows["grpo"]["parents"] == [data["trajectories"].dataset_id, rows["sft"]["model_id"]]
     for r in rows.values():
         PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), r["adapter_path"])
+        card = (root / "models" / r["stage"] / r["model_id"] / "README.md").read_text()
+        assert "More Information Needed" not in card and "library_name: peft" in card  # ours, not PEFT's blank template
+        assert r["model_id"] in card and r["parents"][-1] in card and "Training data" in card
+        base = json.loads((root / "models" / r["stage"] / r["model_id"] / "adapter_config.json").read_text())
+        assert base["base_model_name_or_path"] == str(tiny_llama)
     assert '"kl_reference": "sft_adapter_copy"' in rows["grpo"]["metrics"]
     curve = cat.sql("select step, avg(total_reward) r, count(*) n from rollouts group by step order by step").to_pylist()
     assert [(c["step"], c["n"]) for c in curve] == [(1, 2), (2, 2)]
