@@ -443,7 +443,7 @@ def export_model(model: Annotated[str, typer.Argument(help="A models id (see `pr
         raise typer.Exit(2)
     row = rows[0]
     cfg = load_config(profile)
-    base = Gateway.from_config(cfg, r).local_path(row["base"]) if row["base"].startswith("local/") else row["base"]
+    base = str(Path(Gateway.from_config(cfg, r).local_path(row["base"])).resolve()) if row["base"].startswith("local/") else row["base"]
     try:
         out = merge_adapter(base, store.local_model(row["adapter_path"]), path)
     except FileExistsError as e:
