@@ -15,7 +15,7 @@ from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
 from tasks.limits import ensure_limit
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
-from tasks.shards import shard_mapper
+from tasks.shards import in_order, shard_mapper
 
 __all__ = ["stage_fingerprint", "ancestor", "commit", "run_data_stage", "TASKS"]
 
@@ -71,7 +71,8 @@ def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], ou
         shards = ShardIO(store, output_stage, dataset_id)
         table, shard_stats = run_sharded(items, st.id_key, st.shard_size(cfg), None, shards,
                                          Progress(f"{name.replace('_', '-')}-progress", len(items)),
-                                         mapper=shard_mapper(cfg, root, name, lambda part, gw: st.process(cfg, part, gw, ep), usage))
+                                         mapper=shard_mapper(cfg, root, name, lambda part, gw: st.process(cfg, part, gw, ep), usage,
+                                                             ordered=in_order(cfg, ep.model)))
         out, rejects, stats = st.finish(table)
         stats = {**stats, **shard_stats, "rows_in": len(items)}
     else:

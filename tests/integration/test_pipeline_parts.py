@@ -126,6 +126,45 @@ def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
     assert table.column("id").to_pylist() == [i["id"] for i in items]
 
 
+def test_shards_of_an_in_process_local_model_run_one_at_a_time_in_key_order(tmp_path):
+    """A ``local/`` model on the thread runner: shards one at a time, in the plan's order (the
+    prefix cache history, hence the bf16 answers, is then the same on every run); an endpoint
+    model or another runner keeps the pool."""
+    from prefect import flow
+
+    from flows.runners import with_runner
+    from progra_core.sharding import run_sharded
+    from storage import DatasetStore, ShardIO
+    from tasks.shards import in_order, shard_mapper
+
+    cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
+    assert in_order(cfg, "local/smollm2") and not in_order(cfg, "openai/gpt-4o") and not in_order(cfg, None)
+    assert not in_order(cfg.model_copy(update={"dispatch": cfg.dispatch.model_copy(update={"task_runner": "dask"})}), "local/x")
+    items = [{"id": f"i{n:02d}"} for n in range(8)]
+    live, peak, seen = [0], [0], []
+    lock = threading.Lock()
+
+    def work(part, gateway):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            seen.append(part[0]["id"])
+        time.sleep(0.2)
+        with lock:
+            live[0] -= 1
+        return pa.table({"id": [p["id"] for p in part]})
+
+    shards = ShardIO(DatasetStore(tmp_path), "verified", "probe00000000001")
+
+    @flow(name="shard-order-probe")
+    def probe():
+        return run_sharded(items, "id", 2, None, shards, mapper=shard_mapper(cfg, str(tmp_path), "probe", work, [], ordered=True))
+
+    table, stats = with_runner(probe, cfg)()
+    assert peak[0] == 1 and seen == ["i00", "i02", "i04", "i06"] and stats["shards_computed"] == 4
+    assert table.column("id").to_pylist() == [i["id"] for i in items]
+
+
 def test_export_parquet_jsonl_hf(tmp_path, monkeypatch):
     from datasets import load_from_disk
 
