@@ -262,13 +262,13 @@ def bench_digest(work: Path, repeats: int, rows: int = 1_000_000) -> dict:
 
 # -- BFCLEnv vs BFCL's executor ----------------------------------------------------------------
 
-def _ours_env(entries) -> int:
+def _ours_env(entries, isolated: bool = False) -> int:
     from progra_core.calls import parse_calls
-    from progra_core.envs.bfcl import BFCLEnv
+    from progra_core.envs.factory import make_env
 
     steps = 0
     for e in entries:
-        env = BFCLEnv(e["initial_config"], e["involved_classes"])
+        env = make_env("bfcl", e["involved_classes"], e["initial_config"], isolated=isolated)
         for turn in e["ground_truth"]:
             if turn:
                 steps += len(env.execute(parse_calls("[" + ", ".join(turn) + "]")))
@@ -299,6 +299,23 @@ def bench_env(work: Path, repeats: int) -> dict:
     t_theirs = median_time(lambda: _theirs_env(entries, next(tags)), repeats)
     return {"name": f"BFCLEnv vs BFCL executor ({len(entries)} base entries, {steps} steps)", "ours": steps / t_ours,
             "baseline": steps / t_theirs, "unit": "steps/s", "ratio": t_theirs / t_ours, "goal": ">= 1 (no eval)"}
+
+
+def bench_isolation(work: Path, repeats: int) -> dict:
+    """The cost of envs in a worker process the budget can kill (every env that runs model calls)
+    against the same envs in this process, side by side: the replay of BFCL base ground truth,
+    one env per entry, a pipe round trip per call."""
+    from progra_core.envs.isolated import stop_workers
+    from progra_core.sources.bfcl import load_entries
+
+    entries = load_entries("base")
+    steps = _ours_env(entries, isolated=True)
+    t_iso = median_time(lambda: _ours_env(entries, isolated=True), repeats)
+    t_in = median_time(lambda: _ours_env(entries), repeats)
+    stop_workers()
+    return {"name": f"env calls in a killable worker process vs in process ({len(entries)} base entries, {steps} steps)",
+            "ours": steps / t_iso, "baseline": steps / t_in, "unit": "steps/s", "ratio": t_in / t_iso,
+            "goal": "per episode << a model step"}
 
 
 def bench_budget(work: Path, repeats: int) -> dict:
@@ -428,7 +445,7 @@ def bench_guided(work: Path, repeats: int, n: int = 4) -> dict:
             "ours": t_on / n, "baseline": t_off / n, "unit": "s/row", "ratio": t_off / t_on, "goal": ">= 3"}
 
 
-BENCHES = {"awareness": bench_awareness, "awareness64": bench_awareness64, "rerun": bench_rerun, "sql": bench_sql, "digest": bench_digest, "env": bench_env, "budget": bench_budget,
+BENCHES = {"awareness": bench_awareness, "awareness64": bench_awareness64, "rerun": bench_rerun, "sql": bench_sql, "digest": bench_digest, "env": bench_env, "isolation": bench_isolation, "budget": bench_budget,
            "verify": bench_verify, "localeval": bench_localeval, "localeval_json": bench_localeval_json, "guided": bench_guided,
            "dask": bench_dask, "ray": bench_ray}
 

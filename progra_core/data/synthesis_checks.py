@@ -12,6 +12,7 @@ from typing import Any
 from progra_core.calls import Call, CallParseError, balanced_span, parse_calls, schema_equal
 from progra_core.envs.base import EnvError
 from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, StateTooLarge
+from progra_core.envs.factory import make_env
 from progra_core.prompts.synthesis import REVIEW_PREFIX
 
 __all__ = ["Vote", "vote", "state_changed", "is_error_observation", "review_verdict", "review_majority", "extract_json",
@@ -135,7 +136,7 @@ def validate_config(text: str | None, classes: list[str], exemplars: list[dict] 
     if missing:
         return None, f"missing_class: give a non-empty object for {missing}"
     try:
-        env = BFCLEnv(config, classes)
+        env = make_env("bfcl", classes, config)
     except EnvError as e:
         return None, f"class_rejected: {e}"
     try:

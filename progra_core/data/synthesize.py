@@ -47,6 +47,7 @@ from progra_core.data.synthesis_checks import (
     vote,
 )
 from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, StateTooLarge, function_docs
+from progra_core.envs.factory import make_env
 from progra_core.llm import ChatRequest, ChatResult, guided
 from progra_core.prompts import tools as prompt_tools
 from progra_core.prompts.synthesis import (
@@ -210,7 +211,7 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
                 continue
             config, err = validate_config(res.text, a.spec["involved_classes"], a.spec["exemplars"])
             if err is None:
-                a.config, a.env = config, BFCLEnv(config, a.spec["involved_classes"])
+                a.config, a.env = config, make_env("bfcl", a.spec["involved_classes"], config)
                 a.scenario = a.env.scenario()
                 continue
             a.config_errors.append(err)

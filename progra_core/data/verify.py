@@ -59,7 +59,7 @@ def resolver(env: str | None, classes: tuple[str, ...]):
     if env not in ("bfcl", "tau2") or not classes:
         return None
     try:
-        return make_env(env, list(classes), None).resolve
+        return make_env(env, list(classes), None, isolated=False).resolve  # names arguments, runs nothing
     except Exception:
         return None
 

@@ -246,6 +246,12 @@ class BFCLEnv:
         self.history.append((call, obs))
         return obs
 
+    def record_stopped(self, call: Call, observation: str, seconds: float) -> None:
+        """A call stopped outside this env (its worker process was killed at the budget,
+        :mod:`progra_core.envs.isolated`): in the history as a failed call, its time spent."""
+        self.clock.spend(seconds)
+        self.history.append((call, observation))
+
     def execute(self, calls: Sequence[Call] | str) -> list[str]:
         """Run calls in order; one observation each. Text is parsed first (a parse error becomes a
         single error observation)."""

@@ -19,12 +19,20 @@ ENV_KINDS = {
 }
 
 
-def make_env(kind: str | None, involved_classes: Sequence[str], initial_config: Any, long_context: bool = False) -> Env:
-    """A fresh env for one episode of a ``trajectories`` row (``env`` column: bfcl or tau2)."""
+def make_env(kind: str | None, involved_classes: Sequence[str], initial_config: Any, long_context: bool = False,
+             isolated: bool = True) -> Env:
+    """A fresh env for one episode of a ``trajectories`` row (``env`` column: bfcl or tau2).
+    ``isolated`` (every env that executes calls): the env lives in a worker process that is
+    killed at the budget (:mod:`progra_core.envs.isolated`); in-process only where nothing runs
+    (``resolve`` of argument names) or inside that worker."""
+    if kind not in (None, "", "bfcl", "tau2"):
+        raise EnvError(f"unknown env kind {kind!r}; known: {sorted(ENV_KINDS)}")
+    if kind == "tau2" and len(involved_classes) != 1:
+        raise EnvError(f"a tau2 episode names exactly one domain in involved_classes, got {list(involved_classes)}")
+    if isolated:
+        from progra_core.envs.isolated import IsolatedEnv
+
+        return IsolatedEnv(kind, involved_classes, initial_config, long_context)
     if kind in (None, "", "bfcl"):
         return BFCLEnv(initial_config, involved_classes, long_context=long_context)
-    if kind == "tau2":
-        if len(involved_classes) != 1:
-            raise EnvError(f"a tau2 episode names exactly one domain in involved_classes, got {list(involved_classes)}")
-        return Tau2Env(involved_classes[0], initial_state=initial_config)
-    raise EnvError(f"unknown env kind {kind!r}; known: {sorted(ENV_KINDS)}")
+    return Tau2Env(involved_classes[0], initial_state=initial_config)

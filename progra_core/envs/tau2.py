@@ -259,6 +259,18 @@ class Tau2Env:
         self.history.append((resolved, msg.content))
         return msg.content
 
+    def record_stopped(self, call: Call, observation: str, seconds: float, requestor: str = "assistant") -> None:
+        """A call stopped outside this env (its worker process was killed at the budget,
+        :mod:`progra_core.envs.isolated`): logged as a failed tool call, its time spent."""
+        from tau2.data_model.message import ToolCall, ToolMessage
+
+        resolved = self.resolve(call, requestor)
+        tc = ToolCall(id=f"call_{len(self.log)}", name=call.name, arguments=dict(resolved.args), requestor=requestor)
+        self.clock.spend(seconds)
+        self.errors += 1
+        self.log.append((tc, ToolMessage(id=tc.id, role="tool", content=observation, requestor=requestor, error=True)))
+        self.history.append((resolved, observation))
+
     def execute(self, calls: Sequence[Call] | str, requestor: str = "assistant") -> list[str]:
         calls, error = parse_step(calls)
         if error:

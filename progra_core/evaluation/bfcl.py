@@ -34,7 +34,7 @@ from progra_core import versioning
 from progra_core.calls import Call, format_call
 from progra_core.config import EvaluateConfig
 from progra_core.envs.base import EnvError
-from progra_core.envs.bfcl import BFCLEnv
+from progra_core.envs.factory import make_env
 from progra_core.evaluation import scoring
 from progra_core.llm.gateway import ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
@@ -121,7 +121,7 @@ class _Run:
         self.entry, self.trial, self.cfg, self.docs_style = entry, trial, cfg, docs_style
         self.remote = not subject.model.startswith("local/")
         long_context = entry["category"] == "long_context"
-        self.env = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
+        self.env = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
         if cfg.prompt == "bfcl":
             system = bfcl_system_prompt(entry["function"], docs_style)
         else:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from progra_core.calls import Call, parse_calls
 from progra_core.envs.base import missing_observations
-from progra_core.envs.bfcl import BFCLEnv
+from progra_core.envs.factory import make_env
 
 __all__ = ["EntryScore", "check_entry", "ground_truth_calls", "missing_observations", "ERROR_TYPES"]
 
@@ -64,8 +64,8 @@ def check_entry(entry: dict, model_turns: Sequence[Sequence[Sequence[Call]]], *,
     run stopped early (``force_terminated`` or ``inference_error``): the turn it stopped in (the
     last of ``model_turns``) and the turns never played fail."""
     long_context = "long_context" in entry.get("category", "") or "long_context" in entry["id"]
-    model = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
-    truth = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
+    model = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
+    truth = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
     gt = ground_truth_calls(entry)
     all_obs: list[str] = []
     passed: list[bool | None] = []

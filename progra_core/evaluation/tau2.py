@@ -33,6 +33,7 @@ from progra_core import versioning
 from progra_core.calls import format_call
 from progra_core.config import EvaluateConfig
 from progra_core.envs.base import EnvError
+from progra_core.envs.factory import make_env
 from progra_core.envs.tau2 import Tau2Env, load_tasks
 from progra_core.evaluation.bfcl import EVAL_RESULTS, STAGE, Subject
 from progra_core.llm.gateway import ChatRequest, ChatResult
@@ -96,9 +97,9 @@ class _Conversation:
 
         self.domain, self.task, self.trial, self.cfg, self.user = domain, task, trial, cfg, user
         self.remote = not subject.model.startswith("local/")
-        self.env = Tau2Env(domain, task.initial_state)
+        self.env = make_env("tau2", [domain], task.initial_state)
         self.user_tools = self.env.tools("user")
-        sim = UserSimulator(instructions=task.user_scenario.instructions, tools=self.env.env.get_user_tools() if self.user_tools else None)
+        sim = UserSimulator(instructions=task.user_scenario.instructions, tools=[] if self.user_tools else None)  # the simulator reads only whether there are tools
         user_system = sim.system_prompt + (_USER_TOOLS.format(tools=json.dumps(self.user_tools)) if self.user_tools else "")
         self.agent_msgs = [{"role": "system", "content": agent_system_prompt(self.env, subject, cfg.prompt, docs_style)},
                            {"role": "assistant", "content": GREETING}]

@@ -27,7 +27,8 @@ from typing import Any, Literal
 from progra_core.calls import Call, calls_to_records, parse_calls
 from progra_core.envs import budget
 from progra_core.envs.base import CallBudgetError
-from progra_core.envs.bfcl import BFCLEnv, _data_dir, function_docs
+from progra_core.envs.bfcl import _data_dir, function_docs
+from progra_core.envs.factory import make_env
 from progra_core.schemas import reject
 
 __all__ = [
@@ -117,7 +118,7 @@ def entry_to_trajectory(entry: dict, step_mode: StepMode = "per_call", held_out_
     """
     category = entry.get("category", "base")
     long_context = category == "long_context"
-    env = BFCLEnv(entry["initial_config"], entry["involved_classes"], long_context=long_context)
+    env = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
     _, added = initial_tools(entry)
     gt = entry.get("ground_truth")
     if gt is None or len(gt) != len(entry["question"]):

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from progra_core.calls import calls_to_records
-from progra_core.envs.tau2 import TRAIN_DOMAINS, Tau2Env, load_tasks, reference_calls
+from progra_core.envs.factory import make_env
+from progra_core.envs.tau2 import TRAIN_DOMAINS, load_tasks, reference_calls
 from progra_core.schemas import reject
 
 __all__ = ["task_query", "task_to_trajectory", "iter_trajectories"]
@@ -33,7 +34,7 @@ def task_query(task) -> str:
 def task_to_trajectory(domain: str, task) -> dict[str, Any]:
     """Execute the task's reference actions and build the row (a user-side action is an error:
     only agent-side tools belong in an agent's trajectory)."""
-    env = Tau2Env(domain, task.initial_state)
+    env = make_env("tau2", [domain], task.initial_state)
     actions = []
     for requestor, call in reference_calls(task):
         if requestor != "assistant":

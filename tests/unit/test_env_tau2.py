@@ -116,8 +116,17 @@ def test_both_envs_turn_bad_calls_into_observations_and_never_eval(kind, monkeyp
 
 
 def test_make_env_dispatches_on_the_trajectory_env_column():
-    assert isinstance(make_env("bfcl", ["GorillaFileSystem"], json.dumps(FS)), BFCLEnv)
-    assert isinstance(make_env("tau2", ["airline"], "null"), Tau2Env)
+    """In process where nothing runs; in a killable worker otherwise, with the same answers."""
+    assert isinstance(make_env("bfcl", ["GorillaFileSystem"], json.dumps(FS), isolated=False), BFCLEnv)
+    assert isinstance(make_env("tau2", ["airline"], "null", isolated=False), Tau2Env)
+    for kind, classes, config in (("bfcl", ["GorillaFileSystem"], json.dumps(FS)), ("tau2", ["airline"], "null")):
+        iso, local = make_env(kind, classes, config), make_env(kind, classes, config, isolated=False)
+        assert iso.name == local.name == kind and iso.tools() == local.tools() and iso.scenario() == local.scenario()
+        assert iso.snapshot() == local.snapshot()
+    telecom = make_env("tau2", ["telecom"], None)
+    user_tool = telecom.tools("user")[0]["name"]
+    assert "not found" not in telecom.execute([Call(user_tool)], requestor="user")[0]
+    assert telecom.log[-1][0].requestor == "user" and telecom.history[-1][0].name == user_tool
     with pytest.raises(EnvError):
         make_env("tau2", ["airline", "retail"], None)
     with pytest.raises(EnvError):
