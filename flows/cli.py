@@ -9,6 +9,7 @@ Everything else is imported here.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import sys
 import time
@@ -40,6 +41,7 @@ from flows.env import in_process_settings, prepare
 from progra_core import stages
 from progra_core.config import load_config
 from progra_core.evaluation import report as rep
+from progra_core.schemas import DATASETS
 from storage import Catalog, DatasetNotFound, DatasetStore, SQLRefused
 from storage.cards import dataset_card
 from storage.catalog import check_filter
@@ -74,7 +76,19 @@ def _config(profile: str, config: Path | None, overrides: list[str] | None, root
 
 
 def _root(profile: str, root: str | None) -> str:
-    return root or _config(profile, None, None).storage.root
+    """The storage root a reading command looks at; a local one that does not exist is an error
+    naming it (the default ``./.progra`` is relative to the working directory: run from another
+    folder, it silently showed nothing)."""
+    r = root or _config(profile, None, None).storage.root
+    _must_exist(r)
+    return r
+
+
+def _must_exist(root: str) -> None:
+    if "://" not in root and not (Path(root) / "datasets").is_dir():
+        err.print(f"[red]no storage root at {Path(root).resolve()}[/red] (nothing has run there): run `make run` or "
+                  "`progra run` first, or pass --root (the default, ./.progra, is relative to the working directory)")
+        raise typer.Exit(2)
 
 
 @contextlib.contextmanager
@@ -92,9 +106,10 @@ def run(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt
         through: Annotated[str, typer.Option(help="evaluate (default): the full pipeline (data, train, BFCL evaluation of "
                                                   "the base and the trained model); train: the data flow, then the method's "
                                                   "sft -> grpo; data: ingest [+ synthesize] -> segment -> awareness -> verify "
-                                                  "-> augment -> sft_data; ingest: stop after ingest")] = "evaluate") -> None:
+                                                  "-> augment -> sft_data; ingest: stop after ingest")] = "evaluate",
+        root: RootOpt = None) -> None:
     """Run the pipeline on a profile (GPU stages where dispatch.mode says)."""
-    cfg = _config(profile, config, set_)
+    cfg = _config(profile, config, set_, root)
     if through not in ("ingest", "data", "train", "evaluate"):
         err.print(f"[red]--through must be ingest, data, train or evaluate, not {through!r}[/red]")
         raise typer.Exit(2)
@@ -152,11 +167,13 @@ def stage(name: Annotated[StageName, typer.Argument(help=f"The stage to rerun, w
           model: Annotated[list[str] | None, typer.Option("--model", "-m", help="evaluate: a model under test (repeatable): "
                                                            "base, reasoning, a models id, or a LiteLLM string; default: "
                                                            "evaluate.models, or --input.")] = None,
-          profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+          profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None, root: RootOpt = None) -> None:
     """Rerun one stage from cached input datasets with the current config (+ --set overrides);
     the same flow as the stage-<name> deployment. An unchanged config returns the cached dataset."""
     name = name.value
-    cfg = _config(profile, config, set_)
+    cfg = _config(profile, config, set_, root)
+    if stages.get(name).inputs:  # it reads datasets: a root that does not exist has none
+        _must_exist(cfg.storage.root)
     st = stages.get(name)
     models = None
     if name == "evaluate":
@@ -236,8 +253,9 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
         if not runs or len(runs) < 2:
             err.print("[red]--compare needs two or more runs[/red]")
             raise typer.Exit(2)
-        headers, body = rep.compare([(r[:8], cat.eval_summary(ids_of(r))) for r in runs])
-        title = rep.TABLE_TITLE + ", runs side by side"
+        summaries = [(r[:8], cat.eval_summary(ids_of(r))) for r in runs]
+        headers, body = rep.compare(summaries)
+        title = rep.table_title([x for _, s in summaries for x in s]) + ", runs side by side"
         _print_table(headers, body, title, markdown)
         for headers, body, title in _paired_tables(cat, (runs[0], ids_of(runs[0])), (runs[-1], ids_of(runs[-1]))):
             _print_table(headers, body, title, markdown)
@@ -252,8 +270,9 @@ def report(runs: Annotated[list[str] | None, typer.Argument(help="Evaluation dat
                 latest[json.dumps([c.get("subject", {}).get("model_ref"), c.get("subject", {}).get("method"),
                                    c.get("evaluate", {}).get("prompt")])] = e["dataset_id"]
             ids = list(latest.values())
-        headers, body = rep.table1(cat.eval_summary(ids))
-        title = rep.TABLE_TITLE
+        summary = cat.eval_summary(ids)
+        headers, body = rep.table1(summary)
+        title = rep.table_title(summary)
     _print_table(headers, body, title, markdown)
 
 
@@ -318,6 +337,11 @@ def datasets(stage: Annotated[str | None, typer.Argument(help="Only this stage."
     """List datasets: id, stage, rows, rejects, size, parents, created; a dataset whose manifest or
     bytes are not what was written is marked corrupt (no view serves it) and named below the table."""
     store = DatasetStore(_root(profile, root))
+    if stage is not None and stage not in DATASETS and stage not in store.stages():
+        close = difflib.get_close_matches(stage, sorted(set(DATASETS) | set(store.stages())), n=1)
+        err.print(f"[red]no dataset kind {stage!r}[/red]" + (f"; did you mean {close[0]!r}?" if close else "")
+                  + f" Kinds: {', '.join(sorted(DATASETS))}")
+        raise typer.Exit(2)
     refs = store.list(stage)
     bad = {r.dataset_id for r in refs if not store.intact(r)}
     t = Table(title="datasets")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Table
 
 from progra_core.evaluation import report as rep
@@ -111,10 +112,17 @@ def print_refs(refs: dict) -> None:
 
 
 def print_rows(headers: list[str], body: list[list[str]], title: str) -> None:
-    t = Table(title=title)
+    """A table that stays whole in an 80-column terminal or log: a cell breaks only at a space
+    (an id folded over four lines cannot be copied, "81.2/5" misreads), an interval goes under
+    its value, headers break at their spaces, and no vertical rules (Table 1 with the next-call
+    columns is 77 wide)."""
+    cells = [[c.replace(" [", "\n[") for c in row] for row in body]
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
     for i, h in enumerate(headers):
-        t.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
-    for row in body:
+        spaced = any(" " in line for row in cells for line in row[i].split("\n"))
+        t.add_column(h.replace(" ", "\n") if i else h, justify="left" if i < 2 else "right", no_wrap=not spaced,
+                     overflow="fold")
+    for row in cells:
         t.add_row(*row)
     console.print(t)
 
@@ -150,13 +158,16 @@ def show_models(cfg, models: dict, root_opt: str) -> None:
 
 
 def show_evals(cfg, evals: dict, root_opt: str) -> None:
-    headers, body = rep.table1(Catalog(cfg.storage.root).eval_summary([r.dataset_id for r in evals.values()]))
-    print_rows(headers, body, rep.TABLE_TITLE)
+    summary = Catalog(cfg.storage.root).eval_summary([r.dataset_id for r in evals.values()])
+    headers, body = rep.table1(summary)
+    print_rows(headers, body, rep.table_title(summary))
     console.print(rep.report_note(cfg), highlight=False)
     for label, ref in evals.items():
         st = ref.stats or {}
-        console.print(f"{label}: {st.get('passed')}/{st.get('runs')} runs passed, {st.get('seconds_per_run')} s per entry "
-                      f"run ({st.get('seconds')} s) -> eval_results {ref.dataset_id}")
+        secs = st.get("seconds_by_benchmark") or {}
+        parts = [f"{bench} {d['passed']}/{d['runs']} passed ({secs.get(bench, '?')} s)" for bench, d in (st.get("by_benchmark") or {}).items()]
+        done = "; ".join(parts) or f"{st.get('passed')}/{st.get('runs')} passed"
+        console.print(f"{label}: {done} ({st.get('seconds')} s) -> eval_results {ref.dataset_id}")
     console.print(f"Per turn: progra sql \"select model_ref, method, category, accuracy, turn_accuracy, "
                   f"mean_first_failed_turn from eval_summary\"{root_opt}")
     if cfg.evaluate.tau2_domains:

@@ -25,8 +25,9 @@ def evaluate_models(models: list[str] | None, trained_model_id: str | None, cfg:
             cfg, cfg.storage.root, subject, local, parents, dataset_id=evaluate_fingerprint(cfg, subject, parents))
     catalog = Catalog(cfg.storage.root, cfg.storage.catalog_path)
     catalog.refresh()
-    headers, body = report.table1(catalog.eval_summary([r.dataset_id for r in out.values()]))
-    md = report.to_markdown(headers, body, report.TABLE_TITLE) + "\n\n" + report.report_note(cfg)
+    summary = catalog.eval_summary([r.dataset_id for r in out.values()])
+    headers, body = report.table1(summary)
+    md = report.to_markdown(headers, body, report.table_title(summary)) + "\n\n" + report.report_note(cfg)
     publish_markdown("eval-table", md, "Table 1 of this evaluation: accuracy per model and benchmark category")
     get_run_logger().info("evaluation:\n%s", md)
     return out

@@ -9,6 +9,7 @@ appears the moment its manifest is renamed into place. ``refresh()`` also writes
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -100,6 +101,19 @@ def _parsed(query: str) -> dict:
             return {k: strip(x) for k, x in v.items() if k != "query_location"}
         return [strip(x) for x in v] if isinstance(v, list) else v
     return strip(tree)
+
+
+def _our_suggestion(message: str) -> str:
+    """DuckDB's catalog error with its "Did you mean" drawn from our views only (it suggested
+    ``pg_tables`` for a misspelt ``awarenes``)."""
+    head = message.split("\nDid you mean")[0].rstrip().rstrip("!")
+    m = re.search(r"with name (\w+) does not exist", head)
+    if not m:
+        return head
+    views = sorted({*DATASETS, *(f"{n}_latest" for n in DATASETS), "datasets", "rejects", "eval_summary"})
+    close = difflib.get_close_matches(m.group(1).lower(), views, n=3)
+    return head + (f"; did you mean {', '.join(close)}?" if close else "") + \
+        f" Views: {', '.join(v for v in views if not v.endswith('_latest'))} (each also as <name>_latest)"
 
 
 def check_filter(where: str) -> None:
@@ -286,10 +300,7 @@ class Catalog:
         con = duckdb.connect()
         spill = tempfile.mkdtemp(prefix="progra-sql-")
         try:
-            try:
-                statements = con.extract_statements(query)
-            except duckdb.Error as e:
-                raise SQLRefused(f"not valid SQL: {e}") from None
+            statements = con.extract_statements(query)  # a syntax error is an error in the query, as a wrong name is
             if len(statements) != 1:
                 raise SQLRefused(f"one statement at a time, got {len(statements)}")
             kind = statements[0].type
@@ -310,7 +321,10 @@ class Catalog:
                 con.execute("SET allowed_directories = ?", [[data]])
                 con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
-            rel = con.sql(query)
+            try:
+                rel = con.sql(query)
+            except duckdb.CatalogException as e:
+                raise duckdb.CatalogException(_our_suggestion(str(e))) from None
             return rel.to_arrow_table() if rel is not None else pa.table({})
         finally:
             con.close()

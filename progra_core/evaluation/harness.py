@@ -101,7 +101,13 @@ def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpo
         seconds["tau2"] = round(time.perf_counter() - t1, 2)
     table = pa.concat_tables(tables) if tables else EVAL_RESULTS.empty_table()
     wall = time.perf_counter() - t0
+    by_benchmark: dict[str, dict[str, int]] = {}  # BFCL entries, τ² runs and next-call cases are not one count
+    for bench, ok in zip(table.column("benchmark").to_pylist(), table.column("passed").to_pylist(), strict=True):
+        d = by_benchmark.setdefault(bench, {"runs": 0, "passed": 0})
+        d["runs"] += 1
+        d["passed"] += bool(ok)
     stats = {"model_ref": subject.model_ref, "method": subject.method, "entries": len(entries), "tau2_tasks": len(tasks),
+             "by_benchmark": by_benchmark,
              "next_call_cases": len(cases),
              "runs": table.num_rows, "passed": sum(table.column("passed").to_pylist()), "seconds": round(wall, 2),
              "seconds_by_benchmark": seconds, "seconds_per_run": round(wall / max(table.num_rows, 1), 2),

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from progra_core.config import PipelineConfig
 from progra_core.evaluation import stats
 
-__all__ = ["COLUMNS", "TABLE_TITLE", "table1", "compare", "paired", "to_markdown", "report_note"]
+__all__ = ["COLUMNS", "TABLE_TITLE", "table_title", "table1", "compare", "paired", "to_markdown", "report_note"]
 
-TABLE_TITLE = "Accuracy (%): BFCL multi-turn and tau2-bench"
+TABLE_TITLE = "Accuracy (%)"
 
 #: eval_summary category -> Table 1 column, in the paper's order.
 COLUMNS = {"base": "Base", "miss_func": "Miss F.", "miss_param": "Miss P.", "long_context": "Long ctx",
@@ -43,27 +43,47 @@ def _overall(cats: dict[str, dict], key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def table_title(summary: Sequence[dict]) -> str:
+    """The title names the benchmarks whose rows are in the table (it said "BFCL multi-turn and
+    tau2-bench" when no τ² task ran)."""
+    cats = {r["category"] for r in summary}
+    names = [name for name, present in (("BFCL multi-turn", cats & set(COLUMNS) - set(TAU2)), ("tau2-bench", cats & set(TAU2)),
+                                         ("held-out next call", cats & {"call", "end"})) if present]
+    return f"{TABLE_TITLE}: {', '.join(names)}" if names else TABLE_TITLE
+
+
 def table1(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows: Model, Method, Overall, one column per category present, per-turn
-    Overall, runs (entries × trials)."""
+    """Headers and rows: Model (an id prefix: ids take prefixes everywhere), Method, Overall, one
+    column per category present, per-turn Overall, runs (entries × trials)."""
     cats = [c for c in COLUMNS if any(r["category"] == c for r in summary)]
     nxt = [col for col in NEXT_CALL if any(r["category"] == col[1] for r in summary)]
     headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs", *(h for h, _, _ in nxt)]
     body = []
     for (model, method), by_cat in _rows_by_model(summary).items():
         runs = sum(int(r["runs"]) for c, r in by_cat.items() if c in COLUMNS)
-        body.append([model, method, _fmt(_overall(by_cat, "accuracy")),
+        body.append([_short(model), method, _fmt(_overall(by_cat, "accuracy")),
                      *(_fmt(by_cat[c]["accuracy"]) if c in by_cat else "–" for c in cats),
                      _fmt(_overall(by_cat, "turn_accuracy")), str(runs),
                      *(_fmt(by_cat[c][k]) if c in by_cat else "–" for _, c, k in nxt)])
     return headers, body
 
 
+def _short(model_ref: str) -> str:
+    """A 16-hex model id as its first 8 (what a terminal table has room for); names as they are."""
+    return model_ref[:8] if len(model_ref) == 16 and all(c in "0123456789abcdef" for c in model_ref) else model_ref
+
+
 def compare(runs: Sequence[tuple[str, Sequence[dict]]]) -> tuple[list[str], list[list[str]]]:
     """Side by side: for each model/method, Overall and each category per run, and Δ Overall of
-    the last run against the first."""
+    the last run against the first. Runs that share no model (the base's evaluation and the
+    trained one's) are one row per run instead, every metric of Table 1 included: side by side
+    they were all "–"."""
     labels = [label for label, _ in runs]
     per_run = [_rows_by_model(s) for _, s in runs]
+    if not set.intersection(*(set(p) for p in per_run)):
+        tagged = [{**r, "model_ref": f"{label}\n{_short(r['model_ref'])}"} for label, s in runs for r in s]
+        headers, body = table1(tagged)
+        return ["Run / model", *headers[1:]], body
     cats = [c for c in COLUMNS if any(r["category"] == c for _, s in runs for r in s)]
     headers = ["Model", "Method"]
     for name in ["Overall", *(COLUMNS[c] for c in cats)]:

@@ -85,6 +85,8 @@ def load_arch(model: str, models_root: str | Path | None = None) -> Arch:
     for prefix in ("hosted_vllm/", "openai/", ""):
         if model.startswith(prefix):
             candidates.append(_SHIPPED / (model.removeprefix(prefix).replace("/", "__") + ".json"))
+    if name in ("smollm2", "smollm2-135m-instruct"):  # the embedded default, before its first conversion
+        candidates.append(_SHIPPED / "HuggingFaceTB__SmolLM2-135M-Instruct.json")
     for path in candidates:
         if path.is_file():
             c = json.loads(path.read_text())

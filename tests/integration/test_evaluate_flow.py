@@ -60,7 +60,8 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     import asyncio
 
     md = asyncio.run(table_artifact())[0].data
-    assert "| Model | Method | Overall | Base | Miss F. | Miss P. |" in md and trained in md
+    assert "| Model | Method | Overall | Base | Miss F. | Miss P. |" in md and trained[:8] in md  # ids print as 8-hex prefixes
+    assert "tau2" not in md.split("\n")[0]  # the title names only what ran
 
     written: list[str] = []
     real = store.DatasetStore.write
@@ -87,6 +88,7 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     out = runner.invoke(app, ["stage", "evaluate", "-m", "base", *sets])  # the stage rerun: a cache hit
     assert out.exit_code == 0, out.output
     assert "Overall" in out.output and refs["base/base"].dataset_id in "".join(out.output.split())
+    assert "base/base: bfcl 0/3 passed" in " ".join(out.output.split())  # counted per benchmark, not pooled
     assert len(written) == n_written
     out = runner.invoke(app, ["stage", "evaluate", "-m", "no_such_model", *sets])
     assert out.exit_code == 2 and "not base/reasoning/trained" in out.output

@@ -82,6 +82,26 @@ def test_cli_run_datasets_and_sql(tmp_path):
     assert r.exit_code == 0 and "4" in r.output
     r = runner.invoke(app, ["sql", "select * from no_such_view", "--root", root])
     assert r.exit_code == 1 and "SQL error" in r.output
+    # what a user sees is true (#43): our views suggested, not DuckDB's internal tables; a syntax
+    # error is an error in the query like a wrong name (rc 1), a refusal is policy (rc 2)
+    r = runner.invoke(app, ["sql", "select * from trajectoris", "--root", root])
+    assert r.exit_code == 1 and "did you mean trajectories" in " ".join(r.output.split()) and "pg_tables" not in r.output
+    r = runner.invoke(app, ["sql", "selec * from trajectories", "--root", root])
+    assert r.exit_code == 1 and "SQL error" in r.output, r.output
+    r = runner.invoke(app, ["sql", "delete from trajectories", "--root", root])
+    assert r.exit_code == 2 and "refused" in r.output
+    # a root that does not exist is an error naming it, on every reading command; --root on run and stage
+    missing = str(tmp_path / "nowhere")
+    for argv in (["datasets"], ["sql", "select 1"], ["report"], ["export", "trajectories", str(tmp_path / "x.parquet")],
+                 ["stage", "segment", "-i", "abc"]):
+        r = runner.invoke(app, [*argv, "--root", missing])
+        assert r.exit_code == 2 and "no storage root at" in " ".join(r.output.split()) and "nowhere" in r.output, (argv, r.output)
+    r = runner.invoke(app, ["datasets", "awarenes", "--root", root])
+    assert r.exit_code == 2 and "did you mean 'awareness'" in " ".join(r.output.split()), r.output
+    r = runner.invoke(app, ["datasets", "awareness", "--root", root])  # a known kind with no dataset yet: empty, fine
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["run", "--through", "ingest", "--set", "ingest.limit=2", "--root", str(tmp_path / "cli2")])
+    assert r.exit_code == 0 and (tmp_path / "cli2" / "datasets" / "trajectories").is_dir(), r.output
     r = runner.invoke(app, ["datasets", "--root", root])
     assert r.exit_code == 0 and "trajectories" in r.output
     r = runner.invoke(app, ["run", "--profile", "nope"])

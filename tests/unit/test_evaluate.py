@@ -302,6 +302,38 @@ def test_eval_summary_view_and_table1(tmp_path):
     h, b = report.compare([("a", list(summary.values())), ("b", [{**s, "accuracy": 100.0} for s in summary.values()])])
     assert h[2:4] == ["Overall [a]", "Overall [b]"] and b[0][2:4] == ["50.00", "100.00"] and b[0][-1] == "+50.00"
     assert "| m | progra | 50.00 |" in report.to_markdown(headers, body)
+    assert report.table_title(list(summary.values())) == "Accuracy (%): BFCL multi-turn"  # no τ² ran: not in the title
+    # the base's run and the trained model's share no model: one row per run, not a table of "–"
+    trained = [{**s, "model_ref": "0123456789abcdef", "accuracy": 100.0} for s in summary.values()]
+    h, b = report.compare([("a", list(summary.values())), ("b", trained)])
+    assert h[0] == "Run / model" and [r[0] for r in b] == ["a\nm", "b\n01234567"] and b[1][2] == "100.00"
+    assert all(v != "–" for r in b for v in r[2:6])
+
+
+def test_tables_stay_whole_in_80_columns():
+    """Ids and numbers never break in an 80-column terminal or log (a model id folded over four
+    lines, "Metho/d", "81.2/5" before)."""
+    import io
+
+    from rich.console import Console
+
+    import flows.console as fc
+    from progra_core.evaluation import report
+
+    summary = [{"model_ref": ref, "method": m, "category": c, "accuracy": 12.5, "turn_accuracy": 1.54, "runs": 20,
+                "valid_rate": 81.25, "function_rate": 21.88}
+               for ref, m in (("base", "base"), ("42b8f0ca0fb4ca0f", "progra"), ("853162d701609c32", "progra_tarl"))
+               for c in ("base", "call", "end")]
+    buf = io.StringIO()
+    old, fc.console = fc.console, Console(file=buf, width=80)
+    try:
+        fc.print_rows(*report.table1(summary), report.table_title(summary))
+    finally:
+        fc.console = old
+    lines = buf.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    for token in ("42b8f0ca", "853162d7", "progra_tarl", "81.25", "12.50", "Method", "Overall"):
+        assert any(token in line for line in lines), (token, buf.getvalue())
 
 
 def test_a_held_out_evaluation_refuses_scenarios_the_model_trained_on(tmp_path):

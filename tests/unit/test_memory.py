@@ -125,6 +125,18 @@ def test_progra_plan_prints_every_stage_and_fails_when_one_does_not_fit():
     assert small.exit_code == 1 and "NO" in small.output
 
 
+def test_progra_plan_on_the_embedded_profile_before_the_model_was_ever_converted(tmp_path, embedded_model):
+    """A fresh clone's ``progra plan`` (no converted model under the root yet) reads the embedded
+    model's shipped layout, the same sizes as the converted folder. Before: "no architecture for
+    'local/smollm2'", rc 2."""
+    from flows.cli import app
+
+    assert load_arch("local/smollm2", tmp_path / "empty-models").params == load_arch(str(embedded_model)).params
+    out = CliRunner().invoke(app, ["plan", "--set", f"storage.root={tmp_path}", "--gpu-memory", "24"])
+    assert out.exit_code == 0, out.output
+    assert "local/smollm2" in out.output and "sft" in out.output
+
+
 def test_local_evaluation_sizes_its_batch_for_the_device():
     from progra_core.llm.hf import cpu_bf16
     from progra_core.llm.local import CPU_BATCH_TOKENS, kv_batch_tokens, resolve_dtype
