@@ -55,6 +55,25 @@ def _log_dir(root: str) -> Path:
     return Path(root if local else ".progra-local") / "logs"
 
 
+class _LogFilter(logging.Filter):
+    """What the run's log file keeps: not the HTTP client's per-request lines (Prefect ships its
+    logs over HTTP: 246 of 444 lines of a run were ``POST /api/logs/ 201``), and each record
+    once (a record reaches the handler from its own logger and again from the root when it
+    propagates)."""
+
+    def __init__(self):
+        super().__init__()
+        self._last = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(("httpx", "httpcore")) and record.levelno < logging.WARNING:
+            return False
+        if record is self._last:
+            return False
+        self._last = record
+        return True
+
+
 @contextlib.contextmanager
 def live(root: str, command: str) -> Iterator[Path]:
     """Progress bars on the terminal and the whole log in a file under the storage root, for the
@@ -64,8 +83,11 @@ def live(root: str, command: str) -> Iterator[Path]:
     file_handler = logging.FileHandler(path, encoding="utf-8")
     file_handler.setLevel(logging.INFO)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    file_handler.addFilter(_LogFilter())
     root_logger = logging.getLogger()
     root_logger.addHandler(file_handler)
+    hf = logging.getLogger("transformers")  # it does not propagate: its warnings reached the terminal, not the file
+    hf.addHandler(file_handler)
     if root_logger.level > logging.INFO or root_logger.level == logging.NOTSET:
         root_logger.setLevel(logging.INFO)
     logging.captureWarnings(True)  # warnings become log records: the file keeps them, the console shows them once
@@ -80,6 +102,7 @@ def live(root: str, command: str) -> Iterator[Path]:
     finally:
         progress_logger.removeHandler(handler)
         root_logger.removeHandler(file_handler)
+        hf.removeHandler(file_handler)
         file_handler.close()
 
 

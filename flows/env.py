@@ -19,6 +19,7 @@ def prepare(root: str = "./.progra") -> None:
     home = Path(root if local else ".progra-local").resolve() / "prefect"
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # the SDK's own telemetry (and its first-run notice on a terminal)
     # stage tasks persist nothing (tasks/runtime.STAGE_TASK); whatever else Prefect persists is JSON,
     # never a pickle a later run would load
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")

@@ -90,6 +90,8 @@ def run_sharded(items: Sequence[dict], id_key: str, size: int, process: Callable
             done_items += sizes[key]
             if progress is not None:
                 progress(done_items, len(items))
+        if progress is not None and not jobs:  # nothing to compute (no items, or every shard stored): say so
+            progress(done_items, len(items))
     except Exception as e:
         left = len(plan) - len(tables)
         raise StageIncomplete(

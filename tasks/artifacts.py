@@ -36,7 +36,8 @@ class Progress:
     count, log lines every ``every`` percent, and the CLI's bar when one is listening."""
 
     def __init__(self, key: str, total: int = 0, every: int = 10, what: str = "items"):
-        self.key, self.total, self.every, self.what = key, max(total, 1), every, what
+        self.key, self.total, self.every, self.what = key, max(total, 0), every, what
+        self.stage = key.removesuffix("-progress")
         self._last = -every
         try:
             self.id = create_progress_artifact(progress=0.0, key=key, description=self._describe(0))
@@ -52,10 +53,11 @@ class Progress:
         return f"{self.key}: {min(done, self.total)}/{self.total} {self.what}"
 
     def __call__(self, done: int, total: int | None = None) -> None:
-        if total:
-            self.total = max(total, 1)
+        """``done`` of ``total`` (a stage with nothing to do reports 0 of 0: done, 100 %)."""
+        if total is not None:
+            self.total = max(total, 0)
         self._emit(done)
-        pct = 100.0 * min(done, self.total) / self.total
+        pct = 100.0 * min(done, self.total) / self.total if self.total else 100.0
         if pct - self._last >= self.every or done >= self.total:
             self._last = pct
             if self.id is not None:
@@ -63,7 +65,7 @@ class Progress:
                     update_progress_artifact(self.id, progress=pct, description=self._describe(done))
                 except Exception:
                     pass
-            _logger().info("progress %.0f%% (%d/%d %s)", pct, min(done, self.total), self.total, self.what)
+            _logger().info("%s: %.0f%% (%d/%d %s)", self.stage, pct, min(done, self.total), self.total, self.what)
 
 
 def log_train_step(logs: dict) -> None:

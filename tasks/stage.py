@@ -81,6 +81,7 @@ def _run(name: str, cfg: PipelineConfig, root: str, inputs: list[DatasetRef], ou
         progress(progress.total)  # table stages report when they are done
         shards = None
     rows_in = int(stats.get("rows_in", inputs[0].rows if inputs else out.num_rows + len(rejects)))
+    stats = {**stats, "rows_in": rows_in}  # the log line, the bar and the funnel count the same rows in
     ref = commit(store, st, out, dataset_id=dataset_id, config=st.config(cfg), parents=[i.dataset_id for i in inputs],
                  rejects=rejects, stats=stats, rows_in=rows_in, usage=summarize_usage(usage) if usage else None)
     if shards is not None:
