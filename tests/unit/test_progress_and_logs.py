@@ -59,7 +59,7 @@ def test_prefect_sdk_telemetry_is_off_so_no_usage_notice_is_printed(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("DO_NOT_TRACK", "CI", "GITHUB_ACTIONS", "PREFECT_HOME")}
-    code = ("from flows.env import prepare; prepare(%r); "
-            "from prefect._internal.analytics.enabled import is_telemetry_enabled; print(is_telemetry_enabled())" % str(tmp_path))
+    code = (f"from flows.env import prepare; prepare({str(tmp_path)!r}); "
+            "from prefect._internal.analytics.enabled import is_telemetry_enabled; print(is_telemetry_enabled())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
