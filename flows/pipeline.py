@@ -45,7 +45,9 @@ def full_pipeline(config: PipelineConfig = DEFAULT_CONFIG, profile: str | None =
     # §4.2: the base and the trained policy on held-out BFCL multi-turn
     evals = gpu_stage(cfg, "evaluate", model_id=final.dataset_id if final else None)
     refs = {**data, **models, **{f"eval {label}": ref for label, ref in evals.items()}}
-    publish_run_datasets(cfg, refs, f"full pipeline ({cfg.method}, dispatch {cfg.dispatch.mode})")
+    title = f"full pipeline ({cfg.method}, dispatch {cfg.dispatch.mode})"
+    publish_run_datasets(cfg, refs, title)
+    publish_run_summary(cfg, data, models, evals, title)
     return {label: ref.dataset_id for label, ref in refs.items()}
 
 
@@ -70,6 +72,41 @@ def data_refresh(profile: str = "embedded", overrides: list[str] | None = None, 
     refs = with_runner(data_flow, cfg)(cfg)
     publish_run_datasets(cfg, refs, f"data refresh (synthesis seed {seed})")
     return {label: ref.dataset_id for label, ref in refs.items()}
+
+
+#: the stage runs' artifacts a reader of the parent run wants (the UI lists the latest of each key)
+KEY_ARTIFACTS = ("data-funnel", "sft-curves", "sft-model", "grpo-curves", "grpo-model", "eval-table")
+
+
+def run_summary_markdown(cfg: PipelineConfig, data: dict[str, DatasetRef], models: dict[str, DatasetRef],
+                         evals: dict[str, DatasetRef], title: str) -> str:
+    """The parent run's page in one artifact: the funnel, the models, Table 1, and links to the
+    stage runs' own artifacts (they live on the subflow runs, which the run page collapses)."""
+    from progra_core.evaluation import report
+
+    md = [f"# {title}", "", "## Data funnel", "", "| stage | in | out | rejects |", "|---|---:|---:|---:|"]
+    for label, r in data.items():
+        if label != "funnel":
+            md.append(f"| {r.stage} | {(r.stats or {}).get('rows_in', r.rows + r.rejects)} | {r.rows} | {r.rejects} |")
+    if models:
+        md += ["", "## Models", "", "| stage | model id | steps | s/step | metrics |", "|---|---|---:|---:|---|"]
+        for stage, r in models.items():
+            st = r.stats or {}
+            keys = ("train_loss", "eval_loss_before", "eval_loss_after") if stage == "sft" else ("mean_reward_first", "mean_reward_last")
+            md.append(f"| {stage} | `{r.dataset_id}` | {st.get('steps')} | {st.get('seconds_per_step')} | "
+                      + ", ".join(f"{k}={st.get(k)}" for k in keys) + " |")
+    if evals:
+        summary = Catalog(cfg.storage.root, cfg.storage.catalog_path).eval_summary([r.dataset_id for r in evals.values()])
+        headers, body = report.table1(summary)
+        md += ["", report.to_markdown(headers, body, report.table_title(summary)), "", report.report_note(cfg)]
+    md += ["", "## The stage runs' artifacts", "", " · ".join(f"[{k}](/artifacts/key/{k})" for k in KEY_ARTIFACTS)]
+    return "\n".join(md)
+
+
+def publish_run_summary(cfg: PipelineConfig, data: dict[str, DatasetRef], models: dict[str, DatasetRef],
+                        evals: dict[str, DatasetRef], title: str) -> None:
+    publish_markdown("run-summary", run_summary_markdown(cfg, data, models, evals, title),
+                     f"{title}: the funnel, the models, Table 1 and links to the stage runs' artifacts")
 
 
 def publish_run_datasets(cfg: PipelineConfig, refs: dict[str, DatasetRef], title: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -15,13 +16,19 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-__all__ = ["Progress", "funnel_markdown", "publish_markdown", "publish_image", "PROGRESS_LOGGER", "log_train_step"]
+__all__ = ["artifact_key", "Progress", "funnel_markdown", "publish_markdown", "publish_image", "PROGRESS_LOGGER", "log_train_step"]
 
 #: Every progress update is a record here with ``record.progress = (key, done, total, what)``:
 #: whoever shows progress in this process (``progra run``'s bars) listens; nobody else hears it.
 PROGRESS_LOGGER = logging.getLogger("progra.progress")
 PROGRESS_LOGGER.propagate = False
 PROGRESS_LOGGER.setLevel(logging.INFO)
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) from names like ``plain_sft``: an
+    invalid key made Prefect refuse the artifact, silently here."""
+    return "-".join(p for p in (re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-") for part in parts) if p)
 
 
 def _logger():
@@ -40,7 +47,7 @@ class Progress:
         self.stage = key.removesuffix("-progress")
         self._last = -every
         try:
-            self.id = create_progress_artifact(progress=0.0, key=key, description=self._describe(0))
+            self.id = create_progress_artifact(progress=0.0, key=artifact_key(key), description=self._describe(0))
         except Exception:  # outside a run (a plain function call): logging only
             self.id = None
         self._emit(0)

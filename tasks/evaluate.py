@@ -129,6 +129,7 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
         return commit(store, STAGE, table, dataset_id=dataset_id, parents=parents, rejects=rejects, stats=stats,
                       config={"evaluate": cfg.section("evaluate"), "subject": asdict(subject)},
                       rows_in=stats["rows_in"], usage=gateway.usage_summary(),
-                      title=f"evaluate: {subject.model_ref} ({subject.method})")
+                      title=f"evaluate: {subject.model_ref} ({subject.method})",
+                      key=f"evaluate-{subject.method}-{subject.model_ref[:8]}")
     finally:
         gateway.close(unload_models=True)  # the next model under test loads into the memory this one held

@@ -53,10 +53,10 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
         if metrics.get("resumed_from_step"):
             get_run_logger().info("sft resumed from step %d of %d (%s)", metrics["resumed_from_step"], cfg.sft.max_steps,
                                   checkpoints.local)
-        png = plot_curves(metrics["log_history"], ["loss", "grad_norm"], f"{out}/curves.png", "SFT warm-up")
+        png = plot_curves(metrics["log_history"], [("loss", "eval_loss"), "grad_norm"], f"{out}/curves.png", "SFT warm-up")
         metrics |= fit
         if png:
-            publish_image("sft-curves", png, "SFT warm-up: training loss and gradient norm per step")
+            publish_image("sft-curves", png, "SFT warm-up: training and validation loss, gradient norm per step")
         ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
                              parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
                              code_version=STAGE.code_version, metrics=metrics, rejects=rejects,

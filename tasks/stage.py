@@ -12,7 +12,7 @@ from progra_core.config import PipelineConfig
 from progra_core.llm.gateway import summarize_usage
 from progra_core.sharding import run_sharded
 from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
-from tasks.artifacts import Progress, funnel_markdown, publish_markdown
+from tasks.artifacts import Progress, artifact_key, funnel_markdown, publish_markdown
 from tasks.limits import ensure_limit
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 from tasks.shards import in_order, shard_mapper
@@ -40,15 +40,16 @@ def ancestor(store: DatasetStore, ref: DatasetRef, stage: str) -> DatasetRef:
 
 
 def commit(store: DatasetStore, st: stages.Stage, table, *, dataset_id: str, config, parents: list[str], rejects: list[dict],
-           stats: dict, rows_in: int, usage: dict | None = None, title: str | None = None) -> DatasetRef:
-    """Write a stage's dataset, log it, and publish its funnel artifact."""
+           stats: dict, rows_in: int, usage: dict | None = None, title: str | None = None, key: str | None = None) -> DatasetRef:
+    """Write a stage's dataset, log it, and publish its funnel artifact (``key``: its artifact key
+    when a run commits the stage more than once, e.g. one evaluation per model: one key each)."""
     if usage:
         stats = {**stats, "usage": usage}
     ref = store.write(st.output, table, dataset_id=dataset_id, config=config, parents=parents, code_version=st.code_version,
                       rejects=rejects, flow_run_id=flow_run_id(), stats=stats)
     get_run_logger().info("%s -> %s %s: %d in, %d rows, %d rejects", st.name, st.output, ref.dataset_id, rows_in, ref.rows,
                           ref.rejects)
-    publish_markdown(f"{st.name.replace('_', '-')}-funnel", funnel_markdown(
+    publish_markdown(artifact_key(key or st.name, "funnel"), funnel_markdown(
         title or st.title, [(st.output, rows_in, ref.rows, ref.rejects)], stats.get("rejects_by_reason"), usage,
         {st.output: ref.path}), f"{st.name}: rows in and out, rejects by reason, LLM usage ({st.help})")
     return ref

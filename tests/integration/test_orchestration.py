@@ -180,6 +180,23 @@ def test_full_pipeline_dispatches_gpu_stages_to_the_gpu_pool(prefect_real, tiny_
     assert sorted(dispatched) == sorted(f"stage-{s}" for s in GPU_STAGES), [(r.name, d) for r, d in runs]
     for dep, r in dispatched.items():
         assert r.work_pool_name == "progra-gpu" and r.state.is_completed(), (dep, r.work_pool_name, r.state)
+    # -- the parent run's page holds the run's key artifacts (the funnel, models, Table 1, links to the
+    # stage runs' own), and no run publishes one key twice (evaluate-funnel was published per model)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def artifacts(ids):
+        async with get_client() as c:
+            return await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+
+    arts = _run(lambda: artifacts([parent.id, *(r.id for r, _ in runs)]), url)
+    mine = {a.key: a for a in arts if a.flow_run_id == parent.id and a.key}
+    assert {"run-summary", "run-datasets"} <= set(mine), sorted(mine)
+    summary = mine["run-summary"].data
+    assert "## Data funnel" in summary and "| verified |" in summary and "## Models" in summary, summary
+    assert "Accuracy (%): BFCL multi-turn" in summary and "(/artifacts/key/sft-curves)" in summary
+    for run_id in {a.flow_run_id for a in arts}:
+        keys = [a.key for a in arts if a.flow_run_id == run_id and a.key and a.type != "progress"]
+        assert len(keys) == len(set(keys)), (run_id, keys)
     overhead = {dep: r.total_run_time.total_seconds() for dep, r in dispatched.items()}
     print(f"full pipeline via deployments: {wall:.1f}s wall; child run times {overhead}")
 

@@ -63,3 +63,30 @@ def test_prefect_sdk_telemetry_is_off_so_no_usage_notice_is_printed(tmp_path):
             "from prefect._internal.analytics.enabled import is_telemetry_enabled; print(is_telemetry_enabled())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+def test_training_curves_show_validation_loss_whole_steps_and_the_paper_s_names(tmp_path, monkeypatch):
+    """The SFT panel has the validation loss beside the training loss; step ticks are whole
+    numbers (the GRPO plot of 3 steps showed 0.5, 1.5, ...); SUCCESS is called SUCCESS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from progra_core.train.curves import plot_curves
+
+    kept = []
+    monkeypatch.setattr(plt, "close", lambda fig: kept.append(fig))
+    history = [{"step": 0, "eval_loss": 1.2}, *({"step": s, "loss": 1.0 / s, "grad_norm": 0.5} for s in range(1, 5)),
+               {"step": 4, "eval_loss": 0.3}]
+    assert plot_curves(history, [("loss", "eval_loss"), "grad_norm"], tmp_path / "sft.png").is_file()
+    grpo = [{"step": s, "reward": 0.1 * s, "kl": 0.0, "rewards/reward_acc/mean": 0.25} for s in (1, 2, 3)]
+    assert plot_curves(grpo, ["reward", "kl", "rewards/reward_acc/mean"], tmp_path / "grpo.png").is_file()
+    sft, rl = kept
+    assert sft.axes[0].get_title() == "training loss and validation loss" and len(sft.axes[0].get_lines()) == 2
+    assert [a.get_title() for a in rl.axes] == ["mean reward (return)", "KL to the reference", "SUCCESS (mean per rollout)"]
+    for fig in kept:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
