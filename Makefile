@@ -59,7 +59,7 @@ gpu-smoke: setup
 
 # -- Prefect: a server with the UI, the deployments, workers (README "Prefect UI") -------------
 PREFECT_PORT ?= 4200
-POOL ?= progra-gpu
+POOL ?= all
 PREFECT := $(VENV)/bin/prefect
 # Everything Prefect keeps (server DB, results) stays in the storage root, never in ~.
 PREFECT_ENV = PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.progra/prefect} \
@@ -77,9 +77,15 @@ deploy: setup
 	done
 	$(PREFECT_ENV) $(PREFECT) --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 
+# POOL=all (the default): a worker for each pool on this machine, so every stage deployment has a
+# taker on an embedded setup without a GPU (stage-verify, -sft, -grpo, -evaluate are on progra-gpu).
+WORKER = $(PREFECT_ENV) PROGRA_CHECKOUT=$${PROGRA_CHECKOUT:-$(CURDIR)} PREFECT_WORKER_QUERY_SECONDS=$${PREFECT_WORKER_QUERY_SECONDS:-2} \
+	  $(PREFECT) worker start --type process --pool
 worker: setup
-	$(PREFECT_ENV) PROGRA_CHECKOUT=$${PROGRA_CHECKOUT:-$(CURDIR)} PREFECT_WORKER_QUERY_SECONDS=$${PREFECT_WORKER_QUERY_SECONDS:-2} \
-	  $(PREFECT) worker start --pool $(POOL) --type process
+	@if [ "$(POOL)" = all ]; then \
+	  $(WORKER) progra-gpu & gpu=$$!; trap 'kill $$gpu 2>/dev/null' EXIT INT TERM; \
+	  $(WORKER) progra-cpu; \
+	else $(WORKER) $(POOL); fi
 
 clean:
 	rm -rf $(VENV) .progra .pytest_cache .hypothesis build *.egg-info

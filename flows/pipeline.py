@@ -31,8 +31,9 @@ def full_pipeline(config: PipelineConfig = DEFAULT_CONFIG, profile: str | None =
 
     Args:
         config: the whole pipeline config (defaults: the embedded profile).
-        profile: start from this profile instead (embedded, paper); `config` is then ignored.
-        overrides: `key=value` changes on top, e.g. `method=wo_pag` or `dispatch.mode=work_pool`.
+        profile: start from this profile (embedded, paper, tau2: the files in configs/); the fields edited in
+            `config` (those that differ from the embedded defaults) are kept on top of it.
+        overrides: `key=value` changes on top of both, e.g. `method=wo_pag` or `dispatch.mode=work_pool`.
 
     Returns ``{name: dataset id}`` for every dataset and model of the run.
     """
@@ -57,7 +58,7 @@ def data_refresh(profile: str = "embedded", overrides: list[str] | None = None, 
     every downstream dataset; older versions stay in the store and in the catalog views.
 
     Args:
-        profile: config profile (embedded, paper).
+        profile: config profile (embedded, paper, tau2: the files in configs/).
         overrides: `key=value` changes on top of the profile.
         seed: synthesis seed; default: the run's scheduled date as YYYYMMDD (a retry of the same
             night reuses it, so nothing is paid twice).

@@ -91,7 +91,8 @@ def stage(name: str, input_dataset_id: str | list[str] | None = None, overrides:
         input_dataset_id: id of the input dataset (see `progra datasets`); mix takes two (ingested trajectories,
             synthesized); ingest, synthesize and evaluate take none.
         overrides: config fields to change, `key=value` each (e.g. `models.verifier=openai/gpt-4o`).
-        profile: config profile the overrides apply to (embedded, paper); ignored when `config` is given.
+        profile: config profile the overrides apply to (embedded, paper, tau2: the files in configs/); ignored when
+            `config` is given (the pipeline passes its whole config).
         config: a whole pipeline config (what the full pipeline passes to the GPU pool).
         model_id: grpo: the adapter to start from (a models id); evaluate: the model `trained` names.
         models: evaluate: models under test (base, reasoning, trained, a models id, a LiteLLM string).

@@ -131,7 +131,7 @@ STAGES: tuple[Stage, ...] = (
           mix.CODE_VERSION, "table", inputs=("trajectories", "synthesized"), title="Mix: ingested + synthesized",
           payload=lambda cfg: mix.mix_config(cfg.synthesize),
           run=lambda cfg, t, progress: mix.mix(t["trajectories"], t["synthesized"], cfg.synthesize)),
-    Stage("segment", "segments", "tau' = (info_meta, c_his, q, a_fc, c_fut), one per call step (Eq. 7)", "segment",
+    Stage("segment", "segments", "tau' = (info_meta, c_his, q, a_fc, c_fut), one per action step (Eq. 7; a turn's call list or one call, ingest.step_mode)", "segment",
           segment.CODE_VERSION, "table", inputs=("trajectories",), title="Segment",
           run=lambda cfg, t, progress: segment.segment(t["trajectories"], cfg.segment)),
     Stage("awareness", "awareness", "S^a = summary + plan + rationale by LLM_gen, with retries (Eq. 8)", "awareness",

@@ -17,7 +17,7 @@ class EvaluateConfig(Section):
 
     models: list[str] = Field(["base", "trained"], description=(
         "Models under test: 'base' (models.policy), 'reasoning' (base + CoT prompt), 'trained' (this run's "
-        "final model), a model_id from the models view, or a LiteLLM model string (e.g. hosted_vllm/<m>)."))
+        "final model), a model_id from the models view, or a LiteLLM model string (e.g. hosted_vllm/{m})."))
     api_base: str | None = Field(None, description="api_base for LiteLLM models under test (a `vllm serve` box).")
     api_key_env: str | None = Field(None, description="Env var holding the API key of LiteLLM models under test.")
     api_key_secret: str | None = Field(None, description="Prefect Secret block holding that key (wins over api_key_env).")

@@ -77,14 +77,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
 
 def resolve_config(config: PipelineConfig | dict | None = None, profile: str | None = None,
                    overrides: list[str] | None = None) -> PipelineConfig:
-    """What a flow run was given: a profile name (wins when set), else the config (the UI form),
-    else the embedded profile; then ``key=value`` overrides on top."""
+    """What a flow run was given, merged by one rule: the profile (else the embedded one), then
+    every field of ``config`` (the UI form) that differs from the embedded profile, then the
+    ``key=value`` overrides. So choosing ``profile: paper`` in the form keeps what was edited in
+    the config form instead of silently dropping it, and a form left as it is changes nothing."""
     if profile:
-        return load_config(profile, overrides=overrides)
+        data = load_config(profile).model_dump(mode="json")
+        if config is not None:
+            form = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
+            data = _merge(data, _edited(form, load_config("embedded").model_dump(mode="json")))
+        return PipelineConfig.model_validate(apply_overrides(data, overrides))
     if config is None:
         return load_config("embedded", overrides=overrides)
     data = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
     return PipelineConfig.model_validate(apply_overrides(data, overrides))
+
+
+def _edited(form: dict, default: dict) -> dict:
+    """The leaves of ``form`` that differ from ``default`` (the profile's own name excluded)."""
+    out = {}
+    for k, v in form.items():
+        if k == "profile" or default.get(k, object()) == v:
+            continue
+        out[k] = _edited(v, default[k]) if isinstance(v, dict) and isinstance(default.get(k), dict) else v
+    return out
+
+
+def _merge(base: dict, top: dict) -> dict:
+    return {**base, **{k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                       for k, v in top.items()}}
 
 
 def load_config(profile: str | None = "embedded", path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

@@ -14,18 +14,18 @@ __all__ = ["StorageConfig", "ModelsConfig", "LLMConfig", "DispatchConfig"]
 
 class StorageConfig(Section):
     root: str = Field("./.progra", description="Storage root: a local folder or an fsspec URL (s3://..., memory://...).")
-    catalog_path: str | None = Field(None, description="DuckDB file; default <root>/catalog.duckdb for local roots.")
+    catalog_path: str | None = Field(None, description="DuckDB file; default {root}/catalog.duckdb for local roots.")
 
 
 class ModelsConfig(Section):
     """Every LLM role is a LiteLLM model string (``openai/gpt-4o``, ``hosted_vllm/<m>``) or
     ``local/<name>`` (in-process transformers; ``local/smollm2`` is the embedded model)."""
 
-    policy: str = Field("local/smollm2", description="Target policy base model (path, HF id or local/<name>).")
+    policy: str = Field("local/smollm2", description="Target policy base model (path, HF id or local/{name}).")
     generator: str = Field("local/smollm2", description="LLM_gen: writes awareness (S^a) and synthesis configs/queries.")
     verifier: str = Field("policy", description=(
         "LLM_ver: the frozen target policy that rebuilds a_fc from S^a. 'policy' (default) = models.policy itself: "
-        "in-process when it is local/<name>, else as served at api_base.verifier (hosted_vllm/<policy>); or any model string."))
+        "in-process when it is local/{name}, else as served at api_base.verifier (hosted_vllm/{policy}); or any model string."))
     augmenter: str = Field("local/smollm2", description="LLM_aug: paraphrases awareness text.")
     action: str = Field("local/smollm2", description="Synthesis action voters.")
     reviewer: str = Field("local/smollm2", description="Synthesis reviewers for read-only turns.")
@@ -61,7 +61,7 @@ class LLMConfig(Section):
     max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/connection errors.")
     backoff_initial_s: float = Field(0.5, gt=0, description="First backoff (exponential with full jitter).")
     backoff_max_s: float = Field(30.0, gt=0, description="Backoff cap.")
-    cache: bool = Field(True, description="Persistent response cache under <root>/llm_cache: a rerun never asks twice.")
+    cache: bool = Field(True, description="Persistent response cache under {root}/llm_cache: a rerun never asks twice.")
     shard_retries: int = Field(2, ge=0, description=(
         "Times a shard whose endpoint stayed down past max_retries is tried again (cached answers replay, only the rest is asked)."))
     shard_retry_delay_s: float = Field(30.0, ge=0, description="Wait before such a shard retry (lets a rate-limit window pass).")
@@ -89,7 +89,7 @@ class DispatchConfig(Section):
 
     mode: Literal["local", "work_pool"] = Field("local", description=(
         "GPU stages (verify with a local/ verifier, sft, grpo, evaluate): in this process, or as runs of the "
-        "stage-<name> deployments on the GPU work pool (run_deployment; dataset ids in, dataset ids out)."))
+        "stage-{name} deployments on the GPU work pool (run_deployment; dataset ids in, dataset ids out)."))
     gpu_pool: str = Field("progra-gpu", description=(
         "Work pool the GPU stages' deployments are on (deployments/prefect.yaml): named in the timeout error, "
         "and a dispatched run that ran on another pool is logged as a warning."))

@@ -18,8 +18,8 @@ class TrackingConfig(Section):
 
     report_to: list[str] = Field(["tensorboard"], description=(
         "Trackers, by transformers' names. tensorboard (default, offline): event files in "
-        "<root>/tracking/<stage>/<model id>, with the run's config, dataset ids and model id as text; view with "
-        "`tensorboard --logdir <root>/tracking`. Others (mlflow, wandb, trackio, ...) go to the trainer's report_to "
+        "{root}/tracking/{stage}/{model id}, with the run's config, dataset ids and model id as text; view with "
+        "`tensorboard --logdir {root}/tracking`. Others (mlflow, wandb, trackio, ...) go to the trainer's report_to "
         "as they are and read their own environment (e.g. MLFLOW_TRACKING_URI); install them yourself. []: none."))
 
 
@@ -77,7 +77,7 @@ class SFTConfig(Section):
         "with bf16 the base weights also load in bf16 (half the memory); on CPU they stay fp32."))
     save_steps: int = Field(50, ge=0, description=(
         "Save a checkpoint (adapter, optimizer, scheduler, RNG, step) every this many steps under "
-        "<root>/checkpoints/sft/<model id>; a rerun or retry of the same stage resumes from the newest complete one. "
+        "{root}/checkpoints/sft/{model id}; a rerun or retry of the same stage resumes from the newest complete one. "
         "0: never (a crash restarts at step 0). Not part of the model id."))
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted); all go once the model is registered.")
     launch: LaunchConfig = LaunchConfig()
@@ -161,7 +161,7 @@ class GRPOConfig(Section):
         "with bf16 the base weights also load in bf16."))
     seed: int = 0
     save_steps: int = Field(10, ge=0, description=(
-        "As sft.save_steps (under <root>/checkpoints/grpo/<model id>); a checkpoint also holds the rollouts recorded so "
+        "As sft.save_steps (under {root}/checkpoints/grpo/{model id}); a checkpoint also holds the rollouts recorded so "
         "far and Dr. GRPO's normaliser, and the KL reference is the SFT adapter again on resume."))
     save_total_limit: int = Field(2, ge=1, description="As sft.save_total_limit.")
     launch: LaunchConfig = LaunchConfig()

@@ -45,8 +45,13 @@ def test_resolve_config_profile_form_and_overrides():
     cfg = resolve_config(form, None, ["method=wo_pag", "dispatch.mode=work_pool"])
     assert (cfg.verify.max_tokens, cfg.method, cfg.dispatch.mode) == (40, "wo_pag", "work_pool")
     assert form.method == "progra"  # the caller's object is left alone
-    # a profile name wins over the form; nothing given = the embedded profile
-    assert resolve_config(form, "paper").profile == "paper" and resolve_config(form, "paper").verify.max_tokens != 40
+    # profile + form merge by one rule: the profile, then the form's edits (fields that differ from
+    # the embedded profile), then overrides. Before: choosing a profile silently dropped the edits
+    paper = load_config("paper")
+    merged = resolve_config(form, "paper", ["method=wo_pag"])
+    assert merged.profile == "paper" and merged.verify.max_tokens == 40 and merged.method == "wo_pag"
+    assert merged.model_dump(exclude={"verify", "method"}) == paper.model_dump(exclude={"verify", "method"})
+    assert resolve_config(load_config("embedded"), "paper").model_dump() == paper.model_dump()  # an untouched form: the profile
     assert resolve_config(None, None).model_dump() == load_config("embedded").model_dump()
     assert resolve_config(form.model_dump(mode="json"), None).verify.max_tokens == 40  # JSON from a deployment
     import pytest
@@ -117,3 +122,35 @@ def test_word_values_on_the_command_line_mean_the_word():
     assert cfg.grpo.use_vllm == "off" and cfg.sft.gradient_checkpointing == "on" and cfg.grpo.gradient_checkpointing == "off"
     assert cfg.synthesize.enabled is False
     assert load_config("embedded", overrides=["evaluate.trials=3"]).evaluate.trials == 3  # numbers stay numbers
+
+
+def test_ui_help_text_has_no_angle_bracket_placeholders():
+    """The Prefect UI renders field help as markdown/HTML: ``<root>`` vanished ("default
+    /catalog.duckdb"). Every config field's help and every deployed flow parameter's help use
+    ``{root}``-style placeholders instead."""
+    import re
+
+    from pydantic import BaseModel
+
+    from progra_core.config import PipelineConfig
+
+    bad = []
+
+    def walk(model, path):
+        for name, f in model.model_fields.items():
+            if re.search(r"<[^<>]+>", f.description or ""):
+                bad.append(path + name)
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                walk(f.annotation, f"{path}{name}.")
+
+    walk(PipelineConfig, "")
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import data_refresh, full_pipeline
+    from flows.stages import stage
+
+    for fl in (full_pipeline, data_refresh, stage):
+        for name, prop in parameter_schema(fl.fn).model_dump()["properties"].items():
+            if re.search(r"<[^<>]+>", prop.get("description") or ""):
+                bad.append(f"{fl.name}:{name}")
+    assert not bad, bad

@@ -52,6 +52,9 @@ def test_prefect_yaml_has_one_deployment_per_stage_on_its_pool():
         d = deps[f"stage-{st.name}"]
         assert d["entrypoint"] == "flows/stages.py:stage" and d["parameters"] == {"name": st.name}
         assert d["work_pool"]["name"] == ("progra-gpu" if st.gpu_pool else "progra-cpu"), st.name
+        # each stage deployment describes its own stage (all 11 shared one generic text before)
+        assert d["description"].startswith(f"Rerun stage {st.name} (") and st.help in d["description"], st.name
+    assert len({d["description"] for d in deps.values()}) == len(deps)
 
 
 def test_the_catalog_has_a_view_for_every_output_before_any_run(tmp_path):
