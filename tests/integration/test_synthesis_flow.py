@@ -88,6 +88,19 @@ def test_data_flow_mixes_synthesized_trajectories_into_D(tmp_path, katan_echo):
     funnel = cat.sql("select stage, rows_in, rows_out, rejects from funnel_latest order by position").to_pylist()
     assert funnel[0] == {"stage": "synthesized", "rows_in": 2, "rows_out": 0, "rejects": 2}
     assert cat.sql("select count(*) n from trajectories_latest").to_pylist()[0]["n"] == 2
+    # every recipe of docs/sql.md runs through the user's read-only path, and the first one counts
+    # each trajectory of the trained-on D once (it counted ingest's and mix's copies: 190 for 95)
+    import re
+
+    blocks = re.findall(r"```sql\n(.*?)```", (Path(__file__).resolve().parents[2] / "docs" / "sql.md").read_text(), re.S)
+    code = ["\n".join(line for line in b.splitlines() if not line.lstrip().startswith("--")) for b in blocks]
+    recipes = [q.strip() for c in code for q in c.split(";") if q.strip()]
+    assert len(recipes) >= 15
+    for q in recipes:
+        cat.user_sql(q)  # raises on a recipe that no longer runs
+    per_source = cat.user_sql(recipes[0]).to_pylist()
+    n = cat.sql("select count(distinct trajectory_id) from trajectories").column(0)[0].as_py()
+    assert sum(r["count_star()"] for r in per_source) == n, per_source
     # the user's query from the issue, through the CLI
     out = subprocess.run([str(Path(sys.executable).parent / "progra"), "sql",
                           "select stop_reason, count(*) n from synthesis_attempts group by stop_reason",
