@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRL_EXPERIMENTAL_SILENCE := 1
 
-.PHONY: setup browser run test lint clean bench ablate gpu-smoke server deploy worker
+.PHONY: setup browser run test lint clean bench ablate gpu-smoke server deploy worker measured
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ lint: setup
 
 ablate: setup
 	$(VENV)/bin/progra ablate --profile $(PROFILE)
+
+# docs/measured.md from the last `make run` (./.progra): the docs' numbers in one generated place
+measured: setup
+	$(PY) scripts/measured.py --root $${ROOT:-./.progra}
 
 bench: setup
 	$(PY) scripts/bench.py $(BENCH_ARGS)

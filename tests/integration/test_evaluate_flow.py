@@ -5,6 +5,7 @@ eval_summary queryable; Table 1 published and printed; reruns never ask the endp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -18,6 +19,9 @@ EVAL = ["evaluate.limit=1", "evaluate.select=shortest", "evaluate.trials=1", "ev
         "evaluate.max_steps_per_turn=2", "sft.max_steps=1", "sft.batch_size=2", "sft.max_length=4096",
         "awareness.limit=2", "method=wo_pag_rl", "evaluate.next_call_limit=0", "sft_data.cold_start_min=16",
         "evaluate.categories=[base,miss_func,miss_param]"]
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llama, monkeypatch):
@@ -94,5 +98,15 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     assert out.exit_code == 2 and "not base/reasoning/trained" in out.output
     out = runner.invoke(app, ["report", "--root", str(root), "nope"])
     assert out.exit_code == 2 and "no evaluation dataset" in out.output
+    # docs/measured.md is generated from a root like this one (the docs' numbers in one place)
+    import subprocess
+    import sys
+
+    gen = subprocess.run([sys.executable, str(REPO / "scripts" / "measured.py"), "--root", str(root), "--out",
+                          str(tmp_path / "measured.md")], capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    text = (tmp_path / "measured.md").read_text()
+    assert "- **Machine**: " in text and "AMX" in text and "## Data funnel" in text and "## Models" in text
+    assert "## Evaluation" in text and "--compare` (the first and the last evaluation" in text and trained in text
     assert json.loads(cat.sql("select config from datasets where dataset_id = ?", [first]).to_pylist()[0]["config"])[
         "subject"]["api_base"] == srv.api_base
