@@ -188,7 +188,7 @@ def stage(name: Annotated[StageName, typer.Argument(help=f"The stage to rerun, w
         from flows.stages import stage as stage_flow
 
         try:
-            ids = stage_flow(name, input, config=cfg, model_id=init, models=models)
+            ids = stage_flow(name, list(input or []), config=cfg, model_id=init, models=models)
         except (DatasetNotFound, ValueError) as e:
             err.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from None

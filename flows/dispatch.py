@@ -37,14 +37,16 @@ def gpu_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = N
     if cfg.dispatch.mode == "local" or not st.gpu(cfg):
         if st.kind != "custom":  # a data stage is one task of the calling flow
             return run_stage(cfg, name, inputs, model_id, models)
-        ids = stage(name, inputs, config=cfg, model_id=model_id, models=models)  # a subflow
+        ids = stage(name, [inputs] if isinstance(inputs, str) else list(inputs or []), config=cfg, model_id=model_id,
+                    models=models)  # a subflow
         return _refs(cfg, name, ids, "this process")
     return _dispatch(cfg, name, inputs, model_id, models)
 
 
 def _dispatch(cfg: PipelineConfig, name: str, inputs, model_id, models) -> dict[str, DatasetRef]:
     log = get_run_logger()
-    params = {"name": name, "input_dataset_id": inputs, "config": cfg.model_dump(mode="json"),
+    ids = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    params = {"name": name, "input_dataset_id": ids, "config": cfg.model_dump(mode="json"),
               "model_id": model_id, "models": models}
     log.info("dispatching %s to work pool %s (%s)", name, cfg.dispatch.gpu_pool, deployment_name(name))
     t0 = time.perf_counter()

@@ -28,6 +28,16 @@ from tasks.synthesize import synthesize, synthesize_fingerprint
 __all__ = ["run_stage", "stage", "input_refs"]
 
 
+def prefect_deployment_name() -> str | None:
+    """The deployment this flow run came from (None when called directly)."""
+    from prefect.runtime import deployment
+
+    try:
+        return deployment.name
+    except Exception:
+        return None
+
+
 def input_refs(cfg: PipelineConfig, name: str, inputs: list[str] | str | None) -> list[DatasetRef]:
     """The stage's input datasets by id, checked against what it declares it reads."""
     st = stages.get(name)
@@ -81,15 +91,15 @@ def sharded_stage(name: str, cfg: PipelineConfig, refs: list) -> DatasetRef:
 
 
 @flow(name="stage", flow_run_name="stage-{name}", log_prints=True)
-def stage(name: str, input_dataset_id: str | list[str] | None = None, overrides: list[str] | None = None,
+def stage(name: str, input_dataset_id: list[str] = [], overrides: list[str] | None = None,  # noqa: B006 - never mutated
           profile: str | None = "embedded", config: PipelineConfig | None = None, model_id: str | None = None,
           models: list[str] | None = None) -> dict[str, str]:
     """Rerun one stage from cached input datasets.
 
     Args:
         name: the stage (ingest, synthesize, mix, segment, awareness, verify, augment, sft_data, sft, grpo, evaluate).
-        input_dataset_id: id of the input dataset (see `progra datasets`); mix takes two (ingested trajectories,
-            synthesized); ingest, synthesize and evaluate take none.
+        input_dataset_id: the input dataset ids, one per input the stage reads (see `progra datasets`); mix takes
+            two (ingested trajectories, synthesized); ingest, synthesize and evaluate take none.
         overrides: config fields to change, `key=value` each (e.g. `models.verifier=openai/gpt-4o`).
         profile: config profile the overrides apply to (embedded, paper, tau2: the files in configs/); ignored when
             `config` is given (the pipeline passes its whole config).
@@ -97,6 +107,10 @@ def stage(name: str, input_dataset_id: str | list[str] | None = None, overrides:
         model_id: grpo: the adapter to start from (a models id); evaluate: the model `trained` names.
         models: evaluate: models under test (base, reasoning, trained, a models id, a LiteLLM string).
     """
+    deployed = prefect_deployment_name()
+    if deployed and deployed.startswith("stage-") and deployed != f"stage-{name}":
+        raise ValueError(f"the {deployed} deployment runs stage {deployed.removeprefix('stage-')!r}, but its `name` "
+                         f"parameter was changed to {name!r}: run the stage-{name} deployment instead")
     cfg = resolve_config(config, None if config is not None else profile, overrides)
     refs = run_stage(cfg, name, input_dataset_id, model_id, models)
     ids = {label: ref.dataset_id for label, ref in refs.items()}

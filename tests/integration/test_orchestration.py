@@ -252,7 +252,7 @@ def test_full_pipeline_dispatches_gpu_stages_to_the_gpu_pool(prefect_real, tiny_
     other = _tiny_overrides(root, tiny_llama, f"models.verifier=local/{other_tiny}")
     t0 = time.perf_counter()
     with _client_settings(url):
-        child = run_deployment("stage/stage-verify", parameters={"input_dataset_id": awareness_id, "overrides": other},
+        child = run_deployment("stage/stage-verify", parameters={"input_dataset_id": [awareness_id], "overrides": other},
                                timeout=300, poll_interval=1)
     assert child.state.is_completed(), child.state.message
     print(f"stage-verify deployment run: {time.perf_counter() - t0:.1f}s wall, {child.total_run_time.total_seconds():.1f}s running")
@@ -304,5 +304,29 @@ def test_ui_run_page_shows_the_config_form(prefect_real, tmp_path):
                    "Storage root: a local folder", "LLM_ver: the frozen target policy"):
         assert needle in text, needle
     stage_page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render(f"/deployments/deployment/{deps['stage/stage-verify']}/run")))
-    for needle in ("input_dataset_id (Optional) id of the input dataset", "overrides (Optional) config fields to change"):
+    for needle in ("input_dataset_id (Optional) the input dataset ids", "overrides (Optional) config fields to change"):
         assert needle in stage_page, needle
+    # help text keeps its placeholders ("default /catalog.duckdb" when they were <root>), and the
+    # stage deployment's page says which stage it reruns (all shared one description)
+    assert "default {root}/catalog.duckdb" in text
+    async def description():
+        async with get_client() as c:
+            return (await c.read_deployment_by_name("stage/stage-verify")).description
+
+    assert _run(description, url).startswith("Rerun stage verify (awareness -> verified)")
+    if shots := os.environ.get("PROGRA_SCREENSHOTS"):  # for a person to look at (the UI check)
+        async def latest_run():
+            async with get_client() as c:
+                fid = (await c.read_flow_by_name("full-pipeline")).id
+                runs = await c.read_flow_runs(limit=50)
+                return next((r.id for r in runs if r.flow_id == fid and r.state and r.state.is_completed()), None)
+
+        pages = {"run-form": f"/deployments/deployment/{deps['full-pipeline/full-pipeline']}/run",
+                 "stage-verify-form": f"/deployments/deployment/{deps['stage/stage-verify']}/run", "artifacts": "/artifacts"}
+        if (run_id := _run(latest_run, url)) is not None:
+            pages["run-page"] = f"/runs/flow-run/{run_id}?tab=Artifacts"
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        for name, path in pages.items():
+            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                            f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,1800",
+                            f"--screenshot={Path(shots) / f'{name}.png'}", f"{base}{path}"], capture_output=True, timeout=120)

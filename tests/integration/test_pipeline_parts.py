@@ -70,7 +70,7 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
         return real(self, run_id, outputs)
 
     monkeypatch.setattr(DatasetStore, "write_run_outputs", spy)
-    ids = stage("segment", traj, config=cfg)
+    ids = stage("segment", [traj], config=cfg)
     assert list(ids) == ["segments"] and list(DatasetStore(root).find(ids["segments"]).parents) == [traj]
     (run_id, outputs), = seen.items()
     assert outputs == ids and DatasetStore(root).read_run_outputs(run_id) == ids
@@ -78,14 +78,20 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
     written: list[str] = []
     real_write = store.DatasetStore.write
     monkeypatch.setattr(store.DatasetStore, "write", lambda self, st, *a, **k: written.append(st) or real_write(self, st, *a, **k))
-    again = stage("segment", traj, overrides=_overrides(root, srv.api_base, "openai/echo"), profile="embedded")
+    again = stage("segment", [traj], overrides=_overrides(root, srv.api_base, "openai/echo"), profile="embedded")
     assert again == ids and written == []
     with pytest.raises(ValueError, match="reads .segments.; got 0 input"):
-        stage("awareness", None, config=cfg)
+        stage("awareness", [], config=cfg)
     with pytest.raises(ValueError, match="unknown stage"):
-        stage("nope", traj, config=cfg)
+        stage("nope", [traj], config=cfg)
     with pytest.raises(ValueError, match="reads a 'segments' dataset"):
-        stage("awareness", traj, config=cfg)
+        stage("awareness", [traj], config=cfg)
+    # a stage deployment whose `name` was edited in the form refuses instead of running another stage
+    import flows.stages as fs
+
+    monkeypatch.setattr(fs, "prefect_deployment_name", lambda: "stage-verify")
+    with pytest.raises(ValueError, match="stage-verify deployment runs stage 'verify'.*run the stage-segment deployment"):
+        stage("segment", [traj], config=cfg)
 
 
 def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):

@@ -81,7 +81,7 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     cfg.sft.launch = LaunchConfig(num_processes=2)
     written.clear()
     before = cat.sql("select count(*) c from models where stage = 'sft'").to_pylist()[0]["c"]
-    ids = stage("sft", data["sft_examples"].dataset_id, config=cfg)
+    ids = stage("sft", [data["sft_examples"].dataset_id], config=cfg)
     assert ids["sft"] != models["sft"].dataset_id  # the process count is part of the model's fingerprint
     assert sorted(written) == ["models", "train_log"]
     row = cat.sql(f"select * from models where model_id = '{ids['sft']}'").to_pylist()

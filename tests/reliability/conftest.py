@@ -37,7 +37,7 @@ def run_awareness(cfg: PipelineConfig, segments_id: str, return_state: bool = Fa
     """The ``stage`` flow (what ``progra stage awareness`` and the stage-awareness deployment run)."""
     from flows.stages import stage
 
-    return stage(name="awareness", input_dataset_id=segments_id, profile=None, config=cfg, return_state=return_state)
+    return stage(name="awareness", input_dataset_id=[segments_id], profile=None, config=cfg, return_state=return_state)
 
 
 def awareness_outcome(root: Path, dataset_id: str) -> tuple[list[dict], list[dict], dict]:

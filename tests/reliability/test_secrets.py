@@ -57,7 +57,7 @@ def test_keys_are_used_but_never_stored_or_logged(tmp_path, katan_echo, echo_seg
     cfg = echo_config(root, gen.api_base, *roles, "models.api_base=" + json.dumps({"generator": gen.api_base, "verifier": ver.api_base}))
 
     aware = run_awareness(cfg, segs)["awareness"]
-    verified = stage(name="verify", input_dataset_id=aware, profile=None, config=cfg)["verified"]
+    verified = stage(name="verify", input_dataset_id=[aware], profile=None, config=cfg)["verified"]
     assert gen.requests() == N and ver.requests() == N  # both keys were sent and accepted
     cat = Catalog(str(root))
     assert cat.sql(f"select count(*) from verified where dataset_id = '{verified}'").column(0)[0].as_py() == N
