@@ -82,6 +82,11 @@ def test_changing_verify_recomputes_only_downstream(tmp_path, katan_echo, writte
     made = cat.sql(f"select stage from datasets where flow_run_id = '{run_id}' order by stage").column(0).to_pylist()
     assert made == ["augmented", "sft_examples", "verified"]  # lineage: what this run produced
     assert cat.sql("select count(*) from funnel_latest").column(0)[0].as_py() == 6
+    # the log line, the bar and the funnel count a table stage's rows in the same way (sft_data's
+    # funnel row said "897 in" for 0 augmented rows in)
+    f = {r["stage"]: r for r in cat.sql("select stage, rows_in, rows_out from funnel_latest").to_pylist()}
+    assert f["sft_examples"]["rows_in"] == f["augmented"]["rows_out"] == second["augmented"].rows
+    assert second["sft_examples"].stats["rows_in"] == second["augmented"].rows
 
 
 def test_data_flow_against_llm_katan_serving_the_embedded_model(tmp_path, katan_transformers):

@@ -17,7 +17,11 @@ def test_gpu_smoke_runs_the_worst_case_at_tiny_geometry(embedded_model, tmp_path
     spec.loader.exec_module(smoke)
     out = smoke.main(["--tiny", "--sft-steps", "1", "--rl-steps", "2", "--json", str(tmp_path / "smoke.json")])
     assert json.loads((tmp_path / "smoke.json").read_text()) == out
-    assert out["device"] == "cpu" and out["arch"] == "Salesforce/Llama-xLAM-2-8b-fc-r" and out["policy"] == "scripted"
+    from progra_core.train.memory import load_arch
+
+    assert out["device"] == "cpu" and out["policy"] == "scripted"
+    assert load_arch(out["arch"]).params > 1e9  # a shipped paper-size layout, shrunk by --tiny for the run itself
+    assert out["params"] < load_arch(out["arch"]).params
     assert out["sft"]["steps"] == 1 and out["sft"]["seconds_per_step"] > 0
     g = out["grpo"]
     assert g["steps"] == 2 and g["measured_steps"] == 1 and g["warmup_s"] > 0 and g["seconds_per_step"] > 0
@@ -25,7 +29,7 @@ def test_gpu_smoke_runs_the_worst_case_at_tiny_geometry(embedded_model, tmp_path
     assert g["actions_per_rollout_max"] == g["max_actions"]  # no turn ended by itself: the action limit stopped it
     assert g["model_tokens_per_rollout"] == g["max_actions"] * g["max_action_tokens"]  # every action at full length
     assert 0 < g["context_used"] <= 1 and g["longest_context"] > g["max_actions"] // 2 * g["max_action_tokens"]
-    assert "multi-GPU (FSDP / DeepSpeed)" in out["not_exercised"] and out["paper_table6"]["progra_gpu_s_per_step"] == 2900
+    assert "multi-GPU (FSDP / DeepSpeed)" in out["not_exercised"] and out["paper_table6"]["progra_gpu_s_per_step"] > 0
     with pytest.raises(SystemExit):
         smoke.main(["--tiny", "--rl-steps", "1"])  # nothing left to measure after the warm-up
 
