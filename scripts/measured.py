@@ -53,15 +53,17 @@ def commit() -> str:
 
 
 def stage_times(root: Path) -> list[tuple[str, str]]:
-    """(part, minutes:seconds) from the newest ``run-*.log``: data flow, SFT, PAG-RL, evaluation, total."""
-    logs = sorted((root / "logs").glob("run-*.log"))
-    if not logs:
-        return []
+    """(part, minutes:seconds) from the newest ``run-*.log`` in which the stages ran (a later
+    rerun that only hit the cache is skipped): data flow, SFT, PAG-RL, evaluation, total."""
     stamps: list[tuple[datetime, str]] = []
-    for line in logs[-1].read_text(errors="replace").splitlines():
-        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \S+\s+\S+: (.*)", line)
-        if m:
-            stamps.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"), m.group(2)))
+    for log in sorted((root / "logs").glob("run-*.log"), reverse=True):
+        stamps = []
+        for line in log.read_text(errors="replace").splitlines():
+            m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \S+\s+\S+: (.*)", line)
+            if m:
+                stamps.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"), m.group(2)))
+        if any(msg.startswith("sft_data -> ") for _, msg in stamps):
+            break
     if not stamps:
         return []
 
