@@ -210,9 +210,9 @@ def stage(name: Annotated[StageName, typer.Argument(help=f"The stage to rerun, w
 def ablate(method: Annotated[list[str] | None, typer.Option("--method", "-m", help="A method to train and evaluate "
                                                            "(repeatable); default: base, sft, wo_pag_rl, mt_grpo, progra, "
                                                            "progra_tarl.")] = None,
-           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+           profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None, root: RootOpt = None) -> None:
     """The paper's Table 2 in small: every method on one data flow with the same budget, one table."""
-    cfg = _config(profile, config, set_)
+    cfg = _config(profile, config, set_, root)
     t0 = time.perf_counter()
     with _flow_env(cfg, "ablate") as log:
         from flows.ablate import ablate as ablate_flow
@@ -308,11 +308,12 @@ def _paired_tables(cat: Catalog, first: tuple[str, list[str]], last: tuple[str, 
 def plan(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
          gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of the GPU the stages will run on.")] = 80.0,
          model: Annotated[str | None, typer.Option(help="The policy (default: models.policy): a folder with config.json "
-                                                        "or a hub id with a shipped layout.")] = None) -> None:
+                                                        "or a hub id with a shipped layout.")] = None,
+         root: RootOpt = None) -> None:
     """Estimate each GPU stage's peak memory on a GPU of --gpu-memory GiB (bf16, checkpointing as on CUDA)."""
     from progra_core.train import memory
 
-    cfg = _config(profile, config, set_)
+    cfg = _config(profile, config, set_, root)
     try:
         arch = memory.load_arch(model or cfg.models.policy, Path(cfg.storage.root) / "models")
     except ValueError as e:
