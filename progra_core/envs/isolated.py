@@ -55,7 +55,7 @@ class WorkerStopped(EnvError):
 
 def _serve(conn) -> None:
     """A worker's loop: envs by handle; one answer per request (``drop`` has none)."""
-    from progra_core.envs.factory import make_env
+    from progra_core.envs.inprocess import build_env
 
     envs: dict[int, Any] = {}
     while True:
@@ -71,7 +71,7 @@ def _serve(conn) -> None:
                 kind, classes, config, long_context, budgets = payload
                 for name, value in budgets.items():  # the caller's budgets (a test or a config may shorten them)
                     setattr(budget, name, value)
-                envs[handle] = make_env(kind, classes, config, long_context, isolated=False)
+                envs[handle] = build_env(kind, classes, config, long_context)
                 value = None
             elif op == "call":
                 name, args, kwargs = payload
