@@ -94,20 +94,19 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
         stage("segment", [traj], config=cfg)
 
 
-def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
-    """A sharded stage maps one task per shard over the flow's task runner (a thread pool by
-    default): shards overlap in time, each is stored, and the rows keep the plan's order."""
+def _probe_shards(tmp_path, cfg, n_items: int, stage: str, dataset_id: str, ordered: bool = False):
+    """``run_sharded`` of ``n_items`` rows in shards of 2 through ``shard_mapper`` inside a flow,
+    each shard sleeping a little: (table, stats, peak shards at once, thread names, first row of
+    each shard in start order, the ShardIO)."""
     from prefect import flow
 
-    from flows.runners import task_runner, with_runner
+    from flows.runners import with_runner
     from progra_core.sharding import run_sharded
     from storage import DatasetStore, ShardIO
     from tasks.shards import shard_mapper
 
-    cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
-    assert type(task_runner(cfg)).__name__ == "ThreadPoolTaskRunner" and task_runner(cfg)._max_workers == 3
-    items = [{"id": f"i{n:02d}"} for n in range(12)]
-    live, peak, threads = [0], [0], set()
+    items = [{"id": f"i{n:02d}"} for n in range(n_items)]
+    live, peak, threads, seen = [0], [0], set(), []
     lock = threading.Lock()
 
     def work(part, gateway):
@@ -115,20 +114,33 @@ def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
             live[0] += 1
             peak[0] = max(peak[0], live[0])
             threads.add(threading.current_thread().name)
-        time.sleep(0.4)
+            seen.append(part[0]["id"])
+        time.sleep(0.4 if not ordered else 0.2)
         with lock:
             live[0] -= 1
         return pa.table({"id": [p["id"] for p in part]})
 
-    shards = ShardIO(DatasetStore(tmp_path), "awareness", "probe00000000000")
+    shards = ShardIO(DatasetStore(tmp_path), stage, dataset_id)
 
     @flow(name="shard-probe")
     def probe():
-        return run_sharded(items, "id", 2, None, shards, mapper=shard_mapper(cfg, str(tmp_path), "probe", work, []))
+        return run_sharded(items, "id", 2, None, shards,
+                           mapper=shard_mapper(cfg, str(tmp_path), "probe", work, [], ordered=ordered))
 
     table, stats = with_runner(probe, cfg)()
+    return table, stats, peak[0], threads, seen, shards, items
+
+
+def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
+    """A sharded stage maps one task per shard over the flow's task runner (a thread pool by
+    default): shards overlap in time, each is stored, and the rows keep the plan's order."""
+    from flows.runners import task_runner
+
+    cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
+    assert type(task_runner(cfg)).__name__ == "ThreadPoolTaskRunner" and task_runner(cfg)._max_workers == 3
+    table, stats, peak, threads, _, shards, items = _probe_shards(tmp_path, cfg, 12, "awareness", "probe00000000000")
     assert table.num_rows == 12 and stats["shards"] == 6 and stats["shards_computed"] == 6 and len(shards.done()) == 6
-    assert peak[0] == 3 and len(threads) == 3  # max_workers shard tasks at once
+    assert peak == 3 and len(threads) == 3  # max_workers shard tasks at once
     assert table.column("id").to_pylist() == [i["id"] for i in items]
 
 
@@ -136,38 +148,13 @@ def test_shards_of_an_in_process_local_model_run_one_at_a_time_in_key_order(tmp_
     """A ``local/`` model on the thread runner: shards one at a time, in the plan's order (the
     prefix cache history, hence the bf16 answers, is then the same on every run); an endpoint
     model or another runner keeps the pool."""
-    from prefect import flow
-
-    from flows.runners import with_runner
-    from progra_core.sharding import run_sharded
-    from storage import DatasetStore, ShardIO
-    from tasks.shards import in_order, shard_mapper
+    from tasks.shards import in_order
 
     cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
     assert in_order(cfg, "local/smollm2") and not in_order(cfg, "openai/gpt-4o") and not in_order(cfg, None)
     assert not in_order(cfg.model_copy(update={"dispatch": cfg.dispatch.model_copy(update={"task_runner": "dask"})}), "local/x")
-    items = [{"id": f"i{n:02d}"} for n in range(8)]
-    live, peak, seen = [0], [0], []
-    lock = threading.Lock()
-
-    def work(part, gateway):
-        with lock:
-            live[0] += 1
-            peak[0] = max(peak[0], live[0])
-            seen.append(part[0]["id"])
-        time.sleep(0.2)
-        with lock:
-            live[0] -= 1
-        return pa.table({"id": [p["id"] for p in part]})
-
-    shards = ShardIO(DatasetStore(tmp_path), "verified", "probe00000000001")
-
-    @flow(name="shard-order-probe")
-    def probe():
-        return run_sharded(items, "id", 2, None, shards, mapper=shard_mapper(cfg, str(tmp_path), "probe", work, [], ordered=True))
-
-    table, stats = with_runner(probe, cfg)()
-    assert peak[0] == 1 and seen == ["i00", "i02", "i04", "i06"] and stats["shards_computed"] == 4
+    table, stats, peak, _, seen, _, items = _probe_shards(tmp_path, cfg, 8, "verified", "probe00000000001", ordered=True)
+    assert peak == 1 and seen == ["i00", "i02", "i04", "i06"] and stats["shards_computed"] == 4
     assert table.column("id").to_pylist() == [i["id"] for i in items]
 
 
