@@ -134,6 +134,11 @@ def print_refs(refs: dict) -> None:
     console.print(t)
 
 
+#: the metrics a model's row shows wherever models are listed (run output, run summary, measured.md)
+HEADLINE_METRICS = {"sft": ("train_loss", "eval_loss_before", "eval_loss_after"),
+                    "grpo": ("mean_reward_first", "mean_reward_last", "kl_reference")}
+
+
 def print_rows(headers: list[str], body: list[list[str]], title: str) -> None:
     """A table that stays whole in an 80-column terminal or log: a cell breaks only at a space
     (an id folded over four lines cannot be copied, "81.2/5" misreads), an interval goes under
@@ -171,7 +176,7 @@ def show_models(cfg, models: dict, root_opt: str) -> None:
         t.add_column(c)
     for stage, ref in models.items():
         st = ref.stats or {}
-        keys = ("train_loss", "eval_loss_before", "eval_loss_after") if stage == "sft" else ("mean_reward_first", "mean_reward_last", "kl_reference")
+        keys = HEADLINE_METRICS.get(stage, ())
         t.add_row(stage, ref.dataset_id, str(st.get("steps")), str(st.get("seconds_per_step")),
                   ", ".join(f"{k}={st.get(k)}" for k in keys))
     console.print(t)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
+from flows.console import HEADLINE_METRICS
 from flows.data import data_flow
 from flows.dispatch import gpu_stage
 from flows.runners import with_runner
@@ -19,6 +20,7 @@ from flows.train import train_flow
 from progra_core.config import PipelineConfig, load_config, resolve_config
 from storage import Catalog, DatasetRef, DatasetStore
 from tasks.artifacts import publish_markdown
+from tasks.funnel import rows_in
 
 #: The form the Prefect UI shows for ``config``: the embedded profile, every field documented.
 DEFAULT_CONFIG = load_config("embedded")
@@ -88,12 +90,12 @@ def run_summary_markdown(cfg: PipelineConfig, data: dict[str, DatasetRef], model
     md = [f"# {title}", "", "## Data funnel", "", "| stage | in | out | rejects |", "|---|---:|---:|---:|"]
     for label, r in data.items():
         if label != "funnel":
-            md.append(f"| {r.stage} | {(r.stats or {}).get('rows_in', r.rows + r.rejects)} | {r.rows} | {r.rejects} |")
+            md.append(f"| {r.stage} | {rows_in(r)} | {r.rows} | {r.rejects} |")
     if models:
         md += ["", "## Models", "", "| stage | model id | steps | s/step | metrics |", "|---|---|---:|---:|---|"]
         for stage, r in models.items():
             st = r.stats or {}
-            keys = ("train_loss", "eval_loss_before", "eval_loss_after") if stage == "sft" else ("mean_reward_first", "mean_reward_last")
+            keys = HEADLINE_METRICS.get(stage, ())
             md.append(f"| {stage} | `{r.dataset_id}` | {st.get('steps')} | {st.get('seconds_per_step')} | "
                       + ", ".join(f"{k}={st.get(k)}" for k in keys) + " |")
     if evals:

@@ -82,6 +82,7 @@ def stage_times(root: Path) -> list[tuple[str, str]]:
 
 
 def render(root: Path) -> str:
+    from flows.console import HEADLINE_METRICS
     from progra_core.evaluation import report
     from storage import Catalog
 
@@ -109,8 +110,7 @@ def render(root: Path) -> str:
         md += ["## Models", "", "| stage | method | model id | steps | s/step | metrics |", "|---|---|---|---:|---:|---|"]
         for m in models:
             st = json.loads(m["metrics"] or "{}")
-            keys = ("train_loss", "eval_loss_before", "eval_loss_after", "kinds", "too_long") if m["stage"] == "sft" else (
-                "mean_reward_first", "mean_reward_last", "rollouts")
+            keys = (*HEADLINE_METRICS.get(m["stage"], ()), *(("kinds", "too_long") if m["stage"] == "sft" else ("rollouts",)))
             md.append(f"| {m['stage']} | {m['method']} | `{m['model_id']}` | {st.get('steps')} | {st.get('seconds_per_step')} | "
                       + "; ".join(f"{k} {json.dumps(st.get(k)) if isinstance(st.get(k), dict) else st.get(k)}" for k in keys) + " |")
         roll = cat.sql("select step, count(*) n, round(avg(total_reward), 3) r, sum((rewards.fmt <> 0)::int) fmt, "

@@ -13,6 +13,11 @@ from tasks.artifacts import funnel_markdown, publish_markdown
 
 
 @task(name="funnel", persist_result=False)
+def rows_in(ref: DatasetRef) -> int:
+    """A stage's rows in as it recorded them (older datasets: rows out + rejects)."""
+    return int((ref.stats or {}).get("rows_in", ref.rows + ref.rejects))
+
+
 def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel") -> DatasetRef:
     store = DatasetStore(root)
     pid = fingerprint("funnel", {}, [r.dataset_id for r in refs], "2")  # 2: cost columns
@@ -20,9 +25,9 @@ def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel
     for i, r in enumerate(refs):
         st = r.stats or {}
         u = st.get("usage") or {}
-        rows_in = int(st.get("rows_in", r.rows + r.rejects))
+        n_in = rows_in(r)
         rows.append({
-            "pipeline_id": pid, "position": i, "stage": r.stage, "stage_dataset_id": r.dataset_id, "rows_in": rows_in,
+            "pipeline_id": pid, "position": i, "stage": r.stage, "stage_dataset_id": r.dataset_id, "rows_in": n_in,
             "rows_out": r.rows, "rejects": r.rejects, "rejects_by_reason": json.dumps(st.get("rejects_by_reason") or {}),
             "llm_calls": int(sum(v["calls"] for v in u.values())), "cached_calls": int(sum(v["cached"] for v in u.values())),
             "retries": int(sum(v["retries"] for v in u.values())), "llm_errors": int(sum(v["errors"] for v in u.values())),
@@ -32,7 +37,7 @@ def funnel(root: str, refs: list[DatasetRef], title: str = "Data pipeline funnel
             "cost_usd": float(sum(v.get("cost_usd", 0.0) for v in u.values())),
             "unpriced_calls": int(sum(v.get("unpriced_calls", 0) for v in u.values())),
         })
-        md_rows.append((r.stage, rows_in, r.rows, r.rejects))
+        md_rows.append((r.stage, n_in, r.rows, r.rejects))
         for k, v in (st.get("rejects_by_reason") or {}).items():
             reasons[f"{r.stage}: {k}"] = v
         usage.update({f"{role} ({r.stage})": v for role, v in u.items()})
