@@ -10,13 +10,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.data import data_flow
-from flows.dispatch import gpu_stage
-from flows.runners import with_runner
+from flows.dispatch import dispatch_stage
+from flows.task_runners import with_runner
 from flows.train import train_flow
 from progra_core.config import PipelineConfig, resolve_config
 from progra_core.evaluation import report
 from storage import Catalog
 from tasks.artifacts import publish_markdown
+from tasks.runtime import refresh_catalog
 
 __all__ = ["ablate", "TABLE2_METHODS"]
 
@@ -35,17 +36,18 @@ def ablate(config: PipelineConfig | None = None, profile: str | None = "embedded
     for method in methods or TABLE2_METHODS:
         if method == "base":
             run = cfg.model_copy(update={"method": "progra"})  # progra's prompt style for the next-call cases
-            refs = gpu_stage(run, "evaluate", models=["base"])
+            refs = dispatch_stage(run, "evaluate", models=["base"])
         else:
             run = cfg.model_copy(update={"method": method})
-            models = train_flow(data["sft_examples"].dataset_id, run)
+            models = train_flow(data["sft_examples"], run)
             final = models.get("grpo") or models.get("sft")
-            refs = gpu_stage(run, "evaluate", model_id=final.dataset_id if final else None, models=["trained"])
+            refs = dispatch_stage(run, "evaluate", init=final, models=["trained"])
         evals[method] = next(iter(refs.values())).dataset_id
     headers, rows = table2(Catalog(cfg.storage.root), evals)
     md = report.to_markdown(headers, rows, "Mini Table 2: methods on one data flow, one budget") + "\n\n" + report.report_note(cfg)
     publish_markdown("ablation-table", md, "ablation: every method trained on the same data and budget, one evaluation")
     get_run_logger().info("ablation:\n%s", md)
+    refresh_catalog(cfg)
     return {"headers": headers, "rows": rows, "evals": evals}
 
 

@@ -143,13 +143,13 @@ def _run(cfg, through: str) -> dict:
         store = DatasetStore(cfg.storage.root)
         return {label: store.find(i) for label, i in full_pipeline(cfg).items()}
     from flows.data import data_flow
-    from flows.runners import with_runner
+    from flows.task_runners import with_runner
 
     refs = with_runner(data_flow, cfg)(cfg)
     if through == "train":
         from flows.train import train_flow
 
-        refs |= train_flow(refs["sft_examples"].dataset_id, cfg)
+        refs |= train_flow(refs["sft_examples"], cfg)
     return refs
 
 
@@ -179,13 +179,12 @@ def stage(name: Annotated[StageName, typer.Argument(help=f"The stage to rerun, w
     if name == "evaluate":
         models = list(model or input or [m for m in cfg.evaluate.models if m != "trained"])
         input = None
-    elif len(input or []) != len(st.inputs):
-        want = " and ".join(repr(i) for i in st.inputs) or "no input"
-        err.print(f"[red]stage {name!r} reads {want}[/red]: give {len(st.inputs)} --input id(s) (progra datasets)")
+    elif (why := st.input_error(list(input or []))) is not None:
+        err.print(f"[red]{why}[/red]")
         raise typer.Exit(2)
     t0 = time.perf_counter()
     with _flow_env(cfg, f"stage-{name}"):  # the bars stop before the result is printed
-        from flows.stages import stage as stage_flow
+        from flows.stage_flow import stage as stage_flow
 
         try:
             ids = stage_flow(name, list(input or []), config=cfg, model_id=init, models=models)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from progra_core.evaluation import report as rep
-from storage import Catalog
+from storage import CALLS, Catalog
 
 __all__ = ["console", "err", "quiet_console_env", "live", "print_table", "print_refs", "print_rows", "show_data",
            "show_models", "show_evals"]
@@ -96,10 +97,13 @@ def live(root: str, command: str) -> Iterator[Path]:
                     console=err, transient=False)
     handler = _Bars(bars)
     progress_logger.addHandler(handler)
+    calls = Counter(CALLS)
     try:
         with bars:
             yield path
     finally:
+        logging.getLogger("progra.storage").info("storage calls of this command: %s",
+                                                 dict(sorted((CALLS - calls).items())) or "none")
         progress_logger.removeHandler(handler)
         root_logger.removeHandler(file_handler)
         hf.removeHandler(file_handler)

@@ -1,7 +1,8 @@
-"""Where a stage runs: ``gpu_stage`` runs a GPU stage in this process (``dispatch.mode: local``)
-or as a run of its ``stage-<name>`` deployment on the GPU work pool (``work_pool``).
+"""Where a stage runs: ``dispatch_stage`` runs any stage in this process (``dispatch.mode: local``,
+and every CPU stage) or a GPU stage as a run of its ``stage-<name>`` deployment on the GPU work
+pool (``work_pool``).
 
-Only ids cross the wire: the child gets the whole config and dataset ids as parameters, and its
+In this process refs are passed as they are. Only ids cross the wire: the child gets the whole config and dataset ids as parameters, and its
 outputs come back through the shared storage root (``runs/<flow_run_id>.json`` + the datasets),
 never through Prefect results or in-memory objects. A child that does not complete fails the
 parent with the child's own error.
@@ -14,12 +15,13 @@ import time
 from prefect import get_run_logger
 from prefect.deployments import run_deployment
 
-from flows.stages import run_stage, stage
+import flows.stage_flow  # noqa: F401 - every stage's run registered
 from progra_core import stages
 from progra_core.config import PipelineConfig
 from storage import DatasetRef, DatasetStore
+from tasks.stage_tasks import STAGE_RUNS, check_inputs
 
-__all__ = ["StageRunFailed", "deployment_name", "gpu_stage"]
+__all__ = ["StageRunFailed", "deployment_name", "dispatch_stage", "stage"]
 
 
 class StageRunFailed(RuntimeError):
@@ -30,17 +32,21 @@ def deployment_name(stage_name: str) -> str:
     return f"stage/stage-{stage_name}"
 
 
-def gpu_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = None, model_id: str | None = None,
-              models: list[str] | None = None) -> dict[str, DatasetRef]:
-    """Run stage ``name`` where ``dispatch.mode`` says; ``{label: ref}`` as ``run_stage`` returns."""
+def dispatch_stage(cfg: PipelineConfig, name: str, *inputs: DatasetRef, init: DatasetRef | None = None,
+                   models: list[str] | None = None) -> dict[str, DatasetRef]:
+    """Run stage ``name`` where ``dispatch.mode`` says; ``{label: ref}``. In this process the refs go
+    straight to the stage's registered run (its tasks join the calling flow); only a run on the GPU
+    work pool turns them into ids, and the outputs back into refs."""
     st = stages.get(name)
+    check_inputs(name, inputs)
     if cfg.dispatch.mode == "local" or not st.gpu(cfg):
-        if st.kind != "custom":  # a data stage is one task of the calling flow
-            return run_stage(cfg, name, inputs, model_id, models)
-        ids = stage(name, [inputs] if isinstance(inputs, str) else list(inputs or []), config=cfg, model_id=model_id,
-                    models=models)  # a subflow
-        return _refs(cfg, name, ids, "this process")
-    return _dispatch(cfg, name, inputs, model_id, models)
+        return STAGE_RUNS[name](cfg, list(inputs), init=init, models=models)
+    return _dispatch(cfg, name, [r.dataset_id for r in inputs], init.dataset_id if init else None, models)
+
+
+def stage(cfg: PipelineConfig, name: str, *inputs: DatasetRef) -> DatasetRef:
+    """The one dataset a data stage writes (where ``dispatch.mode`` says): what the flows compose."""
+    return dispatch_stage(cfg, name, *inputs)[stages.get(name).output]
 
 
 def _dispatch(cfg: PipelineConfig, name: str, inputs, model_id, models) -> dict[str, DatasetRef]:

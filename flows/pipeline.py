@@ -14,13 +14,14 @@ from prefect.context import FlowRunContext
 
 from flows.console import HEADLINE_METRICS
 from flows.data import data_flow
-from flows.dispatch import gpu_stage
-from flows.runners import with_runner
+from flows.dispatch import dispatch_stage
+from flows.task_runners import with_runner
 from flows.train import train_flow
 from progra_core.config import PipelineConfig, load_config, resolve_config
 from storage import Catalog, DatasetRef, DatasetStore
 from tasks.artifacts import publish_markdown
 from tasks.funnel import rows_in
+from tasks.runtime import refresh_catalog
 
 #: The form the Prefect UI shows for ``config``: the embedded profile, every field documented.
 DEFAULT_CONFIG = load_config("embedded")
@@ -43,14 +44,15 @@ def full_pipeline(config: PipelineConfig = DEFAULT_CONFIG, profile: str | None =
     # Fig. 2: D -> segments -> D_raw (awareness) -> D_ver (verify) -> D_aug -> D_sft
     data = with_runner(data_flow, cfg)(cfg)
     # Fig. 3: warm-up SFT on D_sft, then PAG-RL from the warmed-up policy (per the method's recipe)
-    models = train_flow(data["sft_examples"].dataset_id, cfg)
+    models = train_flow(data["sft_examples"], cfg)
     final = models.get("grpo") or models.get("sft")
     # §4.2: the base and the trained policy on held-out BFCL multi-turn
-    evals = gpu_stage(cfg, "evaluate", model_id=final.dataset_id if final else None)
+    evals = dispatch_stage(cfg, "evaluate", init=final)
     refs = {**data, **models, **{f"eval {label}": ref for label, ref in evals.items()}}
     title = f"full pipeline ({cfg.method}, dispatch {cfg.dispatch.mode})"
     publish_run_datasets(cfg, refs, title)
     publish_run_summary(cfg, data, models, evals, title)
+    refresh_catalog(cfg)
     return {label: ref.dataset_id for label, ref in refs.items()}
 
 
@@ -74,6 +76,7 @@ def data_refresh(profile: str = "embedded", overrides: list[str] | None = None, 
         get_run_logger().warning("synthesize.enabled is false: a new seed changes nothing, every stage is a cache hit")
     refs = with_runner(data_flow, cfg)(cfg)
     publish_run_datasets(cfg, refs, f"data refresh (synthesis seed {seed})")
+    refresh_catalog(cfg)
     return {label: ref.dataset_id for label, ref in refs.items()}
 
 
@@ -115,7 +118,6 @@ def publish_run_summary(cfg: PipelineConfig, data: dict[str, DatasetRef], models
 def publish_run_datasets(cfg: PipelineConfig, refs: dict[str, DatasetRef], title: str) -> None:
     """The run's datasets as a markdown artifact: ids, rows, rejects and where the files are."""
     store = DatasetStore(cfg.storage.root)
-    Catalog(cfg.storage.root, cfg.storage.catalog_path).refresh()
     md = [f"# Datasets of this run: {title}", "", "| name | stage | dataset id | rows | rejects | path |", "|---|---|---|---:|---:|---|"]
     for label, r in refs.items():
         path = store.url(store.dataset_dir(r.stage, r.dataset_id))

@@ -21,7 +21,7 @@ through their own task.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,7 +65,7 @@ class Stage:
     gpu: Callable[[PipelineConfig], bool] = _never  #: runs on the GPU pool when dispatched
     gpu_pool: bool = False  #: its deployment is on the GPU pool (``gpu`` may be true for some configs)
     title: str = ""  #: heading of its funnel artifact
-    payload: Callable[[PipelineConfig], Any] | None = None  #: the config part of its fingerprint
+    payload: Callable[..., Any] | None = None  #: the config part of its fingerprint: ``(cfg, **context)``
     run: Callable[[PipelineConfig, Tables, Progress], Outcome] | None = None
     items: Callable[[PipelineConfig, Tables], list[dict]] | None = None
     id_key: str = ""
@@ -78,14 +78,30 @@ class Stage:
     def schema(self) -> pa.Schema:
         return DATASETS[self.output]
 
-    def config(self, cfg: PipelineConfig) -> Any:
-        """What of ``cfg`` this stage's output depends on (hashed into its dataset id)."""
+    def config(self, cfg: PipelineConfig, **context: Any) -> Any:
+        """What of ``cfg`` this stage's output depends on: hashed into its dataset id *and* stored as
+        its manifest's ``config`` (one dict for both, so an id can be recomputed from its manifest).
+        ``context``: what a run adds beyond the config (evaluate: the model under test)."""
         if self.payload is not None:
-            return self.payload(cfg)
+            return self.payload(cfg, **context)
         section = cfg.section(self.section)
         if self.role is None:
             return section
         return {"section": section, self.role: role_payload(cfg, self.role)}
+
+    def input_error(self, given: Sequence[Any]) -> str | None:
+        """Why ``given`` is not what this stage reads (None when it is): one rule for every way a stage
+        starts (CLI, deployment, flow). Items are dataset ids (only their number is checked) or refs
+        with ``dataset_id`` and ``stage``."""
+        want = " and ".join(repr(i) for i in self.inputs) or "no input"
+        if len(given) != len(self.inputs):
+            return (f"stage {self.name!r} reads {want}: give {len(self.inputs)} input id(s), got {len(given)} "
+                    f"(progra datasets {' '.join(self.inputs)})")
+        for label, ref in zip(self.inputs, given, strict=True):
+            stage = getattr(ref, "stage", None)
+            if stage is not None and stage != label:
+                return f"stage {self.name!r} reads a {label!r} dataset, but {ref.dataset_id} is {stage!r}"
+        return None
 
 
 def role_payload(cfg: PipelineConfig, role: str) -> dict:
@@ -116,7 +132,7 @@ def _grpo_payload(cfg: PipelineConfig) -> dict:
     return {"grpo": cfg.section("grpo"), "mode": r.grpo, "loss_type": r.loss_type(cfg.grpo.loss_type),
             "scale_rewards": r.scale_rewards(), "awareness_prompt": r.awareness_prompt, "policy": cfg.models.policy,
             "reward_terms": list(r.reward_terms), "tool_docs": cfg.tool_docs,
-            **({"judge": role_payload(cfg, "judge")} if "judge" in r.reward_terms else {})}
+            **{t: role_payload(cfg, grpo.MODEL_TERMS[t].role) for t in r.reward_terms if t in grpo.MODEL_TERMS}}
 
 
 STAGES: tuple[Stage, ...] = (
@@ -166,7 +182,8 @@ STAGES: tuple[Stage, ...] = (
           grpo.CODE_VERSION, "custom", inputs=("trajectories",), gpu=_always, gpu_pool=True, payload=_grpo_payload,
           also_writes=("rollouts", "train_log")),
     Stage("evaluate", "eval_results", "BFCL multi-turn (+ tau2) for base and trained models (4.2)", "evaluate",
-          harness.CODE_VERSION, "custom", gpu=_always, gpu_pool=True),
+          harness.CODE_VERSION, "custom", gpu=_always, gpu_pool=True,
+          payload=lambda cfg, subject: harness.payload(cfg, subject)),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}

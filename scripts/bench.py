@@ -66,7 +66,7 @@ def bench_awareness(work: Path, repeats: int, concurrency: int = 16, latency_ms:
     30 requests per in-flight slot on both sides."""
     from openai import AsyncOpenAI
 
-    from flows.stages import stage
+    from flows.stage_flow import stage
     from progra_core.config import load_config
     from progra_core.prompts import awareness as prompts
     from progra_core.prompts.tools import render_tools
@@ -126,7 +126,7 @@ def _bench_runner(work: Path, repeats: int, runner: str, n: int = 256) -> dict:
     """The awareness stage with its shards on ``runner`` vs on threads, same echo server (200 ms),
     same shards (16 segments) and concurrency; each stage run starts its own local cluster, so the
     rate includes spin-up, which a one-shard run (8 segments) measures alone."""
-    from flows.stages import stage
+    from flows.stage_flow import stage
     from progra_core.config import load_config
     from tests.reliability import echo_data
 

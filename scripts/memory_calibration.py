@@ -41,7 +41,7 @@ def one(model_dir: str, micro: int, length: int, padded: bool, completion: int) 
 
     from progra_core.config import SFTConfig
     from progra_core.train import memory
-    from progra_core.train.sft import (
+    from progra_core.train.trainer import (
         device_kwargs,
         lora_config,
         quiet_trainer,

@@ -2,6 +2,7 @@
 
 from storage.catalog import Catalog, SQLRefused
 from storage.store import (
+    CALLS,
     CorruptDataset,
     CorruptManifest,
     DatasetNotFound,
@@ -11,4 +12,4 @@ from storage.store import (
     fingerprint,
 )
 
-__all__ = ["Catalog", "SQLRefused", "CorruptDataset", "CorruptManifest", "DatasetNotFound", "DatasetRef", "DatasetStore", "ShardIO", "fingerprint"]
+__all__ = ["CALLS", "Catalog", "SQLRefused", "CorruptDataset", "CorruptManifest", "DatasetNotFound", "DatasetRef", "DatasetStore", "ShardIO", "fingerprint"]

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from progra_core.schemas import DATASETS, REJECTS
-from storage.store import DatasetRef, DatasetStore
+from storage.store import CALLS, DatasetRef, DatasetStore
 
 __all__ = ["Catalog", "DATASETS_SCHEMA", "SQLRefused", "check_filter"]
 
@@ -343,6 +343,7 @@ class Catalog:
         """Persist the views into the DuckDB file (local roots only); returns its path, or None
         when it is busy (another process holds the write lock) or the root is remote. A file that
         already holds the current set of datasets is left alone (a cached rerun writes nothing)."""
+        CALLS["catalog.refresh"] += 1
         if not self.db_path:
             return None
 
@@ -359,6 +360,7 @@ class Catalog:
             except duckdb.CatalogException:
                 pass
             self._statements(con)
+            CALLS["catalog.write"] += 1
             con.execute("CREATE OR REPLACE TABLE _progra_catalog AS SELECT ? AS signature", [signature])
         finally:
             con.close()

@@ -24,6 +24,7 @@ import logging
 import os
 import posixpath
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +44,7 @@ _warned: set[str] = set()
 #: file versions already hashed and found equal to their manifest's digest (see ``DatasetStore.intact``)
 _INTACT: set[tuple] = set()
 
-__all__ = ["DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "CorruptDataset", "ShardIO"]
+__all__ = ["CALLS", "DatasetRef", "DatasetStore", "fingerprint", "DatasetNotFound", "CorruptManifest", "CorruptDataset", "ShardIO"]
 
 MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
@@ -65,6 +66,11 @@ class DatasetNotFound(KeyError):
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+#: Store and catalog operations in this process (``store.find``, ``catalog.refresh`` and
+#: ``catalog.write``), logged once at the end of a CLI command: how often a run goes back to storage.
+CALLS: Counter[str] = Counter()
 
 
 def fingerprint(stage: str, config: Any, parents: list[str] | tuple[str, ...] = (), code_version: str = "") -> str:
@@ -288,6 +294,7 @@ class DatasetStore(ModelFolders, ShardFiles):
 
     def find(self, dataset_id: str) -> DatasetRef:
         """The dataset with this id in any stage (an id is a plain name, never a path)."""
+        CALLS["store.find"] += 1
         try:
             check_name(dataset_id)
         except ValueError as e:

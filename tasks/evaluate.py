@@ -6,8 +6,6 @@ LiteLLM string); :func:`resolve_subjects` turns each name into how the gateway r
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from prefect import get_run_logger, task
 
 from progra_core import methods, stages
@@ -15,12 +13,12 @@ from progra_core.config import PipelineConfig
 from progra_core.evaluation import harness
 from progra_core.evaluation.bfcl import Subject
 from progra_core.methods import RECIPES
-from storage import DatasetNotFound, DatasetRef, DatasetStore, fingerprint
+from storage import DatasetNotFound, DatasetRef, DatasetStore
 from tasks.artifacts import Progress
 from tasks.limits import gateway_for
 from tasks.models import policy_path
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, key_env
-from tasks.stage import commit
+from tasks.stage_tasks import commit, stage_fingerprint
 
 __all__ = ["resolve_subjects", "evaluate_fingerprint", "evaluate", "trained_bfcl_ids", "check_no_leak"]
 
@@ -104,7 +102,8 @@ def check_no_leak(cfg: PipelineConfig, store: DatasetStore, subject: Subject, pa
 
 
 def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[str]) -> str:
-    return fingerprint(STAGE.output, harness.payload(cfg, subject), parents or ["base"], STAGE.code_version)
+    """Hashes what the manifest records: ``Stage.config`` with the subject, and the model's id as parent."""
+    return stage_fingerprint(STAGE.name, cfg, parents, subject=subject)
 
 
 @task(name="evaluate", **STAGE_TASK, log_prints=False)
@@ -127,7 +126,7 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
             cfg, gateway, subject, endpoint(cfg, "user_simulator"),
             lambda bench, n: Progress(f"evaluate-{subject.method}-{bench}", n, what="runs"))
         return commit(store, STAGE, table, dataset_id=dataset_id, parents=parents, rejects=rejects, stats=stats,
-                      config={"evaluate": cfg.section("evaluate"), "subject": asdict(subject)},
+                      config=STAGE.config(cfg, subject=subject),
                       rows_in=stats["rows_in"], usage=gateway.usage_summary(),
                       title=f"evaluate: {subject.model_ref} ({subject.method})",
                       key=f"evaluate-{subject.method}-{subject.model_ref[:8]}")

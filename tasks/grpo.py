@@ -15,19 +15,23 @@ from progra_core.schemas import ROLLOUTS
 from progra_core.train import grpo as core
 from progra_core.train import launch, rollout
 from progra_core.train.curves import plot_curves
-from progra_core.train.judge import judge_term
 from storage import DatasetRef, DatasetStore, fingerprint
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.limits import gateway_for
 from tasks.models import finish_tracking, policy_path, register_model, tracking_for
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
-from tasks.stage import stage_fingerprint
+from tasks.stage_tasks import stage_fingerprint, stage_run
 
 STAGE = stages.get("grpo")
 
 
 def grpo_fingerprint(cfg: PipelineConfig, trajectories: DatasetRef, init: DatasetRef | None) -> str:
-    return stage_fingerprint("grpo", cfg, [trajectories.dataset_id, init.dataset_id if init else "base"])
+    return stage_fingerprint("grpo", cfg, _parents(trajectories, init))
+
+
+def _parents(trajectories: DatasetRef, init: DatasetRef | None) -> list[str]:
+    """The episodes' trajectories and, when RL starts from an adapter, that adapter (hashed and recorded alike)."""
+    return [trajectories.dataset_id] + ([init.dataset_id] if init else [])
 
 
 @task(name="grpo", **STAGE_TASK, log_prints=False)
@@ -47,14 +51,18 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
     episodes = core.select_episodes(episodes, cfg.grpo)
     adapter = store.local_model(store.read(init).to_pylist()[0]["adapter_path"]) if init else None
     get_run_logger().info("grpo (%s rollouts, from %s): %d episodes, %d rejects", r.grpo, adapter or "base", len(episodes), len(rejects))
-    judge_stats: dict = {}
+    term_stats: dict[str, dict] = {}
     extra = {}
-    if "judge" in r.reward_terms:  # TARL: one gateway for every verdict of the run (cached, batched)
+    model_terms = [t for t in r.reward_terms if t in core.MODEL_TERMS]
+    if model_terms:  # terms that ask a model (TARL's judge): one gateway for every call of the run (cached, batched)
         if cfg.grpo.launch.num_processes > 1:
-            raise ValueError(f"{r.name} scores turns with an LLM judge, which runs in the stage's process only: "
+            raise ValueError(f"{r.name} scores with {model_terms}, which ask a model in the stage's process only: "
                              "set grpo.launch.num_processes=1 for it")
         gateway = gateway_for(cfg, root)
-        extra["judge"] = judge_term(gateway, endpoint(cfg, "judge"), seed=cfg.grpo.seed, stats=judge_stats)
+        for name in model_terms:
+            term = core.MODEL_TERMS[name]
+            extra[name] = term.build(gateway, endpoint(cfg, term.role), seed=cfg.grpo.seed,
+                                     stats=term_stats.setdefault(name, {}))
     checkpoints = store.checkpointing(STAGE.name, dataset_id, cfg.grpo.save_steps, cfg.grpo.save_total_limit)
     tracking, tracking_url = tracking_for(cfg, store, STAGE.name, dataset_id, {
         "method": r.name, "base": cfg.models.policy, "trajectories": trajectories.dataset_id,
@@ -72,7 +80,7 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
                                   checkpoints.local)
         if extra:
             gateway.close()
-            metrics["judge"] = judge_stats
+            metrics |= term_stats
         png = plot_curves(metrics["log_history"], ["reward", "kl", "rewards/reward_acc/mean"], f"{out}/curves.png",
                           f"PAG-RL ({r.name})")
         if png:
@@ -80,10 +88,20 @@ def grpo(cfg: PipelineConfig, root: str, trajectories: DatasetRef, init: Dataset
         store.write("rollouts", table.cast(ROLLOUTS) if table.num_rows else pa.Table.from_pylist([], schema=ROLLOUTS),
                     dataset_id=fingerprint("rollouts", {}, [dataset_id]), parents=[dataset_id], flow_run_id=flow_run_id(),
                     stats={"rows": table.num_rows})
-        parents = [trajectories.dataset_id] + ([init.dataset_id] if init else [])
-        ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=r.name, parents=parents,
-                             config={"grpo": cfg.section("grpo"), "method": r.name}, code_version=STAGE.code_version,
+        ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=r.name,
+                             parents=_parents(trajectories, init), config=STAGE.config(cfg), code_version=STAGE.code_version,
                              metrics=metrics, rejects=rejects, tracked=finish_tracking(store, tracking, tracking_url))
     if checkpoints:  # the model is registered: they only served a resume
         checkpoints.clear()
     return ref
+
+
+@stage_run("grpo")
+def run(cfg: PipelineConfig, refs: list[DatasetRef], *, init: DatasetRef | None = None, **_) -> dict[str, DatasetRef]:
+    """trajectories (+ the adapter ``init``, else the base policy) -> ``{"grpo": adapter}``; nothing for
+    a method without RL."""
+    if init is not None and init.stage != "models":
+        raise ValueError(f"grpo starts from a registered adapter, but {init.dataset_id} is a {init.stage!r} dataset")
+    if not recipe(cfg.method).grpo:
+        return {}
+    return {"grpo": grpo(cfg, cfg.storage.root, refs[0], init, dataset_id=grpo_fingerprint(cfg, refs[0], init))}

@@ -11,8 +11,10 @@ is a lease, so a worker killed mid-request frees it when the lease runs out.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 from progra_core.config import PipelineConfig
 from progra_core.llm import Gateway
@@ -68,6 +70,13 @@ def ensure_limit(cfg: PipelineConfig, ep: Endpoint) -> None:
 
 
 def gateway_for(cfg: PipelineConfig, root: str) -> Gateway:
-    """The gateway a pipeline task uses: built from the config, holding the shared endpoint limit
-    when ``llm.global_limit`` asks for it (one place, so no caller can forget it)."""
-    return Gateway.from_config(cfg, root, endpoint_limit=global_endpoint_limit(cfg))
+    """The gateway a pipeline task uses, built from the config in this one place: the ``llm``
+    settings, the storage layout (answers under ``<root>/llm_cache``, shared by every worker on that
+    root; models provisioned per machine, under a local root's ``models/``, else ``.progra-local/models``
+    or ``PROGRA_MODELS_DIR``), a strict gateway (an endpoint that stays down raises), and the shared
+    endpoint limit when ``llm.global_limit`` asks for it."""
+    root = str(root or cfg.storage.root)
+    local_root = Path(".progra-local") if "://" in root else Path(root)
+    models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
+    return Gateway(f"{root.rstrip('/')}/llm_cache" if cfg.llm.cache else None, models_root=models_root, strict=True,
+                   endpoint_limit=global_endpoint_limit(cfg), **cfg.llm.model_dump(include=set(Gateway.SETTINGS)))

@@ -14,14 +14,27 @@ from prefect.context import FlowRunContext
 
 from progra_core.config import PipelineConfig
 from progra_core.llm.types import Endpoint
+from storage import Catalog
 
-__all__ = ["flow_run_id", "STAGE_TASK", "already_committed", "key_env", "endpoint", "check_key", "allowed_keys", "KeyNotAllowed",
+__all__ = ["flow_run_id", "refresh_catalog", "STAGE_TASK", "already_committed", "key_env", "endpoint", "check_key", "allowed_keys", "KeyNotAllowed",
            "KEY_ALLOWLIST"]
 
 
 def flow_run_id() -> str | None:
     ctx = FlowRunContext.get()
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+def refresh_catalog(cfg: PipelineConfig) -> None:
+    """Persist the catalog's views for tools outside this process (``progra sql``, a DuckDB shell)
+    once per top-level flow run, at its end: a nested run (a subflow, a stage dispatched to a work
+    pool) leaves it to the run it belongs to. Queries inside a run never need it
+    (``Catalog.sql`` builds its views in memory)."""
+    from prefect.runtime import flow_run
+
+    if FlowRunContext.get() is not None and flow_run.get_parent_flow_run_id():
+        return
+    Catalog(cfg.storage.root, cfg.storage.catalog_path).refresh()
 
 
 #: How every stage task is declared: no Prefect cache and no persisted result. The dataset store

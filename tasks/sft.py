@@ -18,7 +18,7 @@ from storage import DatasetRef, DatasetStore
 from tasks.artifacts import Progress, log_train_step, publish_image
 from tasks.models import finish_tracking, policy_path, register_model, tracking_for
 from tasks.runtime import STAGE_TASK, already_committed
-from tasks.stage import ancestor, stage_fingerprint
+from tasks.stage_tasks import ancestor, stage_fingerprint, stage_run
 
 STAGE = stages.get("sft")
 
@@ -58,9 +58,17 @@ def sft(cfg: PipelineConfig, root: str, examples: DatasetRef, output_stage: str 
         if png:
             publish_image("sft-curves", png, "SFT warm-up: training and validation loss, gradient norm per step")
         ref = register_model(store, STAGE.name, dataset_id, out, base=cfg.models.policy, method=f"{r.sft}_sft",
-                             parents=[examples.dataset_id], config={"sft": cfg.section("sft"), "data": r.sft},
+                             parents=[examples.dataset_id], config=STAGE.config(cfg),
                              code_version=STAGE.code_version, metrics=metrics, rejects=rejects,
                              tracked=finish_tracking(store, tracking, tracking_url))
     if checkpoints:  # the model is registered: they only served a resume
         checkpoints.clear()
     return ref
+
+
+@stage_run("sft")
+def run(cfg: PipelineConfig, refs: list[DatasetRef], **_) -> dict[str, DatasetRef]:
+    """sft_examples -> ``{"sft": adapter}``; nothing for a method without SFT."""
+    if not recipe(cfg.method).sft:
+        return {}
+    return {"sft": sft(cfg, cfg.storage.root, refs[0], dataset_id=sft_fingerprint(cfg, refs[0]))}

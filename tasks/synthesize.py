@@ -15,6 +15,7 @@ from storage import DatasetRef, DatasetStore, ShardIO, fingerprint
 from tasks.artifacts import Progress, funnel_markdown, publish_markdown
 from tasks.limits import gateway_for
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
+from tasks.stage_tasks import stage_run
 
 STAGE = stages.get("synthesize")
 
@@ -24,7 +25,7 @@ def attempts_fingerprint(cfg: PipelineConfig) -> str:
 
 
 def synthesize_fingerprint(cfg: PipelineConfig) -> str:
-    return fingerprint(STAGE.output, {}, [attempts_fingerprint(cfg)], STAGE.code_version)
+    return fingerprint(STAGE.output, STAGE.config(cfg), [attempts_fingerprint(cfg)], STAGE.code_version)
 
 
 @task(name="synthesize", **STAGE_TASK, retries=1, retry_delay_seconds=5)
@@ -66,3 +67,9 @@ def synthesize(cfg: PipelineConfig, root: str, output_stage: str = STAGE.output,
         {"synthesis_attempts": store.ref(core.ATTEMPTS_STAGE, attempts_id).path, "synthesized": ref.path}),
         "synthesis funnel: attempts -> valid config -> per-turn query, consensus, verification -> accepted")
     return ref
+
+
+@stage_run("synthesize")
+def run(cfg: PipelineConfig, refs: list[DatasetRef], **_) -> dict[str, DatasetRef]:
+    """Seed configs -> ``{"synthesized": trajectories}`` (and their attempts beside them)."""
+    return {STAGE.output: synthesize(cfg, cfg.storage.root, dataset_id=synthesize_fingerprint(cfg))}

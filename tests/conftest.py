@@ -46,6 +46,14 @@ def embedded_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tok(embedded_model):
+    """The embedded model's tokenizer (SmolLM2's): what the scripted rollouts encode with."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_model)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, embedded_model) -> Path:
     """A tiny random-initialised llama with the SmolLM2 tokenizer: real code paths in seconds."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

@@ -36,6 +36,12 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# YAML 1.1 (PyYAML) reads `1e-4` as text: its floats need a dot and a signed exponent. YAML 1.2
+# reads it as a number, as a user typing `--set sft.learning_rate=1e-4` means it.
+_NoAliasLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 class ConfigInputError(ValueError):
     """Config text that cannot be read: too large, not YAML, aliases, a profile outside configs/."""
 
@@ -109,18 +115,29 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def load_config(profile: str | None = "embedded", path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Profile YAML (``configs/<profile>.yaml``) or an explicit file, then ``--set`` overrides."""
+    """The profile's YAML (``configs/<profile>.yaml``), then a config file layered over it, then
+    ``--set`` overrides. A file names only what it changes: it is merged over the profile its own
+    ``profile:`` names when that is one in configs/, else over ``profile`` (a partial file used to
+    replace the profile, so every field it left out fell back to the bare defaults)."""
     data: Any = {}
     if path is not None:
-        data = _read_config_file(Path(path), str(path))
+        top = _read_config_file(Path(path), str(path))
+        named = top.get("profile") if isinstance(top, dict) else None
+        base = named if isinstance(named, str) and named in profile_names() else profile
+        data = _merge(_profile_data(base), top) if base else top
     elif profile:
-        if not isinstance(profile, str) or not _PROFILE.fullmatch(profile) or profile not in profile_names():
-            raise ConfigInputError(f"unknown profile {str(profile)[:60]!r}; available: {profile_names()} (a profile is a "
-                                   "name in configs/, not a path: use --config FILE for a file)")
-        data = _read_config_file(CONFIGS_DIR / f"{profile}.yaml", f"profile {profile}")
-        data.setdefault("profile", profile)
+        data = _profile_data(profile)
     data = apply_overrides(data, overrides)
     return PipelineConfig.model_validate(data)
+
+
+def _profile_data(profile: str) -> dict[str, Any]:
+    if not isinstance(profile, str) or not _PROFILE.fullmatch(profile) or profile not in profile_names():
+        raise ConfigInputError(f"unknown profile {str(profile)[:60]!r}; available: {profile_names()} (a profile is a "
+                               "name in configs/, not a path: use --config FILE for a file)")
+    data = _read_config_file(CONFIGS_DIR / f"{profile}.yaml", f"profile {profile}")
+    data.setdefault("profile", profile)
+    return data
 
 
 _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

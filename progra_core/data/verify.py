@@ -32,7 +32,7 @@ from progra_core.prompts import awareness as prompts
 from progra_core.prompts import tools as prompt_tools
 from progra_core.schemas import VERIFIED, reject
 
-__all__ = ["STAGE", "CODE_VERSION", "VERIFIED", "extract_call_text", "judge", "verify_shard", "split_outcomes", "resolver"]
+__all__ = ["STAGE", "CODE_VERSION", "VERIFIED", "extract_call_text", "rebuilt_equal", "verify_shard", "split_outcomes", "resolver"]
 
 STAGE = "verify"
 CODE_VERSION = versioning.code_version("1", __name__)
@@ -55,8 +55,9 @@ def extract_call_text(text: str) -> str:
 
 @lru_cache(maxsize=64)
 def resolver(env: str | None, classes: tuple[str, ...]):
-    """The env's ``resolve`` for positional arguments (BFCL classes, or a τ² domain)."""
-    if env not in ("bfcl", "tau2") or not classes:
+    """The env's ``resolve`` for positional arguments (any registered kind: BFCL classes, a τ²
+    domain, a plugin's); None when the row names no classes or no kind that can be built."""
+    if not classes:
         return None
     try:
         return make_env(env, list(classes), None, isolated=False).resolve  # names arguments, runs nothing
@@ -64,8 +65,9 @@ def resolver(env: str | None, classes: tuple[str, ...]):
         return None
 
 
-def judge(text: str | None, target: list[Call], resolve=None) -> tuple[list[Call], bool, str]:
-    """(predicted calls, equal, reason) for one verifier answer."""
+def rebuilt_equal(text: str | None, target: list[Call], resolve=None) -> tuple[list[Call], bool, str]:
+    """(predicted calls, equal, reason) for one verifier answer: did LLM_ver rebuild a_fc (Eq. 10)?
+    Named apart from the turn judge of TARL (``train/judge.py``), which scores RL turns."""
     if text is None or not text.strip():
         return [], False, "empty"
     try:
@@ -111,7 +113,7 @@ def verify_shard(items: list[dict], gateway: Gateway, verifier: str, cfg: Verify
                          "reject_reason": "llm_error", "reject_detail": ans.error})
             continue
         resolve = resolver(it.get("env"), tuple(it.get("involved_classes") or ()))
-        pred, eq, reason = judge(ans.text, calls_from_records(it["target_calls"]), resolve)
+        pred, eq, reason = rebuilt_equal(ans.text, calls_from_records(it["target_calls"]), resolve)
         rows.append({**base, "predicted_calls": calls_to_records(pred), "predicted_text": ans.text, "equal": eq,
                      "reason": reason, "reject_reason": None, "reject_detail": None})
     return pa.Table.from_pylist(rows, schema=VERIFIED_SHARD)

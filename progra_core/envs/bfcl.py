@@ -25,6 +25,7 @@ from typing import Any
 from progra_core.calls import Call
 from progra_core.envs import budget
 from progra_core.envs.base import EnvError, json_config, missing_observations, parse_step
+from progra_core.envs.registry import EnvKind, register
 
 __all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError", "StateTooLarge"]
 
@@ -305,3 +306,8 @@ class BFCLEnv:
             return budget.timed(compare, budget.STATE_SECONDS)
         except (budget.CallBudgetExceeded, RecursionError):
             return False
+
+
+register(EnvKind("bfcl", "involved_classes = BFCL API classes; initial_config = their scenario config (JSON)",
+                 lambda classes, config, long_context: BFCLEnv(config, classes, long_context=long_context),
+                 error_prefix="Error during execution: "))

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from progra_core.calls import Call
-from progra_core.envs import budget
+from progra_core.envs import budget, registry
 from progra_core.envs.base import EnvError, parse_step
 
 __all__ = ["IsolatedEnv", "WorkerStopped", "GRACE_SECONDS", "MAKE_SECONDS", "live_workers", "stop_workers"]
@@ -55,8 +55,6 @@ class WorkerStopped(EnvError):
 
 def _serve(conn) -> None:
     """A worker's loop: envs by handle; one answer per request (``drop`` has none)."""
-    from progra_core.envs.inprocess import build_env
-
     envs: dict[int, Any] = {}
     while True:
         try:
@@ -68,10 +66,12 @@ def _serve(conn) -> None:
             continue
         try:
             if op == "make":
-                kind, classes, config, long_context, budgets = payload
+                kind, classes, config, long_context, budgets, plugin = payload
                 for name, value in budgets.items():  # the caller's budgets (a test or a config may shorten them)
                     setattr(budget, name, value)
-                envs[handle] = build_env(kind, classes, config, long_context)
+                if plugin:  # a kind the caller's config named by import path: load it here the same way
+                    registry.use(kind, plugin)
+                envs[handle] = registry.build(kind, classes, config, long_context)
                 value = None
             elif op == "call":
                 name, args, kwargs = payload
@@ -215,17 +215,14 @@ def stop_workers() -> None:
 
 # -- the proxy ------------------------------------------------------------------------------------
 
-#: how each env kind words a failing call's observation (BFCL's executor / τ²'s ToolMessage)
-_ERROR_PREFIX = {"bfcl": "Error during execution: ", "tau2": "Error: "}
-
-
 class IsolatedEnv:
     """An :class:`~progra_core.envs.base.Env` whose instance lives in this thread's worker process
     (see the module docstring). Same methods and observations as the env it wraps."""
 
     def __init__(self, kind: str | None, involved_classes: Sequence[str], initial_config: Any = None,
                  long_context: bool = False):
-        self.name = "tau2" if kind == "tau2" else "bfcl"
+        self._kind = registry.get(kind)
+        self.name = self._kind.name
         self.involved_classes = list(involved_classes)
         self.domain = self.involved_classes[0] if self.name == "tau2" and self.involved_classes else None
         self._spec = (kind, self.involved_classes, initial_config, long_context)
@@ -240,7 +237,7 @@ class IsolatedEnv:
 
     def _make(self, worker: _Worker, handle: int) -> None:
         budgets = {name: getattr(budget, name) for name in BUDGETS}
-        worker.ask("make", handle, (*self._spec, budgets), MAKE_SECONDS)
+        worker.ask("make", handle, (*self._spec, budgets, registry.origin(self._spec[0])), MAKE_SECONDS)
 
     def _rebuild(self, worker: _Worker, handle: int) -> None:
         self._make(worker, handle)
@@ -280,7 +277,7 @@ class IsolatedEnv:
     def execute_one(self, call: Call, *args, **kwargs) -> str:
         """One call; past its budget (or in a broken env) an error observation, and the call is
         recorded in the env's history as a failed one (:meth:`record_stopped` of the env)."""
-        prefix = _ERROR_PREFIX[self.name]
+        prefix = self._kind.error_prefix
         if self._broken:
             return f"{prefix}{self._broken}"
         wait = budget.CALL_SECONDS

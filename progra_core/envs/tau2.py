@@ -29,6 +29,7 @@ from typing import Any
 from progra_core.calls import Call
 from progra_core.envs import budget
 from progra_core.envs.base import EnvError, json_config, parse_step
+from progra_core.envs.registry import EnvKind, register
 
 __all__ = ["Tau2Env", "DOMAINS", "TRAIN_DOMAINS", "SPLITS", "load_tasks", "reference_calls", "tau2_version", "safe_calculate"]
 
@@ -299,3 +300,13 @@ class Tau2Env:
         """The task's env assertions (telecom's device checks) hold in this env."""
         crit = task.evaluation_criteria
         return all(self.env.run_env_assertion(a, raise_assertion_error=False) for a in ((crit.env_assertions if crit else None) or []))
+
+
+def _one_domain(involved_classes: Sequence[str]) -> None:
+    if len(involved_classes) != 1:
+        raise EnvError(f"a tau2 episode names exactly one domain in involved_classes, got {list(involved_classes)}")
+
+
+register(EnvKind("tau2", "involved_classes = [tau2 domain]; initial_config = the task's initial_state (JSON, may be null)",
+                 lambda classes, config, long_context: Tau2Env(classes[0], initial_state=config), check=_one_domain,
+                 error_prefix="Error: "))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from progra_core.llm.types import ChatResult
+from progra_core.llm.types import ChatResult, load_litellm
 
 __all__ = ["EndpointUnavailable", "is_transient", "item_error", "describe", "redact"]
 
@@ -45,7 +45,7 @@ def describe(exc: BaseException) -> str:
 def item_error(exc: BaseException) -> bool:
     """The endpoint refused this request on its merits (400/413/422); it would refuse it again.
     The status decides: LiteLLM raises some 401s as ``BadRequestError``."""
-    import litellm
+    litellm = load_litellm()
 
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
@@ -55,7 +55,7 @@ def item_error(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: rate limits, server errors, timeouts, dropped connections."""
-    import litellm
+    litellm = load_litellm()
     import openai
 
     transient = (

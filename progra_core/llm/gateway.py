@@ -28,13 +28,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from pathlib import Path
-
-from tenacity import (  # noqa: E402
+from tenacity import (
     AsyncRetrying,
     RetryError,
     retry_if_exception,
@@ -42,15 +39,15 @@ from tenacity import (  # noqa: E402
     wait_random_exponential,
 )
 
-from progra_core import versioning  # noqa: E402
-from progra_core.llm import transport  # noqa: E402
-from progra_core.llm.backends import get_backend, release_backends  # noqa: E402
-from progra_core.llm.cache import open_cache  # noqa: E402
-from progra_core.llm.embedded import ensure_embedded_model  # noqa: E402
-from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact  # noqa: E402
-from progra_core.llm.identity import runtime_versions, weights_digest  # noqa: E402
-from progra_core.llm.local import resolve_dtype  # noqa: E402
-from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem  # noqa: E402
+from progra_core import versioning
+from progra_core.llm import transport
+from progra_core.llm.backends import get_backend, release_backends
+from progra_core.llm.cache import open_cache
+from progra_core.llm.embedded import ensure_embedded_model
+from progra_core.llm.errors import EndpointUnavailable, describe, is_transient, item_error, redact
+from progra_core.llm.identity import runtime_versions, weights_digest
+from progra_core.llm.local import resolve_dtype
+from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, ChatResult, entry_problem, load_litellm
 
 __all__ = ["ChatRequest", "ChatResult", "Gateway", "EndpointUnavailable", "is_transient", "LOCAL_PREFIX"]
 
@@ -68,7 +65,7 @@ def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float |
     if not prompt_tokens and not completion_tokens:
         return 0.0
     try:
-        import litellm
+        litellm = load_litellm()
 
         p, c = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         return float(p) + float(c)
@@ -119,6 +116,11 @@ class Gateway:
     :class:`EndpointUnavailable` when a request got no answer for the endpoint's sake.
     """
 
+    #: the keyword arguments that carry the same name in the config's ``llm`` section: a builder
+    #: passes ``cfg.llm.model_dump(include=SETTINGS)`` instead of copying them one by one
+    SETTINGS = ("concurrency", "timeout_s", "max_retries", "backoff_initial_s", "backoff_max_s", "local_batch_size",
+                "local_batch_tokens", "local_dtype", "local_prefix_cache_mb", "local_static_cache")
+
     def __init__(
         self,
         cache_dir: str | os.PathLike | None = None,
@@ -158,35 +160,6 @@ class Gateway:
         self._lock = threading.Lock()
         self.usage: list[dict] = []
         self.requests_sent = 0  # attempts that reached a backend (HTTP or local forward)
-
-    @classmethod
-    def from_config(cls, cfg, root: str | None = None,
-                    endpoint_limit: Callable[[str, int], AbstractAsyncContextManager] | None = None) -> Gateway:
-        """Build from a :class:`~progra_core.config.PipelineConfig`; ``endpoint_limit(endpoint,
-        concurrency)``: an async context manager every request also holds (the orchestrator's limit
-        shared by all workers; the core knows nothing of who provides it)."""
-        root = str(root or cfg.storage.root)
-        remote = "://" in root
-        # models are provisioned per machine; answers live with the datasets, so all workers share them
-        local_root = Path(".progra-local") if remote else Path(root)
-        models_root = Path(os.environ["PROGRA_MODELS_DIR"]) if os.environ.get("PROGRA_MODELS_DIR") else local_root / "models"
-        llm = cfg.llm
-        return cls(
-            f"{root.rstrip('/')}/llm_cache" if llm.cache else None,  # a folder or a URL: open_cache decides
-            concurrency=llm.concurrency,
-            timeout_s=llm.timeout_s,
-            max_retries=llm.max_retries,
-            backoff_initial_s=llm.backoff_initial_s,
-            backoff_max_s=llm.backoff_max_s,
-            local_batch_size=llm.local_batch_size,
-            local_batch_tokens=llm.local_batch_tokens,
-            local_dtype=llm.local_dtype,
-            local_prefix_cache_mb=llm.local_prefix_cache_mb,
-            local_static_cache=llm.local_static_cache,
-            models_root=models_root,
-            strict=True,
-            endpoint_limit=endpoint_limit,
-        )
 
     # -- accounting ------------------------------------------------------------------------
 
@@ -253,7 +226,7 @@ class Gateway:
     async def _remote(self, req: ChatRequest) -> ChatResult:
         direct = transport.direct(req)
         if not direct:
-            import litellm
+            litellm = load_litellm()
 
             litellm.suppress_debug_info = True  # its "Give Feedback" banner on every error
             transport.price_unknown(req.model)

@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from progra_core.llm.types import ChatRequest
+from progra_core.llm.types import ChatRequest, load_litellm
 
 __all__ = ["Exhausted", "client", "direct", "endpoint_semaphore", "gateway_loop", "price_unknown"]
 
@@ -62,7 +62,7 @@ def price_unknown(model: str) -> None:
     if model in _PRICED:
         return
     _PRICED.add(model)
-    import litellm
+    litellm = load_litellm()
 
     try:
         litellm.get_model_info(model)

@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 
-__all__ = ["ChatRequest", "ChatResult", "Endpoint", "LOCAL_PREFIX", "ENTRY_FIELDS", "entry_problem"]
+__all__ = ["ChatRequest", "ChatResult", "Endpoint", "LOCAL_PREFIX", "ENTRY_FIELDS", "entry_problem", "load_litellm"]
+
+
+def load_litellm():
+    """LiteLLM, imported where it is first needed (heavy, and only some callers need it), with its
+    bundled price map: without ``LITELLM_LOCAL_MODEL_COST_MAP`` its import fetches one from the
+    network. Set here, at first use, not when a progra module is imported."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
 
 LOCAL_PREFIX = "local/"
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from progra_core.calls import Call, CallParseError, calls_to_records, parse_calls
+from progra_core.envs import registry
 from progra_core.envs.base import CallBudgetError, EnvError
 from progra_core.envs.bfcl import function_docs
-from progra_core.envs.factory import ENV_KINDS
 from progra_core.schemas import reject
 from progra_core.sources.bfcl import entry_to_trajectory
 from progra_core.sources.strict import RecordError, check_storable, strict_json
@@ -182,8 +182,11 @@ def _classes_and_env(rec: dict) -> tuple[str | None, list[str]]:
     if not isinstance(involved, list) or not all(isinstance(c, str) for c in involved):
         raise RecordError("bad_involved_classes", "involved_classes must be a list of strings")
     env = rec.get("env", "bfcl" if involved else None)
-    if env is not None and env not in ENV_KINDS:
-        raise RecordError("unknown_env", f"env must be one of {sorted(ENV_KINDS)}, got {str(env)[:40]!r}")
+    if env is not None:
+        try:
+            registry.get(env)
+        except EnvError as e:
+            raise RecordError("unknown_env", str(e)[:300]) from None
     if env is not None and not involved:
         raise RecordError("bad_involved_classes", f"env {env!r} needs involved_classes")
     if env == "bfcl":

@@ -33,10 +33,16 @@ from progra_core.llm.hf import quiet_hf
 from progra_core.methods import Recipe
 from progra_core.prompts.tools import DocStyle
 from progra_core.schemas import ROLLOUT_ACTION, ROLLOUTS
-from progra_core.train import memory, rollout, samplers
+from progra_core.train import (
+    judge,  # noqa: F401 - registers TARL's judge term
+    memory,
+    rollout,
+    samplers,
+)
 from progra_core.train.checkpoints import Checkpointing, checkpoint_callback, read_marker
-from progra_core.train.rewards import Rubric
-from progra_core.train.sft import (
+from progra_core.train.rewards import MODEL_TERMS, Rubric
+from progra_core.train.tracking import Tracking, tracking_setup
+from progra_core.train.trainer import (
     device_kwargs,
     lora_config,
     preflight,
@@ -47,9 +53,8 @@ from progra_core.train.sft import (
     weights_dtype,
     world,
 )
-from progra_core.train.tracking import Tracking, tracking_setup
 
-__all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "select_episodes", "build_trainer", "train_grpo",
+__all__ = ["STAGE", "CODE_VERSION", "ROLLOUTS", "ROLLOUT_ACTION", "MODEL_TERMS", "select_episodes", "build_trainer", "train_grpo",
            "reward_functions", "Recorder", "rubric_for", "load_policy"]
 
 STAGE = "grpo"

@@ -14,7 +14,7 @@ from progra_core.calls import format_call
 from progra_core.llm.types import LOCAL_PREFIX, ChatRequest, Endpoint
 from progra_core.prompts.judge import JUDGE_PREFIX, VERDICTS, judge_messages, parse_verdict
 from progra_core.prompts.policy import visible_text
-from progra_core.train.rewards import Played, RewardFunc
+from progra_core.train.rewards import Played, RewardFunc, model_term
 
 __all__ = ["judge_term", "turns_of"]
 
@@ -32,6 +32,7 @@ def turns_of(p: Played) -> list[tuple[int, str, list[tuple[list[str], list[str]]
     return out
 
 
+@model_term("judge", role="judge")
 def judge_term(gateway, endpoint: Endpoint, temperature: float = 0.0, max_tokens: int = 8, seed: int = 0,
                stats: dict | None = None) -> RewardFunc:
     """The ``judge`` reward term over ``gateway``; ``stats`` (if given) counts verdicts and misses."""

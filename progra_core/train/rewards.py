@@ -169,6 +169,28 @@ EQ14 = ("fmt", "schema", "acc", "pen")
 
 
 @dataclass(frozen=True)
+class ModelTerm:
+    """A reward term that asks a model: the LLM role it calls (``models.<role>``, part of the grpo
+    fingerprint) and how to build its function from a gateway and that role's endpoint:
+    ``build(gateway, endpoint, seed=..., stats=...) -> RewardFunc`` (``stats``: a dict it may count into)."""
+
+    role: str
+    build: Callable[..., RewardFunc]
+
+
+#: Reward terms built at run time around a model, by name (TARL's ``judge``: train/judge.py).
+MODEL_TERMS: dict[str, ModelTerm] = {}
+
+
+def model_term(name: str, role: str) -> Callable[[Callable[..., RewardFunc]], Callable[..., RewardFunc]]:
+    """Register ``build`` as reward term ``name``, which calls ``models.<role>``."""
+    def register(build: Callable[..., RewardFunc]) -> Callable[..., RewardFunc]:
+        MODEL_TERMS[name] = ModelTerm(role, build)
+        return build
+    return register
+
+
+@dataclass(frozen=True)
 class Term:
     name: str
     func: RewardFunc

@@ -10,29 +10,10 @@ from collections import Counter
 import pytest
 
 from progra_core.config import load_config
+from tests.support import flow_overrides as _overrides
+from tests.support import one_stage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-ROLES = ("generator", "verifier", "augmenter")
-
-
-def _overrides(root, api_base: str, model: str, *extra: str) -> list[str]:
-    # synthesis has its own flow tests (test_synthesis_flow.py); here the server must see PAG requests only
-    sets = [f"storage.root={root}", "ingest.limit=3", "awareness.generator=llm", "awareness.limit=null", "awareness.shard_size=4",
-            "sft_data.cold_start_min=16",
-            "verify.shard_size=4", "synthesize.enabled=false"]
-    sets += [f"models.{r}={model}" for r in ROLES]
-    sets.append("models.api_base=" + json.dumps({r: api_base for r in ROLES}))
-    return sets + list(extra)
-
-
-def one_stage(name: str, input_id: str | None, cfg):
-    """The single dataset one data stage produced (``run_stage`` is what ``progra stage`` runs)."""
-    from flows.stages import run_stage
-
-    (ref,) = run_stage(cfg, name, input_id).values()
-    return ref
-
 
 @pytest.fixture()
 def written(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from progra_core.config import load_config
-from tests.integration.test_data_flow import _overrides
+from tests.support import flow_overrides as _overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -36,7 +36,7 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", f"models.policy={tiny_llama}",
                                                        f"evaluate.api_base={srv.api_base}", *EVAL))
     data = data_flow(cfg)
-    trained = train_flow(data["sft_examples"].dataset_id, cfg)["sft"].dataset_id
+    trained = train_flow(data["sft_examples"], cfg)["sft"].dataset_id
     before = srv.requests()
     refs = evaluate(["base", "trained", "openai/echo"], trained, cfg)
     assert sorted(refs) == sorted(["base/base", f"{trained}/pag_sft", "openai/echo/endpoint"])
@@ -53,6 +53,13 @@ def test_evaluate_flow_base_trained_and_endpoint(tmp_path, katan_echo, tiny_llam
     lineage = {r["dataset_id"]: r["parents"] for r in cat.sql("select dataset_id, parents from datasets "
                                                              "where stage = 'eval_results'").to_pylist()}
     assert lineage[refs[f"{trained}/pag_sft"].dataset_id] == [trained]
+    # every dataset's id is the hash of what its manifest records: config, parents, code version (so
+    # the manifest says exactly what the cache key covers, evaluate's subject and the models' payload included)
+    from storage import DatasetStore, fingerprint
+
+    listed = DatasetStore(str(root)).list()
+    assert {"trajectories", "verified", "sft_examples", "models", "train_log", "eval_results"} <= {r.stage for r in listed}
+    assert [r.dataset_id for r in listed if fingerprint(r.stage, r.config, r.parents, r.code_version) != r.dataset_id] == []
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

@@ -19,9 +19,9 @@ import yaml
 from typer.testing import CliRunner
 
 from progra_core.config import load_config
-from tests.integration.test_data_flow import _overrides
 from tests.reliability import echo_data
 from tests.reliability.conftest import echo_config, run_awareness
+from tests.support import flow_overrides as _overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -218,14 +218,15 @@ def test_full_pipeline_dispatches_gpu_stages_to_the_gpu_pool(prefect_real, tiny_
     # -- a dispatched stage that fails makes the parent fail with the child's own error
     from prefect import flow
 
-    from flows.dispatch import StageRunFailed, gpu_stage
+    from flows.dispatch import StageRunFailed, dispatch_stage
     from progra_core.config import load_config
+    from storage import DatasetRef
 
     cfg = load_config("embedded", overrides=overrides)
 
     @flow(name="dispatch-failure-probe")
-    def probe():
-        gpu_stage(cfg, "sft", "0000feedbeef0000")
+    def probe():  # a ref to a dataset the worker's root does not hold
+        dispatch_stage(cfg, "sft", DatasetRef("0000feedbeef0000", "sft_examples", "", 0))
 
     t0 = time.perf_counter()
     with _client_settings(url), pytest.raises(StageRunFailed, match="stage-sft.*0000feedbeef0000"):

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from progra_core.config import load_config
-from tests.integration.test_data_flow import _overrides
+from tests.support import flow_overrides as _overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -55,7 +55,7 @@ def test_data_refresh_makes_new_versions_and_keeps_the_old(tmp_path, katan_echo)
 
 def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_echo, monkeypatch):
     from flows.ingest import ingest_flow
-    from flows.stages import stage
+    from flows.stage_flow import stage
     from storage import DatasetStore, store
 
     srv = katan_echo()
@@ -80,14 +80,14 @@ def test_stage_flow_returns_ids_records_them_and_hits_the_cache(tmp_path, katan_
     monkeypatch.setattr(store.DatasetStore, "write", lambda self, st, *a, **k: written.append(st) or real_write(self, st, *a, **k))
     again = stage("segment", [traj], overrides=_overrides(root, srv.api_base, "openai/echo"), profile="embedded")
     assert again == ids and written == []
-    with pytest.raises(ValueError, match="reads .segments.; got 0 input"):
+    with pytest.raises(ValueError, match=r"reads 'segments': give 1 input id\(s\), got 0"):
         stage("awareness", [], config=cfg)
     with pytest.raises(ValueError, match="unknown stage"):
         stage("nope", [traj], config=cfg)
     with pytest.raises(ValueError, match="reads a 'segments' dataset"):
         stage("awareness", [traj], config=cfg)
     # a stage deployment whose `name` was edited in the form refuses instead of running another stage
-    import flows.stages as fs
+    import flows.stage_flow as fs
 
     monkeypatch.setattr(fs, "prefect_deployment_name", lambda: "stage-verify")
     with pytest.raises(ValueError, match="stage-verify deployment runs stage 'verify'.*run the stage-segment deployment"):
@@ -100,7 +100,7 @@ def _probe_shards(tmp_path, cfg, n_items: int, stage: str, dataset_id: str, orde
     each shard in start order, the ShardIO)."""
     from prefect import flow
 
-    from flows.runners import with_runner
+    from flows.task_runners import with_runner
     from progra_core.sharding import run_sharded
     from storage import DatasetStore, ShardIO
     from tasks.shards import shard_mapper
@@ -134,7 +134,7 @@ def _probe_shards(tmp_path, cfg, n_items: int, stage: str, dataset_id: str, orde
 def test_shards_are_mapped_over_the_thread_pool_task_runner(tmp_path):
     """A sharded stage maps one task per shard over the flow's task runner (a thread pool by
     default): shards overlap in time, each is stored, and the rows keep the plan's order."""
-    from flows.runners import task_runner
+    from flows.task_runners import task_runner
 
     cfg = load_config("embedded", overrides=[f"storage.root={tmp_path}", "dispatch.max_workers=3"])
     assert type(task_runner(cfg)).__name__ == "ThreadPoolTaskRunner" and task_runner(cfg)._max_workers == 3

@@ -13,7 +13,7 @@ import pytest
 
 from progra_core.config import load_config
 from progra_core.data.synthesize import STOP_REASONS
-from tests.integration.test_data_flow import one_stage
+from tests.support import one_stage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from progra_core.config import load_config
-from tests.integration.test_data_flow import _overrides
+from tests.support import flow_overrides as _overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -29,7 +29,7 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     root = tmp_path / "train"
     cfg = load_config("embedded", overrides=_overrides(root, srv.api_base, "openai/echo", f"models.policy={tiny_llama}", *TRAIN))
     data = data_flow(cfg)
-    models = train_flow(data["sft_examples"].dataset_id, cfg)
+    models = train_flow(data["sft_examples"], cfg)
     assert set(models) == {"sft", "grpo"}
     cat = Catalog(str(root))
     rows = {r["stage"]: r for r in cat.sql("select * from models").to_pylist()}
@@ -58,23 +58,23 @@ def test_train_flow_registers_models_and_rollouts(tmp_path, katan_echo, tiny_lla
     written: list[str] = []
     real = store.DatasetStore.write
     monkeypatch.setattr(store.DatasetStore, "write", lambda self, stage, *a, **k: written.append(stage) or real(self, stage, *a, **k))
-    again = train_flow(data["sft_examples"].dataset_id, cfg)
+    again = train_flow(data["sft_examples"], cfg)
     assert written == [] and {k: v.dataset_id for k, v in again.items()} == {k: v.dataset_id for k, v in models.items()}
 
     cfg.grpo.max_actions = 3  # a GRPO knob: SFT stays cached, GRPO retrains
-    changed = train_flow(data["sft_examples"].dataset_id, cfg)
+    changed = train_flow(data["sft_examples"], cfg)
     assert changed["sft"].dataset_id == models["sft"].dataset_id and changed["grpo"].dataset_id != models["grpo"].dataset_id
     assert sorted(written) == ["models", "rollouts", "train_log"]
 
     cfg.method = "wo_pag"  # PAG-RL from the base model: no SFT stage, reference = base
-    base_run = train_flow(data["sft_examples"].dataset_id, cfg)
+    base_run = train_flow(data["sft_examples"], cfg)
     assert set(base_run) == {"grpo"}
     assert '"kl_reference": "base_model"' in cat.sql(
         f"select metrics from models where model_id = '{base_run['grpo'].dataset_id}'").to_pylist()[0]["metrics"]
 
     # multi-process training: the stage stays one flow run, which launches the 2-process job (gloo),
     # watches it and registers exactly one adapter with the configured effective batch
-    from flows.stages import stage
+    from flows.stage_flow import stage
     from progra_core.config import LaunchConfig
 
     cfg.method = "progra"

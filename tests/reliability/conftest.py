@@ -35,7 +35,7 @@ def echo_config(root: Path, api_base: str, *extra: str) -> PipelineConfig:
 
 def run_awareness(cfg: PipelineConfig, segments_id: str, return_state: bool = False):
     """The ``stage`` flow (what ``progra stage awareness`` and the stage-awareness deployment run)."""
-    from flows.stages import stage
+    from flows.stage_flow import stage
 
     return stage(name="awareness", input_dataset_id=[segments_id], profile=None, config=cfg, return_state=return_state)
 

@@ -28,7 +28,7 @@ def main(job: dict) -> None:
 
     if job["kind"] == "sft":
         from progra_core.train.sft import sft_rows, train_sft
-        from tests.unit.test_train import EXAMPLES
+        from tests.support import EXAMPLES
 
         cfg = SFTConfig(max_steps=job["steps"], batch_size=1, learning_rate=0.05, max_length=256)
         metrics = train_sft(sft_rows(recipe("progra"), EXAMPLES, []), job["model"], cfg, job["out"], progress=progress,
@@ -39,8 +39,8 @@ def main(job: dict) -> None:
 
         from progra_core.train import grpo as core
         from progra_core.train import rollout
-        from tests.unit.test_rollout import GOLD, Scripted, act
-        from tests.unit.test_train import _episode
+        from tests.support import GOLD, Scripted, act
+        from tests.support import bfcl_episode as _episode
 
         tok = AutoTokenizer.from_pretrained(job["model"])
         bad = [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4

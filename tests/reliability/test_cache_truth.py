@@ -233,7 +233,7 @@ def test_stage_results_are_never_pickles_a_later_run_loads(tmp_path):
     from prefect.serializers import PickleSerializer
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH
 
-    from flows.stages import run_stage
+    from flows.stage_flow import run_stage
     from progra_core.config import load_config
 
     cfg = load_config("embedded", overrides=[f"storage.root={tmp_path / 'root'}", "ingest.limit=2",

@@ -143,7 +143,7 @@ def test_only_marked_checkpoints_are_resumed_from(tmp_path):
 
 def test_checkpoint_settings_do_not_change_a_model_id():
     from progra_core.config.loading import load_config
-    from tasks.stage import stage_fingerprint
+    from tasks.stage_tasks import stage_fingerprint
 
     a = load_config("embedded")
     b = load_config("embedded", overrides=["sft.save_steps=3", "sft.save_total_limit=5", "grpo.save_steps=0"])

@@ -41,7 +41,7 @@ def test_keys_are_used_but_never_stored_or_logged(tmp_path, katan_echo, echo_seg
     from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
-    from flows.stages import stage
+    from flows.stage_flow import stage
     from storage import Catalog
 
     gen = katan_echo("--validate-keys", "--api-keys", f"openai={KEY_ENV}")

@@ -134,7 +134,7 @@ def test_a_dataset_id_given_as_a_path_never_resolves_into_another_root(root, tmp
 
 
 def test_a_lineage_that_loops_is_an_error_not_a_hang(root):
-    from tasks.stage import ancestor
+    from tasks.stage_tasks import ancestor
 
     store, good, other, _ = root
     _edit(store, good, parents=[other.dataset_id])

@@ -15,7 +15,7 @@ def scripted_grpo(out_dir, progress=None, log=None, **kwargs):
     from transformers import AutoTokenizer
 
     from progra_core.train import grpo, rollout
-    from tests.unit.test_rollout import GOLD, Scripted, act
+    from tests.support import GOLD, Scripted, act
 
     tok = AutoTokenizer.from_pretrained(kwargs["base_path"])
     script = GOLD if os.environ.get("RANK") == "0" else [act("lost", "[cd(folder='nowhere')]"), act("lost", "no")] * 4

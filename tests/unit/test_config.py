@@ -32,6 +32,30 @@ def test_overrides_and_validation(tmp_path):
     assert load_config(path=p).ingest.limit == 3
 
 
+def test_scientific_notation_is_a_number_as_users_type_it():
+    """docs/training.md's `--set sft.learning_rate=1e-4` was refused: YAML 1.1 reads 1e-4 as text."""
+    cfg = load_config("embedded", overrides=["sft.learning_rate=1e-4", "grpo.learning_rate=5E-6", "grpo.beta=2.5e-2"])
+    assert (cfg.sft.learning_rate, cfg.grpo.learning_rate, cfg.grpo.beta) == (1e-4, 5e-6, 2.5e-2)
+    assert load_config("embedded", overrides=["models.policy=org/m-1e4x"]).models.policy == "org/m-1e4x"
+
+
+def test_a_config_file_names_only_what_it_changes(tmp_path):
+    """A file is layered over a profile: a partial one (docs/distributed.md's dispatch-only my.yaml)
+    used to replace the profile, so the run fell back to the bare defaults (an LLM awareness
+    generator over every segment, 200 SFT steps) instead of the embedded profile it meant."""
+    embedded, paper = load_config("embedded"), load_config("paper")
+    p = tmp_path / "my.yaml"
+    p.write_text("dispatch:\n  task_runner: dask\n  max_workers: 2\n")
+    cfg = load_config("embedded", p)
+    assert cfg.dispatch.task_runner == "dask" and cfg.dispatch.max_workers == 2
+    assert cfg.model_dump(exclude={"dispatch"}) == embedded.model_dump(exclude={"dispatch"})
+    assert cfg.dispatch.mode == embedded.dispatch.mode  # a section is merged field by field
+    assert load_config("paper", p).sft == paper.sft  # over --profile
+    p.write_text("profile: paper\nsft:\n  max_steps: 7\n")  # over the profile the file names
+    named = load_config("embedded", p, ["sft.learning_rate=0.5"])
+    assert named.sft.max_steps == 7 and named.sft.learning_rate == 0.5 and named.grpo == paper.grpo
+
+
 def test_section_is_plain_json():
     cfg = PipelineConfig()
     assert cfg.section("ingest")["bfcl_categories"] == ["base"]
@@ -65,7 +89,7 @@ def test_task_runner_default_and_missing_extras():
 
     import pytest
 
-    from flows.runners import task_runner
+    from flows.task_runners import task_runner
     from progra_core.config import load_config
 
     runner = task_runner(load_config("embedded", overrides=["dispatch.max_workers=2"]))
@@ -147,7 +171,7 @@ def test_ui_help_text_has_no_angle_bracket_placeholders():
     from prefect.utilities.callables import parameter_schema
 
     from flows.pipeline import data_refresh, full_pipeline
-    from flows.stages import stage
+    from flows.stage_flow import stage
 
     for fl in (full_pipeline, data_refresh, stage):
         for name, prop in parameter_schema(fl.fn).model_dump()["properties"].items():

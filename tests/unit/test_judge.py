@@ -19,7 +19,7 @@ from progra_core.prompts.judge import parse_verdict
 from progra_core.train.grpo import rubric_for
 from progra_core.train.judge import judge_term
 from progra_core.train.rollout import Episode, run_episodes
-from tests.unit.test_rollout import CONFIG, GOLD, Scripted
+from tests.support import CONFIG, GOLD, Scripted
 
 FS = ["GorillaFileSystem"]
 

@@ -11,7 +11,8 @@ from progra_core.config import GRPOConfig, LaunchConfig, PipelineConfig, SFTConf
 from progra_core.methods import recipe
 from progra_core.train import launch
 from progra_core.train.sft import sft_rows
-from tests.unit.test_train import EXAMPLES, _episode
+from tests.support import EXAMPLES
+from tests.support import bfcl_episode as _episode
 
 TWO = LaunchConfig(num_processes=2)
 

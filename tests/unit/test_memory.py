@@ -87,7 +87,7 @@ def test_the_estimate_against_the_measured_cpu_peaks(embedded_model, micro, leng
 def test_a_stage_that_cannot_fit_is_refused_before_loading(tiny_llama, monkeypatch):
     import torch
 
-    from progra_core.train import sft
+    from progra_core.train import trainer as sft
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU path, whatever the machine
     cfg = SFTConfig(batch_size=64, max_length=16384)

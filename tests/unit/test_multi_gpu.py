@@ -16,7 +16,7 @@ def test_an_fsdp_run_that_trains_sharded_still_saves_its_adapter(tmp_path):
     from accelerate.utils import FullyShardedDataParallelPlugin
     from transformers import Trainer
 
-    from progra_core.train.sft import save_adapter
+    from progra_core.train.trainer import save_adapter
 
     assert '"FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)' in inspect.getsource(Trainer.save_model)
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
@@ -119,7 +119,7 @@ def test_models_load_after_the_training_config(tiny_llama, tmp_path, monkeypatch
     from progra_core.config import SFTConfig
     from progra_core.methods import recipe
     from progra_core.train.sft import sft_rows, train_sft
-    from tests.unit.test_train import EXAMPLES
+    from tests.support import EXAMPLES
 
     order: list[str] = []
     for cls in (trl.SFTConfig, trl.GRPOConfig):
@@ -133,7 +133,7 @@ def test_models_load_after_the_training_config(tiny_llama, tmp_path, monkeypatch
     assert order[:2] == ["SFTConfig", "model"]
     from progra_core.config import GRPOConfig
     from progra_core.train.grpo import build_trainer
-    from tests.unit.test_train import _episode
+    from tests.support import bfcl_episode as _episode
 
     order.clear()
     build_trainer([_episode()], recipe("progra"), GRPOConfig(batch_size=1, num_generations=2, max_steps=1), str(tiny_llama),

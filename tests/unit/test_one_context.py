@@ -5,7 +5,6 @@ writes what SFT taught it; and TEMPLATE accepts every SFT target, turn ends incl
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
 from progra_core.config import GRPOConfig, IngestConfig, SegmentConfig, SFTDataConfig
 from progra_core.data.awareness import template_awareness
@@ -15,11 +14,6 @@ from progra_core.data.sft_data import sft_data
 from progra_core.prompts.policy import template_ok
 from progra_core.train.rewards import Rubric
 from progra_core.train.rollout import episodes_from_trajectories, run_episodes
-
-
-@pytest.fixture(scope="module")
-def tok(embedded_model):
-    return AutoTokenizer.from_pretrained(embedded_model)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 against §3.2-3.3 (issue "PAG-RL made correct"); each failed on the code before the fix.
 
 1 the reward never pays for padding; 2 ending a turn is taught and budgeted per turn;
-3 schema_perturb keeps labels grounded; 4 word_mask never writes into the target; 5 one decoder
+3 and 4 (schema_perturb keeps labels grounded, word_mask never writes into the target) are in
+test_augment.py with the other augmentation tests; 5 one decoder
 for RL and evaluation; 6 one tool-docs rendering for SFT, RL and evaluation; 7 every turn is
 scored under the context it was sampled from; 8 token budgets agree; 9 Dr. GRPO's normaliser
 keeps its gradients comparable; 10 SFT+MT-GRPO has a recipe."""
@@ -13,22 +14,16 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from progra_core.calls import Call, calls_to_records, parse_calls
+from progra_core.calls import Call, parse_calls
 from progra_core.config import AugmentConfig, GRPOConfig, SegmentConfig, SFTDataConfig, load_config
 from progra_core.envs.bfcl import function_docs
 from progra_core.prompts.policy import parse_action, policy_system
 from progra_core.train.rewards import Rubric
 from progra_core.train.rollout import Episode, run_episodes
-from tests.unit.test_rollout import CONFIG, GOLD, Q1, Q2, Scripted, act
+from tests.support import CONFIG, GOLD, Q1, Q2, Scripted, act, sort_trajectory
 
 FS = ["GorillaFileSystem"]
-
-
-@pytest.fixture(scope="module")
-def tok(embedded_model):
-    return AutoTokenizer.from_pretrained(embedded_model)
 
 
 @pytest.fixture(scope="module")
@@ -127,69 +122,6 @@ def test_answering_done_after_the_right_calls_passes_the_turn(tok, episode):
 
 # -- 3 + 4. augmentation keeps labels grounded and targets clean ---------------------------------
 
-def _aug_trajectory():
-    def step(text, obs):
-        return {"calls": calls_to_records(parse_calls(text)), "observations": obs}
-    return {"trajectory_id": "t", "source": "x", "split": "train", "env": "bfcl", "involved_classes": FS,
-            "tools": json.dumps(function_docs(FS)), "scenario": "fs",
-            "turns": [{"query": "Go into the workspace folder.", "actions": [step("[cd(folder='workspace')]", ["ok"])],
-                       "reply": None, "tools_added": []},
-                      {"query": "Now sort report.txt for me.", "actions": [step("[sort(file_name='report.txt')]", ["a\nb"])],
-                       "reply": None, "tools_added": []}]}
-
-
-def _augmented(op: str, seed: int):
-    import pyarrow as pa
-
-    from progra_core.data import segment as seg
-    from progra_core.data.augment import augment_items, augment_shard, split_outcomes
-    from progra_core.data.sft_data import sft_data
-    from progra_core.schemas import AWARENESS, SEGMENTS, VERIFIED
-
-    segs = seg.segment_trajectory(_aug_trajectory(), SegmentConfig())
-    target = segs[1]
-    text = ("<summary>The user is in workspace and wants report.txt sorted; cd with folder = 'workspace' worked.</summary>"
-            "<plan>Call sort on report.txt.</plan><rationale>The file is named.</rationale>")
-    aw = {"awareness_id": "a1", "segment_id": target["segment_id"], "generator": "g", "prompt_version": "v2", "text": text,
-          "summary": "The user is in workspace and wants report.txt sorted; cd with folder = 'workspace' worked.",
-          "plan": "Call sort on report.txt.", "rationale": "The file is named.", "attempts": 1, "retries": 0,
-          "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "created_at": None}
-    ver = {"awareness_id": "a1", "segment_id": target["segment_id"], "verifier": "v", "predicted_calls": [],
-           "predicted_text": "", "equal": True, "reason": "ok", "latency_ms": 0.0, "prompt_tokens": 0, "completion_tokens": 0}
-    items = augment_items(pa.Table.from_pylist([ver], schema=VERIFIED), pa.Table.from_pylist([aw], schema=AWARENESS),
-                          pa.Table.from_pylist(segs, schema=SEGMENTS))
-    cfg = AugmentConfig(weights={op: 1.0}, seed=seed, mask_fraction=0.5)
-    rows, rejects, _ = split_outcomes(augment_shard(items, None, "rule", cfg))
-    table, _, _ = sft_data(rows.to_pylist(), {s["segment_id"]: s for s in segs},
-                           SFTDataConfig(cold_start_min=0, cold_start_ratio=0, validation_percent=0))
-    by_op = {r["op"]: r for r in table.to_pylist() if r["kind"] == "awareness"}
-    return by_op, rows.to_pylist()
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_schema_perturb_values_are_grounded_in_their_own_prompt(seed):
-    by_op, rows = _augmented("schema_perturb", seed)
-    mapping = json.loads(next(r for r in rows if r["op"] == "schema_perturb")["mapping"])
-    orig, pert = by_op["none"], by_op["schema_perturb"]
-    target = parse_action(pert["completion"][0]["content"]).calls
-    for v in mapping["values"]:
-        old, new = str(v["old"]), str(v["new"])
-        assert target[v["call"]].args[v["param"]] == v["new"]
-        for a, b in zip(orig["prompt"][1:], pert["prompt"][1:], strict=True):  # every message but the system prompt
-            assert b["content"].count(new) == a["content"].count(old) + a["content"].count(new), (old, new, b["content"])
-            assert old not in b["content"].replace(new, "")
-    for new_name in mapping["functions"]:  # a renamed function is what the prompt's docs list
-        assert new_name in pert["prompt"][0]["content"] and new_name == target[0].name
-
-
-def test_word_mask_masks_inputs_never_the_target():
-    by_op, rows = _augmented("word_mask", 0)
-    masked = by_op["word_mask"]
-    assert "[MASK]" not in masked["completion"][0]["content"]
-    assert any("[MASK]" in m["content"] for m in masked["prompt"][1:])
-    assert masked["completion"] == by_op["none"]["completion"]
-
-
 # -- 5. one decoder -----------------------------------------------------------------------------
 
 #: (model output, calls it issues or None when it ends the turn): the table RL and evaluation share.
@@ -240,7 +172,7 @@ def test_sft_rl_and_evaluation_show_the_same_tool_docs(tok, style):
 
     docs = function_docs(FS)
     shown = render_tools(docs, style=style)
-    s = seg.segment_trajectory(_aug_trajectory(), SegmentConfig())[0]
+    s = seg.segment_trajectory(sort_trajectory(), SegmentConfig())[0]
     assert shown in build_prompt(s, docs_style=style)[0]["content"]  # SFT
     gen = Scripted(tok, [act("x", "Done.")])
     ep = Episode("e", FS, json.dumps(CONFIG), json.dumps(docs), "", [{"query": Q1, "steps": []}])

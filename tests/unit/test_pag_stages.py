@@ -1,19 +1,17 @@
-"""Pure logic of the PAG stages (segment, awareness parsing, verification, augmentation, SFT data,
-resumable shards). The flow-level tests are in tests/integration/test_data_flow.py."""
+"""Pure logic of the PAG stages (segment, awareness parsing, verification, SFT data, resumable
+shards; augmentation: test_augment.py). The flow-level tests are in tests/integration/test_data_flow.py."""
 
 import json
-import random
 
 import pyarrow as pa
 import pytest
 
 from progra_core.calls import Call, calls_to_records, parse_calls
-from progra_core.config import AugmentConfig, SegmentConfig, SFTDataConfig
+from progra_core.config import SegmentConfig, SFTDataConfig
 from progra_core.data import segment as seg
-from progra_core.data.augment import choose_op, map_back, schema_perturb, word_mask
 from progra_core.data.awareness import AwarenessParseError, parse_awareness, select_segments
 from progra_core.data.sft_data import sft_data
-from progra_core.data.verify import judge
+from progra_core.data.verify import rebuilt_equal
 from progra_core.envs.bfcl import BFCLEnv
 from progra_core.sharding import MemoryShards, StageIncomplete, run_sharded
 from progra_core.sources.bfcl import entry_to_trajectory, load_entries
@@ -118,12 +116,12 @@ def test_select_segments_shortest():
 def test_verification_decisions():
     env = BFCLEnv({}, ["GorillaFileSystem"])
     target = [Call("sort", {"file_name": "a.txt"})]
-    assert judge("[sort(file_name='a.txt')]", target, env.resolve)[1:] == (True, "ok")
-    assert judge("<answer>[sort('a.txt')]</answer>", target, env.resolve)[1:] == (True, "ok")
-    assert judge("[sort(file_name='b.txt')]", target, env.resolve)[1:] == (False, "mismatch")
-    assert judge("[sort(file_name=", target)[1:] == (False, "parse_error")
-    assert judge("  ", target)[1:] == (False, "empty")
-    assert judge("[]", target)[1:] == (False, "empty")
+    assert rebuilt_equal("[sort(file_name='a.txt')]", target, env.resolve)[1:] == (True, "ok")
+    assert rebuilt_equal("<answer>[sort('a.txt')]</answer>", target, env.resolve)[1:] == (True, "ok")
+    assert rebuilt_equal("[sort(file_name='b.txt')]", target, env.resolve)[1:] == (False, "mismatch")
+    assert rebuilt_equal("[sort(file_name=", target)[1:] == (False, "parse_error")
+    assert rebuilt_equal("  ", target)[1:] == (False, "empty")
+    assert rebuilt_equal("[]", target)[1:] == (False, "empty")
 
 
 def test_the_verifier_prompt_shows_a_plan_as_calls_without_naming_any_environment_function():
@@ -138,50 +136,11 @@ def test_the_verifier_prompt_shows_a_plan_as_calls_without_naming_any_environmen
     example = next(line for line in system.splitlines() if line.startswith("["))
     calls = parse_calls(example)
     assert [c.name for c in calls] == ["open_door", "lock"]
-    assert judge(example, calls)[1:] == (True, "ok")
+    assert rebuilt_equal(example, calls)[1:] == (True, "ok")
     flat = re.sub(r"\s+", " ", system)
     assert "call open_door with door_id = 'A1', floor = 2; then lock with door_id = 'A1'" in flat  # the plan, in words
     known = {f["name"] for f in function_docs(list(BFCL_CLASSES))}
     assert len(known) > 100 and not {c.name for c in calls} & known
-
-
-def test_op_choice_is_seeded_per_id():
-    cfg = AugmentConfig(weights={"paraphrase": 1, "schema_perturb": 1, "word_mask": 1})
-    ops = [choose_op(f"id{i}", cfg) for i in range(60)]
-    assert ops == [choose_op(f"id{i}", cfg) for i in range(60)] and set(ops) == {"paraphrase", "schema_perturb", "word_mask"}
-    assert choose_op("x", AugmentConfig(weights={"paraphrase": 0, "schema_perturb": 0, "word_mask": 1})) == "word_mask"
-
-
-def test_schema_perturb_is_consistent_and_maps_back_to_executable_calls():
-    env = BFCLEnv({"GorillaFileSystem": {"root": {"w": {"type": "directory", "contents": {
-        "report.txt": {"type": "file", "content": "b\na"}}}}}}, ["GorillaFileSystem"])
-    tools = json.dumps(env.tools())
-    target = [Call("sort", {"file_name": "report.txt"})]
-    text = "<summary>The user wants report.txt sorted.</summary><plan>Call sort on report.txt.</plan><rationale>r</rationale>"
-    context = {"history": [{"role": "assistant", "content": "[sort(file_name='report.txt')]"}],
-               "query": "Sort report.txt again.", "prior_steps": []}
-    out = schema_perturb(text, tools, target, random.Random(0), context)
-    assert out is not None
-    new_text, new_tools, calls, mapping, new_context = out
-    assert new_context["history"][0]["content"].startswith("[sort_lines(")  # the inputs follow the rename
-    assert mapping["functions"] == {"sort_lines": "sort"}
-    assert "sort_lines" in new_text and "sort_lines" in [d["name"] for d in json.loads(new_tools)]
-    assert calls[0].name == "sort_lines" and "sort" not in [d["name"] for d in json.loads(new_tools)]
-    for v in mapping["values"]:
-        assert str(v["new"]) in new_text and str(v["old"]) not in new_text and calls[0].args[v["param"]] == v["new"]
-    obs = env.execute(map_back(calls, mapping))
-    assert "is not defined" not in obs[0] and "unexpected keyword" not in obs[0]
-
-
-def test_word_mask_masks_the_inputs():
-    tools = json.dumps([{"name": "sort", "parameters": {"properties": {"file_name": {}}}}])
-    context = {"history": [{"role": "user", "content": "sort the file_name report"}, {"role": "assistant", "content": "[sort()]"}],
-               "query": "then sort again; sort", "prior_steps": []}
-    out, k = word_mask(context, tools, 0.5, random.Random(1))
-    masked = [m["content"] for m in out["history"]] + [out["query"]]
-    assert k == 3 and sum(t.count("[MASK]") for t in masked) == 3  # half of the 5 mentions, rounded up
-    assert [m["role"] for m in out["history"]] == ["user", "assistant"]
-    assert word_mask({"history": [], "query": "nothing related", "prior_steps": []}, tools, 0.5, random.Random(1)) is None
 
 
 def test_sft_data_awareness_and_cold_start():

@@ -4,62 +4,22 @@ random llama (the real sampler): env_mask, awareness-only contexts, H, SUCCESS, 
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from progra_core.calls import Call
 from progra_core.config import GRPOConfig
 from progra_core.train.rewards import Rubric
 from progra_core.train.rollout import (
-    Episode,
     episodes_from_trajectories,
     hf_sampler,
     run_episodes,
     single_step_episodes,
 )
-
-CONFIG = {"GorillaFileSystem": {"root": {"alex": {"type": "directory", "contents": {
-    "workspace": {"type": "directory", "contents": {"a.txt": {"type": "file", "content": "hello world"}}}}}}}}
-Q1 = "Go into workspace and show me what is there."
-Q2 = "Print the text of a.txt for me."
-
-
-@pytest.fixture(scope="module")
-def tok(embedded_model):
-    return AutoTokenizer.from_pretrained(embedded_model)
+from tests.support import CONFIG, GOLD, Q1, Q2, Scripted, act, bfcl_episode
 
 
 @pytest.fixture(scope="module")
 def episode():
-    from progra_core.envs.bfcl import function_docs
-
-    return Episode("ep1", ["GorillaFileSystem"], json.dumps(CONFIG), json.dumps(function_docs(["GorillaFileSystem"])),
-                   "A file system.", [{"query": Q1, "steps": [[Call("cd", {"folder": "workspace"})], [Call("ls", {})]]},
-                                      {"query": Q2, "steps": [[Call("cat", {"file_name": "a.txt"})]]}])
-
-
-def act(summary, answer):
-    return f"<summary>{summary}</summary><think>next</think><answer>{answer}</answer>"
-
-
-GOLD = [act("Need to enter workspace.", "[cd(folder='workspace')]"), act("In workspace, now list it.", "[ls()]"),
-        act("Listed: a.txt. Turn done.", "Here is the listing."), act("In workspace; a.txt exists.", "[cat(file_name='a.txt')]"),
-        act("Printed a.txt.", "Done.")]
-
-
-class Scripted:
-    """A generate() that answers from a script and records every context it was given."""
-
-    def __init__(self, tok, script):
-        self.tok, self.script, self.contexts, self.outputs = tok, list(script), [], []
-
-    def __call__(self, contexts):
-        out = []
-        for c in contexts:
-            self.contexts.append(self.tok.decode(c))
-            ids = self.tok(self.script[len(self.outputs)], add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
-            self.outputs.append(ids)
-            out.append(ids)
-        return out
+    return bfcl_episode("A file system.")
 
 
 def test_env_mask_marks_exactly_the_model_tokens(tok, episode):

@@ -50,7 +50,7 @@ def test_prefect_yaml_has_one_deployment_per_stage_on_its_pool():
     assert sorted(deps) == sorted(f"stage-{n}" for n in stages.STAGE_NAMES)
     for st in stages.STAGES:
         d = deps[f"stage-{st.name}"]
-        assert d["entrypoint"] == "flows/stages.py:stage" and d["parameters"] == {"name": st.name}
+        assert d["entrypoint"] == "flows/stage_flow.py:stage" and d["parameters"] == {"name": st.name}
         assert d["work_pool"]["name"] == ("progra-gpu" if st.gpu_pool else "progra-cpu"), st.name
         # each stage deployment describes its own stage (all 11 shared one generic text before)
         assert d["description"].startswith(f"Rerun stage {st.name} (") and st.help in d["description"], st.name
@@ -68,19 +68,15 @@ def test_the_catalog_has_a_view_for_every_output_before_any_run(tmp_path):
 
 
 def _stage_calls(path: Path) -> set[str]:
-    """Stage names passed as the first argument of run / run_data_stage / gpu_stage calls, and
-    the custom stages' tasks called by name."""
+    """Stage names passed as the second argument of ``stage`` / ``dispatch_stage`` calls: the one
+    way the flows start a stage."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):
             fn = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-            args = [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-            if fn in ("run", "run_data_stage") and args:
-                found.add(args[0].value)
-            elif fn == "gpu_stage" and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
+            if fn in ("stage", "dispatch_stage") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
                 found.add(node.args[1].value)
-            elif fn in ("synthesize",):
-                found.add(fn)
+            assert fn not in ("run_data_stage", "synthesize", "sft", "grpo"), f"{path.name} starts a stage another way: {fn}"
     return found
 
 
@@ -89,10 +85,11 @@ def test_the_pipeline_flows_run_every_registered_stage():
     for f in ("data.py", "train.py", "pipeline.py"):
         used |= _stage_calls(REPO / "flows" / f)
     assert used == set(stages.STAGE_NAMES)
-    from flows.stages import run_stage
-    from tasks.stage import TASKS
+    from flows.stage_flow import run_stage
+    from tasks.stage_tasks import STAGE_RUNS, TASKS
 
     assert set(TASKS) == {s.name for s in stages.STAGES if s.kind != "custom"}
+    assert set(STAGE_RUNS) == set(stages.STAGE_NAMES)  # one run contract: every stage, custom ones included
     cfg = load_config("embedded")
     for st in stages.STAGES:  # every stage is reachable through the one stage flow (inputs are checked first)
         if st.inputs:
@@ -103,10 +100,12 @@ def test_the_pipeline_flows_run_every_registered_stage():
 
 @pytest.mark.parametrize("st", [s for s in stages.STAGES], ids=lambda s: s.name)
 def test_a_fingerprint_moves_with_its_own_section_only(st):
-    from tasks.stage import stage_fingerprint
+    from progra_core.evaluation.bfcl import Subject
+    from tasks.stage_tasks import stage_fingerprint
 
     base = load_config("embedded")
-    before = stage_fingerprint(st.name, base, ["p"])
+    context = {"subject": Subject("base", "base", "local/smollm2")} if st.name == "evaluate" else {}
+    before = stage_fingerprint(st.name, base, ["p"], **context)
     for other in ("segment", "verify", "sft_data", "dispatch"):
         if other == st.section:
             continue
@@ -117,5 +116,5 @@ def test_a_fingerprint_moves_with_its_own_section_only(st):
                 else getattr(section, field) + 1)
         if st.name in ("sft",) and other == "sft_data" and field == "validation_percent":
             continue  # the SFT split depends on it, on purpose
-        assert stage_fingerprint(st.name, cfg, ["p"]) == before, (st.name, other, field)
-    assert stage_fingerprint(st.name, base, ["q"]) != before
+        assert stage_fingerprint(st.name, cfg, ["p"], **context) == before, (st.name, other, field)
+    assert stage_fingerprint(st.name, base, ["q"], **context) != before

@@ -8,18 +8,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from progra_core.config import GRPOConfig, PipelineConfig, SFTConfig
 from progra_core.methods import RECIPES, recipe
 from progra_core.train.sft import fit_length, sft_rows, train_sft
-from tests.unit.test_rollout import GOLD, Scripted, act
+from tests.support import EXAMPLES, GOLD, Scripted, act, bfcl_episode
 
 SEG = {"segment_id": "t1#t0s0", "trajectory_id": "t1", "split": "train", "tools": "[]", "scenario": "", "turn_index": 0,
        "step_index": 0, "future": [{"role": "tool", "content": "ok"}],
        "history": [{"role": "user", "content": "old request"}, {"role": "assistant", "content": "[ls()]"}],
        "query": "go to docs", "prior_steps": [], "target_calls": [{"text": "cd(folder='docs')"}]}
-EXAMPLES = [{"example_id": f"e{i}", "kind": k, "prompt": [{"role": "system", "content": "Use tools."},
-                                                         {"role": "user", "content": f"request {i}"}],
-             "completion": [{"role": "assistant", "content": f"<answer>[cd(folder='d{i}')]</answer>"}],
-             "split": "validation" if i == 0 else "train"} for i, k in enumerate(["awareness", "cold_start"] * 3)]
-
-
 @pytest.mark.parametrize("method,sft,grpo,start,loss,scale", [
     ("reasoning", None, None, "sft", "grpo", "group"),
     ("sft", "plain", None, "sft", "grpo", "group"),
@@ -85,19 +79,6 @@ def test_one_sft_step_saves_a_reloadable_adapter(tiny_llama, sft_adapter):
     assert any(e.get("loss") is not None for e in m["log_history"])
 
 
-def _episode():
-    import json
-
-    from progra_core.calls import Call
-    from progra_core.envs.bfcl import function_docs
-    from progra_core.train.rollout import Episode
-    from tests.unit.test_rollout import CONFIG, Q1, Q2
-
-    return Episode("ep1", ["GorillaFileSystem"], json.dumps(CONFIG), json.dumps(function_docs(["GorillaFileSystem"])), "",
-                   [{"query": Q1, "steps": [[Call("cd", {"folder": "workspace"})], [Call("ls", {})]]},
-                    {"query": Q2, "steps": [[Call("cat", {"file_name": "a.txt"})]]}])
-
-
 def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_llama, sft_adapter, tmp_path, monkeypatch):
     """Generation 0 plays the gold script, generation 1 a wrong one: different returns, non-zero
     advantages, so the policy adapter moves while TRL's frozen ``ref`` copy stays the SFT adapter."""
@@ -119,7 +100,7 @@ def test_one_grpo_step_from_the_sft_adapter_keeps_it_as_the_kl_reference(tiny_ll
     monkeypatch.setattr(rollout, "hf_sampler", sampler)
     cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=3, max_steps=1, learning_rate=0.05, beta=0.001,
                      max_seq_len=4096)
-    metrics, table = core.train_grpo([_episode()], recipe("progra"), cfg, str(tiny_llama), str(sft_adapter[0]), tmp_path / "g",
+    metrics, table = core.train_grpo([bfcl_episode()], recipe("progra"), cfg, str(tiny_llama), str(sft_adapter[0]), tmp_path / "g",
                                      docs_style="compact")
     assert metrics["steps"] == 1 and metrics["kl_reference"] == "sft_adapter_copy"
     assert metrics["ref_equals_sft_adapter"] is True and metrics["policy_max_weight_change"] > 0
@@ -137,7 +118,7 @@ def test_grpo_from_the_base_model_uses_dr_grpo_and_the_base_as_reference(tiny_ll
     from progra_core.train import grpo as core
 
     cfg = GRPOConfig(batch_size=1, num_generations=2, max_actions=1, max_action_tokens=8, max_steps=1, max_seq_len=4096)
-    metrics, table = core.train_grpo([_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g",
+    metrics, table = core.train_grpo([bfcl_episode()], recipe("mt_dr_grpo"), cfg, str(tiny_llama), None, tmp_path / "g",
                                      docs_style="compact")
     assert metrics["kl_reference"] == "base_model" and table.num_rows == 2
     assert all(r["mode"] == "raw" and r["n_actions"] == 1 and r["tokens"] <= 8 for r in table.to_pylist())
@@ -170,7 +151,7 @@ def test_grpo_micro_batches_accumulate_to_the_same_step(tiny_llama, sft_adapter,
                          max_seq_len=4096, micro_batch_size=micro, dr_grpo_tokens=64)
         assert cfg.accumulation_steps == (1 if micro is None else 2)
         init = None if loss == "mt_dr_grpo" else str(sft_adapter[0])
-        metrics, table = core.train_grpo([_episode()], recipe(loss), cfg, str(tiny_llama), init, tmp_path / f"g{micro}",
+        metrics, table = core.train_grpo([bfcl_episode()], recipe(loss), cfg, str(tiny_llama), init, tmp_path / f"g{micro}",
                                          docs_style="compact")
         step = next(e for e in metrics["log_history"] if "grad_norm" in e)
         out[micro] = (step["loss"], step["grad_norm"], [r["advantage"] for r in table.to_pylist()])
@@ -207,7 +188,7 @@ def test_on_cpu_the_lm_head_scores_only_the_positions_that_carry_the_loss(tiny_l
     from trl.kernels import chunked_logprob
     from trl.trainer import utils as trl_utils
 
-    from progra_core.train.sft import score_labelled_positions_only
+    from progra_core.train.trainer import score_labelled_positions_only
 
     monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)  # TRL's own, whatever ran before
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)

@@ -57,13 +57,14 @@ def test_every_stage_version_is_its_import_closure():
 
 @pytest.mark.parametrize(("edited", "must_change", "must_stay"), [
     ("calls.py", {"verify", "awareness", "grpo", "segment"}, set()),       # schema_equal, span parsing
-    ("train/sft.py", {"sft", "grpo"}, {"ingest", "segment", "verify", "evaluate"}),  # grpo's trainer helpers
+    ("train/sft.py", {"sft"}, {"ingest", "segment", "verify", "evaluate", "grpo"}),  # SFT's own rows and trainer
+    ("train/trainer.py", {"sft", "grpo"}, {"ingest", "segment", "verify", "evaluate"}),  # what both trainers share
     ("envs/bfcl.py", {"evaluate", "grpo", "ingest"}, set()),
     ("sources/strict.py", {"ingest"}, set()),
     ("train/rewards.py", {"grpo"}, {"ingest", "segment", "awareness", "verify", "sft_data"}),
 ])
 def test_an_edit_changes_exactly_the_stages_that_import_it(tmp_path, edited, must_change, must_stay):
-    """Symptom: verify/awareness ignored calls.py, grpo ignored train/sft.py, the envs and calls.py,
+    """Symptom: verify/awareness ignored calls.py, grpo ignored the trainer helpers, the envs and calls.py,
     evaluation ignored envs/bfcl.py, ingest ignored sources/strict.py."""
     root = tmp_path / "copy"
     shutil.copytree(REPO / "progra_core", root / "progra_core", ignore=shutil.ignore_patterns("__pycache__"))

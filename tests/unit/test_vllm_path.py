@@ -15,7 +15,7 @@ from progra_core.calls import Call
 from progra_core.config import GRPOConfig
 from progra_core.envs.bfcl import function_docs
 from progra_core.train.rollout import Episode
-from tests.unit.test_rollout import CONFIG, Q1, Q2
+from tests.support import CONFIG, Q1, Q2
 
 FS = ["GorillaFileSystem"]
 

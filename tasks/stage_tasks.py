@@ -1,9 +1,17 @@
-"""The Prefect task of every ``table`` and ``sharded`` stage, built from its declaration in
-:mod:`progra_core.stages`: the dataset fingerprint is the cache key, inputs and their ancestors
-are read from the store, paid stages run shard by shard (each stored as it finishes, mapped over
-the flow's task runner), and the result is committed with its rejects and a funnel artifact."""
+"""How every stage runs: one contract, one registry.
+
+A *stage run* takes the config and the stage's input refs (checked against what it declares) and
+returns ``{label: DatasetRef}``; :data:`STAGE_RUNS` holds one per stage of :mod:`progra_core.stages`.
+The ``table`` and ``sharded`` stages share one Prefect task built from their declaration: the
+dataset fingerprint is the cache key, inputs and their ancestors are read from the store, paid
+stages run shard by shard (each stored as it finishes, mapped over the flow's task runner), and the
+result is committed with its rejects and a funnel artifact. A ``custom`` stage (synthesize, sft,
+grpo, evaluate) registers its own run with :func:`stage_run` next to its task."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 from prefect import get_run_logger, task
 
@@ -17,13 +25,35 @@ from tasks.limits import ensure_limit
 from tasks.runtime import STAGE_TASK, already_committed, endpoint, flow_run_id
 from tasks.shards import in_order, shard_mapper
 
-__all__ = ["stage_fingerprint", "ancestor", "commit", "run_data_stage", "TASKS"]
+__all__ = ["stage_fingerprint", "ancestor", "commit", "run_data_stage", "TASKS", "STAGE_RUNS", "StageRun", "stage_run",
+           "check_inputs"]
+
+#: ``(cfg, input refs, *, init=None, models=None) -> {label: ref}``: how any stage runs.
+StageRun = Callable[..., dict[str, DatasetRef]]
+STAGE_RUNS: dict[str, StageRun] = {}
 
 
-def stage_fingerprint(name: str, cfg: PipelineConfig, parents: list[str]) -> str:
-    """The id of what stage ``name`` writes from these parents under this config."""
+def stage_run(name: str) -> Callable[[StageRun], StageRun]:
+    """Register ``fn`` as the run of custom stage ``name`` (declared in progra_core.stages)."""
+    stages.get(name)
+
+    def register(fn: StageRun) -> StageRun:
+        STAGE_RUNS[name] = fn
+        return fn
+    return register
+
+
+def check_inputs(name: str, inputs) -> None:
+    """``ValueError`` when ``inputs`` (ids or refs) are not what stage ``name`` reads."""
+    if (why := stages.get(name).input_error(list(inputs))) is not None:
+        raise ValueError(why)
+
+
+def stage_fingerprint(name: str, cfg: PipelineConfig, parents: list[str], **context) -> str:
+    """The id of what stage ``name`` writes from these parents under this config: a hash of exactly
+    what its manifest records (``Stage.config``, the parents, the code version)."""
     st = stages.get(name)
-    return fingerprint(st.output, st.config(cfg), parents, st.code_version)
+    return fingerprint(st.output, st.config(cfg, **context), parents, st.code_version)
 
 
 def ancestor(store: DatasetStore, ref: DatasetRef, stage: str) -> DatasetRef:
@@ -98,11 +128,14 @@ TASKS = {st.name: task(name=st.name, **STAGE_TASK)(_run)
 def run_data_stage(name: str, cfg: PipelineConfig, *inputs: DatasetRef) -> DatasetRef:
     """Stage ``name`` on these input datasets, as a task of the calling flow (cached by fingerprint)."""
     st = stages.get(name)
-    if len(inputs) != len(st.inputs):
-        raise ValueError(f"stage {name!r} reads {len(st.inputs)} input dataset(s) ({', '.join(st.inputs) or 'none'}), "
-                         f"got {len(inputs)}")
-    for want, ref in zip(st.inputs, inputs, strict=True):
-        if ref.stage != want:
-            raise ValueError(f"stage {name!r} reads a {want!r} dataset, but {ref.dataset_id} is {ref.stage!r}")
+    check_inputs(name, inputs)
     dataset_id = stage_fingerprint(name, cfg, [i.dataset_id for i in inputs])
     return TASKS[name](name, cfg, cfg.storage.root, list(inputs), output_stage=st.output, dataset_id=dataset_id)
+
+
+
+def _data_run(name: str, cfg: PipelineConfig, refs: list[DatasetRef], **_) -> dict[str, DatasetRef]:
+    return {stages.get(name).output: run_data_stage(name, cfg, *refs)}
+
+
+STAGE_RUNS.update({st.name: partial(_data_run, st.name) for st in stages.STAGES if st.kind != "custom"})

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.evaluate import evaluate_models
-from flows.runners import with_runner
+import flows.evaluate  # noqa: F401 - registers the evaluate run
+import tasks.grpo  # noqa: F401 - registers the grpo run
+import tasks.sft  # noqa: F401 - registers the sft run
+import tasks.synthesize  # noqa: F401 - registers the synthesize run
+from flows.task_runners import with_runner
 from progra_core import stages
 from progra_core.config import PipelineConfig, resolve_config
-from progra_core.methods import recipe
-from storage import Catalog, DatasetRef, DatasetStore
-from tasks.grpo import grpo, grpo_fingerprint
-from tasks.runtime import flow_run_id
-from tasks.sft import sft, sft_fingerprint
-from tasks.stage import run_data_stage
-from tasks.synthesize import synthesize, synthesize_fingerprint
+from storage import DatasetRef, DatasetStore
+from tasks.runtime import flow_run_id, refresh_catalog
+from tasks.stage_tasks import STAGE_RUNS, check_inputs, run_data_stage
 
 __all__ = ["run_stage", "stage", "input_refs"]
 
@@ -40,47 +39,25 @@ def prefect_deployment_name() -> str | None:
 
 def input_refs(cfg: PipelineConfig, name: str, inputs: list[str] | str | None) -> list[DatasetRef]:
     """The stage's input datasets by id, checked against what it declares it reads."""
-    st = stages.get(name)
     ids = [inputs] if isinstance(inputs, str) else list(inputs or [])
-    if len(ids) != len(st.inputs):
-        want = " and ".join(repr(i) for i in st.inputs) or "no input"
-        raise ValueError(f"stage {name!r} reads {want}; got {len(ids)} input id(s) (progra datasets {' '.join(st.inputs)})")
+    check_inputs(name, ids)
     store = DatasetStore(cfg.storage.root)
     refs = [store.find(i) for i in ids]
-    for want, ref in zip(st.inputs, refs, strict=True):
-        if ref.stage != want:
-            raise ValueError(f"stage {name!r} reads a {want!r} dataset, but {ref.dataset_id} is {ref.stage!r}")
+    check_inputs(name, refs)
     return refs
 
 
 def run_stage(cfg: PipelineConfig, name: str, inputs: list[str] | str | None = None, model_id: str | None = None,
               models: list[str] | None = None) -> dict[str, DatasetRef]:
-    """Run stage ``name`` here (tasks cached by dataset fingerprint); ``{label: ref}``. Labels:
-    the output dataset for data stages, ``sft``/``grpo`` for models (none when the method has no such
-    stage), ``<model_ref>/<method>`` per evaluated model."""
+    """Run stage ``name`` here through its registered run (tasks cached by dataset fingerprint); ``{label: ref}``.
+    Labels: the output dataset for data stages, ``sft``/``grpo`` for models (none when the method has
+    no such stage), ``<model_ref>/<method>`` per evaluated model."""
     refs = input_refs(cfg, name, inputs)
-    root = cfg.storage.root
-    r = recipe(cfg.method)
     if stages.get(name).kind == "sharded" and cfg.dispatch.task_runner != "thread":
         ref = with_runner(sharded_stage, cfg)(name, cfg, refs)
-        out = {ref.stage: ref}
-    elif stages.get(name).kind != "custom":
-        ref = run_data_stage(name, cfg, *refs)
-        out = {ref.stage: ref}
-    elif name == "synthesize":
-        ref = synthesize(cfg, root, dataset_id=synthesize_fingerprint(cfg))
-        out = {ref.stage: ref}
-    elif name == "sft":
-        out = {"sft": sft(cfg, root, refs[0], dataset_id=sft_fingerprint(cfg, refs[0]))} if r.sft else {}
-    elif name == "grpo":
-        init = DatasetStore(root).find(model_id) if model_id else None
-        if init is not None and init.stage != "models":
-            raise ValueError(f"grpo starts from a registered adapter, but {model_id} is a {init.stage!r} dataset")
-        out = {"grpo": grpo(cfg, root, refs[0], init, dataset_id=grpo_fingerprint(cfg, refs[0], init))} if r.grpo else {}
-    else:
-        return evaluate_models(models, model_id, cfg)
-    Catalog(root, cfg.storage.catalog_path).refresh()
-    return out
+        return {ref.stage: ref}
+    init = DatasetStore(cfg.storage.root).find(model_id) if model_id else None
+    return STAGE_RUNS[name](cfg, refs, init=init, models=models)
 
 
 @flow(name="shards", flow_run_name="{name}-shards")
@@ -116,4 +93,5 @@ def stage(name: str, input_dataset_id: list[str] = [], overrides: list[str] | No
     ids = {label: ref.dataset_id for label, ref in refs.items()}
     if (run_id := flow_run_id()) is not None:
         DatasetStore(cfg.storage.root).write_run_outputs(run_id, ids)
+    refresh_catalog(cfg)
     return ids
