@@ -35,8 +35,10 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from progra_core.schemas import REJECTS
+from storage.errors import CorruptDataset, CorruptManifest, DatasetNotFound
 from storage.manifest import NAME, Manifest, check_name
 from storage.models import ModelFolders
+from storage.runs import RunRecords
 from storage.shards import ShardFiles, ShardIO
 
 _log = logging.getLogger("progra.storage")
@@ -50,18 +52,6 @@ MANIFEST = "_manifest.json"
 ROW_GROUP_SIZE = 64_000
 
 
-class CorruptManifest(ValueError):
-    """A dataset's ``_manifest.json`` cannot be read: the error names the dataset; listings skip it
-    (and say so) so every other dataset stays queryable."""
-
-
-class CorruptDataset(ValueError):
-    """A part's bytes are not the bytes its manifest recorded (a flipped bit, a truncated upload, a
-    file replaced in place): the dataset is never read or served by a view until it is rewritten."""
-
-
-class DatasetNotFound(KeyError):
-    pass
 
 
 def _canonical(obj: Any) -> str:
@@ -113,7 +103,7 @@ class DatasetRef:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class DatasetStore(ModelFolders, ShardFiles):
+class DatasetStore(ModelFolders, ShardFiles, RunRecords):
     """Write and read fingerprinted datasets under ``root`` (a local path or an fsspec URL); model
     folders (``storage.models``) and in-progress shards (``storage.shards``) live under the same root."""
 
@@ -416,21 +406,6 @@ class DatasetStore(ModelFolders, ShardFiles):
         if p is None:
             return REJECTS.empty_table()
         return pq.read_table(pa.BufferReader(self._checked(ref, p)))
-
-    # -- run outputs (how a dispatched stage run hands its dataset ids back) -----------------
-
-    def write_run_outputs(self, flow_run_id: str, outputs: dict[str, str]) -> None:
-        """Record which datasets a flow run produced or found cached (``runs/<id>.json``), so
-        a parent on another machine reads them from the shared root, not from Prefect results."""
-        d = self._join("runs")
-        self._put_atomic(posixpath.join(d, f"{flow_run_id}.json"), json.dumps(outputs).encode())
-
-    def read_run_outputs(self, flow_run_id: str) -> dict[str, str]:
-        try:
-            with self.fs.open(self._join("runs", f"{flow_run_id}.json"), "r") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            raise DatasetNotFound(f"no outputs recorded for flow run {flow_run_id} under {self.root_url}/runs") from None
 
     def _put_atomic(self, path: str, data: bytes) -> None:
         """One file, seen whole or not at all: a temporary file renamed over it locally, a single
