@@ -26,8 +26,10 @@ def task_runner(cfg: PipelineConfig) -> TaskRunner:
                            f"(or set dispatch.task_runner=thread)") from None
     if d.task_runner == "dask":
         kw = {"address": d.address} if d.address else {"cluster_kwargs": {"n_workers": d.max_workers}}
-    else:  # a local Ray cluster: no dashboard process, at most max_workers shard tasks at once
-        kw = {"address": d.address} if d.address else {"init_kwargs": {"include_dashboard": False,
+    else:  # a new local Ray cluster of its own ("local": never one already running on the machine, nor a
+        # stale /tmp/ray/ray_current_cluster, which made ray.init refuse num_cpus); no dashboard process,
+        # at most max_workers shard tasks at once
+        kw = {"address": d.address} if d.address else {"init_kwargs": {"address": "local", "include_dashboard": False,
                                                                          "num_cpus": d.max_workers}}
     return runner(**kw)
 
