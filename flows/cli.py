@@ -52,7 +52,7 @@ app = typer.Typer(help="progra: progress-aware multi-turn function-calling pipel
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Config profile from configs/ (embedded, paper, ...).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config file instead of a profile.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config file, layered over --profile (or the profile it names): it names only what it changes.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: --set ingest.limit=10 (repeatable).")]
 RootOpt = Annotated[str | None, typer.Option("--root", help="Storage root (default: the profile's storage.root).")]
 
@@ -455,9 +455,9 @@ def export_model(model: Annotated[str, typer.Argument(help="A models id (see `pr
                  path: Annotated[Path, typer.Argument(help="A new folder for the merged model.")],
                  profile: ProfileOpt = "embedded", root: RootOpt = None) -> None:
     """Merge a trained adapter into its base and write a plain HF model folder with a model card."""
-    from progra_core.llm import Gateway
     from progra_core.train.merge import merge_adapter
     from storage.cards import model_card
+    from tasks.models import model_path
 
     r = _root(profile, root)
     cat, store = Catalog(r), DatasetStore(r)
@@ -467,7 +467,7 @@ def export_model(model: Annotated[str, typer.Argument(help="A models id (see `pr
         raise typer.Exit(2)
     row = rows[0]
     cfg = load_config(profile)
-    base = str(Path(Gateway.from_config(cfg, r).local_path(row["base"])).resolve()) if row["base"].startswith("local/") else row["base"]
+    base = model_path(cfg, r, row["base"])
     try:
         out = merge_adapter(base, store.local_model(row["adapter_path"]), path)
     except FileExistsError as e:

@@ -11,27 +11,35 @@ import pyarrow as pa
 from prefect import get_run_logger
 
 from progra_core.config import PipelineConfig
-from progra_core.llm import Gateway
 from progra_core.schemas import MODELS, TRAIN_LOG
 from progra_core.train.curves import log_rows
 from progra_core.train.tracking import Tracking
 from storage import DatasetRef, DatasetStore, fingerprint
 from storage.cards import model_card
 from tasks.artifacts import publish_markdown
+from tasks.limits import gateway_for
 from tasks.runtime import flow_run_id
 
-__all__ = ["policy_path", "register_model", "tracking_for", "finish_tracking"]
+__all__ = ["model_path", "policy_path", "register_model", "tracking_for", "finish_tracking"]
+
+
+def model_path(cfg: PipelineConfig, root: str, model: str) -> str:
+    """A model as a local folder: ``local/<name>`` via the gateway's resolver (the embedded model is
+    converted on first use), as an absolute path, anything else as given (an HF id or a path).
+    Absolute because PEFT writes it into every adapter's ``adapter_config.json``
+    (``base_model_name_or_path``): a path relative to one working directory resolves nowhere else."""
+    if model.startswith("local/"):
+        gateway = gateway_for(cfg, root)
+        try:
+            return str(Path(gateway.local_path(model)).resolve())
+        finally:
+            gateway.close()
+    return model
 
 
 def policy_path(cfg: PipelineConfig, root: str) -> str:
-    """The base policy as a local folder: ``local/<name>`` via the gateway's resolver (the
-    embedded model is converted on first use), as an absolute path, anything else as given (an
-    HF id or a path). Absolute because PEFT writes it into every adapter's ``adapter_config.json``
-    (``base_model_name_or_path``): a path relative to one working directory resolves nowhere else."""
-    model = cfg.models.policy
-    if model.startswith("local/"):
-        return str(Path(Gateway.from_config(cfg, root).local_path(model)).resolve())
-    return model
+    """The base policy (``models.policy``) as a local folder: :func:`model_path`."""
+    return model_path(cfg, root, cfg.models.policy)
 
 
 def tracking_for(cfg: PipelineConfig, store: DatasetStore, stage: str, model_id: str, params: dict) -> tuple[Tracking | None, str | None]:

@@ -285,3 +285,18 @@ def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_
         backends.get_backend(str(tiny_llama), prefix_cache_mb=k)
     assert backends.loaded_backends() == backends.IDLE_BACKENDS
     backends.clear_backends()
+
+
+def test_a_tasks_gateway_resolves_the_embedded_policy_to_its_folder(tmp_path, monkeypatch, embedded_model):
+    """The path SFT, PAG-RL, evaluation and export-model load the base policy from: built by the one
+    gateway builder (tasks.limits.gateway_for), absolute, the converted embedded model. Before, the
+    helper still called a constructor that had moved; only a run on `local/smollm2` reached it."""
+    from pathlib import Path
+
+    from progra_core.config import load_config
+    from tasks.models import model_path, policy_path
+
+    monkeypatch.setenv("PROGRA_MODELS_DIR", str(embedded_model.parent))
+    cfg = load_config("embedded", overrides=[f"storage.root={tmp_path / 'root'}"])
+    assert policy_path(cfg, cfg.storage.root) == str(Path(embedded_model).resolve())
+    assert model_path(cfg, cfg.storage.root, "org/model") == "org/model"

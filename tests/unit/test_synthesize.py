@@ -233,7 +233,7 @@ def test_an_endpoint_that_stays_down_fails_the_wave_and_is_never_recorded_as_dat
         return ScriptedLiteLLM.batch(self, requests, on_result)
 
     gw.batch = failing.__get__(gw)
-    gw.strict = True  # as every pipeline gateway (Gateway.from_config)
+    gw.strict = True  # as every pipeline gateway (tasks.limits.gateway_for)
     with pytest.raises(EndpointUnavailable, match="2 of 2 requests to openai/act"):
         syn.synthesize_wave([_spec(0)], gw, cfg, MODELS)
 
