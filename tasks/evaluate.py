@@ -13,6 +13,7 @@ from progra_core.config import PipelineConfig
 from progra_core.evaluation import harness
 from progra_core.evaluation.bfcl import Subject
 from progra_core.methods import RECIPES
+from progra_core.train.launch import release_memory
 from storage import DatasetNotFound, DatasetRef, DatasetStore
 from tasks.artifacts import Progress
 from tasks.limits import gateway_for
@@ -132,3 +133,4 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
                       key=f"evaluate-{subject.method}-{subject.model_ref[:8]}")
     finally:
         gateway.close(unload_models=True)  # the next model under test loads into the memory this one held
+        release_memory()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from progra_core.config import LaunchConfig
 
-__all__ = ["LaunchFailed", "EVENT", "ACCELERATE_CONFIGS", "train", "command", "main"]
+__all__ = ["LaunchFailed", "EVENT", "ACCELERATE_CONFIGS", "train", "release_memory", "command", "main"]
 
 EVENT = "@@progra "
 #: the strategies' accelerate configs (shipped with the profiles)
@@ -54,7 +54,10 @@ def train(target: str, launch: LaunchConfig, *, out_dir: str | Path, progress: C
     """``target(**kwargs, out_dir=, progress=, log=)`` (``"module:function"``) in this process, or
     as a ``launch.num_processes``-process job; returns what rank 0's call returned."""
     if launch.num_processes == 1:
-        return _resolve(target)(**kwargs, out_dir=out_dir, progress=progress, log=log)
+        try:
+            return _resolve(target)(**kwargs, out_dir=out_dir, progress=progress, log=log)
+        finally:
+            release_memory()
     _check(launch)
     with tempfile.TemporaryDirectory(prefix="progra-launch-") as job:
         job = Path(job)
@@ -67,6 +70,27 @@ def train(target: str, launch: LaunchConfig, *, out_dir: str | Path, progress: C
             raise LaunchFailed(f"the {launch.num_processes}-process job exited 0 but rank 0 left no result")
         with open(job / "result.pkl", "rb") as f:
             return pickle.load(f)
+
+
+def release_memory() -> None:
+    """Hand a finished in-process job's memory back to the OS: collect the trainer's reference cycles,
+    then ``malloc_trim`` (glibc). A stage's task runs on a pool thread whose malloc arena keeps the
+    freed pages of an SFT step's activations; the next stage allocates in another thread's arena on
+    top of them. Measured on the embedded ``make run``: 20.1 GB resident during PAG-RL with SFT and
+    RL as tasks of one flow, against 14.9 GB when each ran in a subflow of its own. A no-op where
+    there is no glibc."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 def command(launch: LaunchConfig, job: str | Path) -> list[str]:
