@@ -45,7 +45,7 @@ test: setup browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
-	$(VENV)/bin/ruff check progra_core storage tasks flows tests scripts
+	$(VENV)/bin/ruff check progra_core storage tasks flows tests scripts examples
 
 ablate: setup
 	$(VENV)/bin/progra ablate --profile $(PROFILE)

@@ -304,6 +304,37 @@ def _paired_tables(cat: Catalog, first: tuple[str, list[str]], last: tuple[str, 
 
 
 @app.command()
+def envs(name: Annotated[str | None, typer.Argument(help="An env to open: its tools and scenario.")] = None,
+         profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """The environments trajectories may name (built in, your config's envs, installed plugins), or
+    one env's tools: check that your class or MCP server loads before a run."""
+    import json as _json
+
+    from rich.markup import escape
+
+    from progra_core.envs import registry
+    from progra_core.envs.factory import make_env
+
+    cfg = _config(profile, config, set_)
+    if name is None:
+        print_rows(["env", "from", "what a row gives it"],
+                   [[n, "your config" if n in cfg.envs else "built in" if n in ("bfcl", "tau2") else "installed",
+                     escape(registry.get(n).help)]
+                    for n in registry.names()], "Environments")
+        return
+    try:
+        env = make_env(name, [], None)
+        tools, scenario = env.tools(), env.scenario()
+    except Exception as e:  # noqa: BLE001 - a plugin that does not load says why
+        err.print(f"[red]env {name}:[/red] {e}")
+        raise typer.Exit(2) from None
+    print_rows(["tool", "parameters", "description"],
+               [[t["name"], _json.dumps((t.get("parameters") or {}).get("properties") or {})[:80],
+                 (t.get("description") or "")[:80]] for t in tools], f"{name}: {len(tools)} tools")
+    console.print(f"scenario: {scenario[:300]}", markup=False, highlight=False)
+
+
+@app.command()
 def plan(profile: ProfileOpt = "embedded", config: ConfigOpt = None, set_: SetOpt = None,
          gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB of the GPU the stages will run on.")] = 80.0,
          model: Annotated[str | None, typer.Option(help="The policy (default: models.policy): a folder with config.json "

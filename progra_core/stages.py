@@ -30,6 +30,7 @@ import pyarrow as pa
 from progra_core import methods
 from progra_core.config import PipelineConfig
 from progra_core.data import augment, awareness, ingest, mix, segment, sft_data, synthesize, verify
+from progra_core.envs import registry
 from progra_core.evaluation import harness
 from progra_core.llm.types import Endpoint
 from progra_core.schemas import DATASETS
@@ -116,9 +117,19 @@ def _local_verifier(cfg: PipelineConfig) -> bool:
 def _synthesize_payload(cfg: PipelineConfig) -> dict:
     """The attempts depend on the section (less the mix knobs), the three roles and the seed pool."""
     section = {k: v for k, v in cfg.section("synthesize").items() if k not in ("enabled", "mix", "keep_ingested")}
+    if cfg.synthesize.env != "bfcl":  # a plugin: its seeds are in the section; its code is hashed
+        return {"section": section, "roles": {r: role_payload(cfg, r) for r in synthesize.ROLES},
+                "env": registry.identity(cfg.synthesize.env)}
     return {"section": section, "roles": {r: role_payload(cfg, r) for r in synthesize.ROLES},
             "seed_pool": {"category": "base", "split": "train", "held_out_percent": cfg.ingest.held_out_percent,
                           "bfcl_eval": ingest.bfcl_version()}}
+
+
+def plugins(cfg: PipelineConfig) -> dict:
+    """The config's own envs (spec and source bytes) for the fingerprints of the stages that run
+    them or read their docs (ingest, PAG-RL, evaluation); empty without plugins, so BFCL-only ids
+    do not change."""
+    return {"envs": {name: registry.identity(name) for name in sorted(cfg.envs)}} if cfg.envs else {}
 
 
 def _sft_payload(cfg: PipelineConfig) -> dict:
@@ -131,16 +142,16 @@ def _grpo_payload(cfg: PipelineConfig) -> dict:
     r = methods.recipe(cfg.method)
     return {"grpo": cfg.section("grpo"), "mode": r.grpo, "loss_type": r.loss_type(cfg.grpo.loss_type),
             "scale_rewards": r.scale_rewards(), "awareness_prompt": r.awareness_prompt, "policy": cfg.models.policy,
-            "reward_terms": list(r.reward_terms), "tool_docs": cfg.tool_docs,
+            "reward_terms": list(r.reward_terms), "tool_docs": cfg.tool_docs, **plugins(cfg),
             **{t: role_payload(cfg, grpo.MODEL_TERMS[t].role) for t in r.reward_terms if t in grpo.MODEL_TERMS}}
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", "trajectories", "BFCL's train split, tau2 train tasks, JSONL / HF folders -> D", "ingest",
           ingest.CODE_VERSION, "table", title="Ingest",
-          payload=lambda cfg: ingest.fingerprint_inputs(cfg.ingest),
+          payload=lambda cfg: {**ingest.fingerprint_inputs(cfg.ingest), **plugins(cfg)},
           run=lambda cfg, t, progress: ingest.ingest(cfg.ingest, progress)),
-    Stage("synthesize", "synthesized", "APIGen-MT-style verified trajectories in the BFCL envs (App. B)", "synthesize",
+    Stage("synthesize", "synthesized", "APIGen-MT-style verified trajectories in the BFCL envs or your own (App. B)", "synthesize",
           synthesize.CODE_VERSION, "custom", title="Synthesis (Appendix B)", payload=_synthesize_payload,
           also_writes=("synthesis_attempts",)),
     Stage("mix", "trajectories", "D = ingested + a share of the synthesized trajectories", "synthesize",
@@ -183,7 +194,7 @@ STAGES: tuple[Stage, ...] = (
           also_writes=("rollouts", "train_log")),
     Stage("evaluate", "eval_results", "BFCL multi-turn (+ tau2) for base and trained models (4.2)", "evaluate",
           harness.CODE_VERSION, "custom", gpu=_always, gpu_pool=True,
-          payload=lambda cfg, subject: harness.payload(cfg, subject)),
+          payload=lambda cfg, subject: {**harness.payload(cfg, subject), **plugins(cfg)}),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}

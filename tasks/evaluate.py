@@ -72,21 +72,26 @@ def resolve_subjects(cfg: PipelineConfig, store: DatasetStore, trained: str | No
     return out, local
 
 
-def trained_bfcl_ids(store: DatasetStore, model_ids: list[str]) -> set[str]:
-    """The BFCL entry ids of every BFCL trajectory in the lineage of these models (the trajectories
-    their SFT data and RL episodes came from)."""
+def _trained_rows(store: DatasetStore, model_ids: list[str], columns: list[str]) -> list[dict]:
+    """``columns`` of every trajectory in the lineage of these models (the trajectories their SFT
+    data and RL episodes came from)."""
     found = []
     for model_id in model_ids:
         try:
             found.append(store.find(model_id))
         except DatasetNotFound:
             continue
-    out: set[str] = set()
-    for ref in store.lineage(found):
-        if ref.stage == "trajectories":
-            t = store.read(ref, columns=["source", "source_id"]).to_pylist()
-            out |= {r["source_id"] for r in t if r["source"] == "bfcl" and r["source_id"]}
-    return out
+    return [r for ref in store.lineage(found) if ref.stage == "trajectories" for r in store.read(ref, columns=columns).to_pylist()]
+
+
+def trained_bfcl_ids(store: DatasetStore, model_ids: list[str]) -> set[str]:
+    """The BFCL entry ids of every BFCL trajectory in the lineage of these models."""
+    return {r["source_id"] for r in _trained_rows(store, model_ids, ["source", "source_id"]) if r["source"] == "bfcl" and r["source_id"]}
+
+
+def trained_conversations(store: DatasetStore, model_ids: list[str]) -> set[tuple]:
+    """(env, the user requests in order) of every trajectory in the models' lineage."""
+    return {(r["env"], tuple(t["query"] for t in r["turns"] or [])) for r in _trained_rows(store, model_ids, ["env", "turns"])}
 
 
 def check_no_leak(cfg: PipelineConfig, store: DatasetStore, subject: Subject, parents: list[str], entries: list[dict],
@@ -96,10 +101,13 @@ def check_no_leak(cfg: PipelineConfig, store: DatasetStore, subject: Subject, pa
     if not parents or cfg.evaluate.split != "held_out":
         return
     leaks = harness.leaked_runs(entries, cases, trained_bfcl_ids(store, parents))
+    if cfg.evaluate.held_out:  # your envs' held-out trajectories: the same conversation must not have trained
+        trained = trained_conversations(store, parents)
+        leaks += [e["id"] for e in entries if e.get("env") and (e["env"], tuple(q[0]["content"] for q in e["question"])) in trained]
     if leaks:
-        raise ValueError(f"evaluate: {len(leaks)} held-out runs share a BFCL scenario with the training data of "
-                         f"{subject.model_ref} (e.g. {', '.join(leaks[:3])}): ingest.held_out_percent or the data "
-                         "differ between training and evaluation")
+        raise ValueError(f"evaluate: {len(leaks)} held-out runs share a BFCL scenario or a conversation with the training "
+                         f"data of {subject.model_ref} (e.g. {', '.join(leaks[:3])}): ingest.held_out_percent or the data "
+                         "differ between training and evaluation, or a file is both in ingest and in evaluate.held_out")
 
 
 def evaluate_fingerprint(cfg: PipelineConfig, subject: Subject, parents: list[str]) -> str:
@@ -117,7 +125,7 @@ def evaluate(cfg: PipelineConfig, root: str, subject: Subject, local_models: dic
         return store.ref(output_stage, dataset_id)
     entries, tasks, cases = harness.planned_runs(cfg)
     check_no_leak(cfg, store, subject, parents, entries, cases)
-    get_run_logger().info("evaluate %s (%s, prompt %s): %d next-call cases, %d BFCL entries + %d tau2 tasks x %d trials",
+    get_run_logger().info("evaluate %s (%s, prompt %s): %d next-call cases, %d entries (BFCL, your envs) + %d tau2 tasks x %d trials",
                           subject.model_ref, subject.method, cfg.evaluate.prompt, len(cases), len(entries), len(tasks),
                           cfg.evaluate.trials)
     gateway = gateway_for(cfg, root)

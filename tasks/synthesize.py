@@ -1,4 +1,4 @@
-"""Prefect task ``synthesize``: BFCL seed configs -> synthesis_attempts + synthesized trajectories
+"""Prefect task ``synthesize``: seed configs (BFCL train entries, or a plugin env's ``seeds``) -> synthesis_attempts + synthesized trajectories
 (Appendix B). Attempts run in waves (shards), so a killed run resumes at the wave in flight, and
 the LLM cache replays that wave's finished calls for free."""
 
@@ -37,7 +37,8 @@ def synthesize(cfg: PipelineConfig, root: str, output_stage: str = STAGE.output,
         return store.ref(output_stage, dataset_id)
     sc = cfg.synthesize
     attempts_id = attempts_fingerprint(cfg)
-    entries = bfcl.select_entries(["base"], "train", cfg.ingest.held_out_percent)
+    entries = (bfcl.select_entries(["base"], "train", cfg.ingest.held_out_percent) if sc.env == "bfcl" else
+               [{"id": f"seed-{i}", "involved_classes": [], "initial_config": seed} for i, seed in enumerate(sc.seeds)])
     specs = core.plan_attempts(sc, entries)
     models = {r: getattr(cfg.models, r) for r in core.ROLES}
     endpoints = {r: {"api_base": e.api_base, "api_key_env": e.api_key_env} for r in core.ROLES for e in [endpoint(cfg, r)]}

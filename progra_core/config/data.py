@@ -3,9 +3,9 @@ segment, awareness, verify, augment and sft_data."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from progra_core.config.base import Section, known_bfcl_categories
 from progra_core.envs.bfcl import BFCL_CLASSES
@@ -46,6 +46,12 @@ class SynthesizeConfig(Section):
     ``models.action`` the K candidates, ``models.reviewer`` judges read-only turns."""
 
     enabled: bool = Field(False, description="Run APIGen-MT-style synthesis and mix its trajectories into D.")
+    env: str = Field("bfcl", description=(
+        "Environment to synthesize in: bfcl (seed configs from BFCL's train entries) or a plugin named in the "
+        "config's envs (seed configs from seeds)."))
+    seeds: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "A plugin env's seed initial_configs (its constructor arguments / its server's episode config): the "
+        "generator is shown some and writes new ones."))
     attempts: int = Field(4, ge=0, description="Trajectory attempts per run.")
     involved_classes: list[list[str]] = Field(default_factory=list, description="Class sets to synthesize for, used in turn; empty = sample the sets of BFCL train entries.")
     exemplars: int = Field(3, ge=1, description="k exemplar initial_configs shown to the generator.")
@@ -70,13 +76,17 @@ class SynthesizeConfig(Section):
     mix: float = Field(1.0, ge=0, le=1, description="Share of accepted synthesized trajectories put into D.")
     keep_ingested: bool = Field(True, description="D = ingested + synthesized; false = synthesized only.")
 
-    @field_validator("involved_classes")
-    @classmethod
-    def _classes(cls, v: list[list[str]]) -> list[list[str]]:
+    @model_validator(mode="after")
+    def _classes(self) -> SynthesizeConfig:
+        v = self.involved_classes
+        if self.env != "bfcl":
+            if self.enabled and not self.seeds:
+                raise ValueError(f"synthesize.env={self.env}: give synthesize.seeds (example initial_configs of the env)")
+            return self
         bad = sorted({c for s in v for c in s} - set(BFCL_CLASSES))
         if bad or any(not s for s in v):
             raise ValueError(f"unknown or empty BFCL class sets {bad or v}; known classes {sorted(BFCL_CLASSES)}")
-        return v
+        return self
 
 
 class SegmentConfig(Section):

@@ -44,6 +44,11 @@ class EvaluateConfig(Section):
     next_call_limit: int = Field(0, ge=0, description=(
         "Held-out next-call cases: this many call steps (and a quarter as many turn ends) of held-out BFCL base "
         "scenarios, shortest prompts first, each answered once with the training prompt (0: off)."))
+    held_out: list[str] = Field(default_factory=list, description=(
+        "Held-out trajectories of your own envs (chat-format JSONL files or HF folders whose records name an env of "
+        "the config's envs): each is played turn by turn in its env (per-turn and entry success, as BFCL scores) and "
+        "cut into next-call cases (every call step and turn end), with the training prompt. Never trained on."))
+    held_out_limit: int | None = Field(None, ge=0, description="Held-out trajectories per file (None: all).")
     next_call_max_tokens: int = Field(256, ge=8, description="New tokens per next-call answer (a note, a think and the calls).")
 
     _cats = field_validator("categories")(known_bfcl_categories)
@@ -58,7 +63,7 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _something(self) -> EvaluateConfig:
-        if not self.categories and not self.tau2_domains and not self.next_call_limit:
-            raise ValueError("evaluate needs BFCL categories, tau2_domains or next_call_limit (all are empty)")
+        if not self.categories and not self.tau2_domains and not self.next_call_limit and not self.held_out:
+            raise ValueError("evaluate needs BFCL categories, tau2_domains, next_call_limit or held_out (all are empty)")
         return self
 

@@ -8,9 +8,10 @@ version), so editing ``verify.*`` recomputes verify and what follows, nothing up
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from progra_core.config.base import ANSWER_TOKENS, Section
 from progra_core.config.data import (
@@ -25,6 +26,8 @@ from progra_core.config.data import (
 from progra_core.config.evaluate import EvaluateConfig
 from progra_core.config.runtime import DispatchConfig, LLMConfig, ModelsConfig, StorageConfig
 from progra_core.config.train import GRPOConfig, LaunchConfig, SFTConfig, TrackingConfig
+from progra_core.envs import registry
+from progra_core.envs.base import EnvError
 from progra_core.methods import RECIPES
 
 __all__ = ["PipelineConfig"]
@@ -56,6 +59,42 @@ class PipelineConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    envs: dict[str, str | dict[str, Any]] = Field(default_factory=dict, description=(
+        "Your own environments, by the name trajectories use in their env column: 'my_envs/shop.py:Shop' or "
+        "'my_envs.shop:Shop' (a Python class whose public methods are the tools), {mcp: {command: [...]} | {url, "
+        "reset_tool}, state_resource?} (an MCP server), or 'module:KIND' (an EnvKind). Loaded in every process "
+        "that builds envs; see docs/environments.md."))
+
+    @field_validator("envs")
+    @classmethod
+    def _absolute_env_files(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """A ``file.py:Class`` relative to where the config was loaded, made absolute: worker
+        processes and Prefect workers load it from elsewhere."""
+        def fix(ref: Any) -> Any:
+            if isinstance(ref, str) and (path := ref.rpartition(":")[0]).endswith(".py") and not os.path.isabs(path):
+                return f"{os.path.abspath(path)}:{ref.rpartition(':')[2]}"
+            return ref
+
+        return {name: ({"python": fix(spec["python"])} if isinstance(spec, dict) and set(spec) == {"python"} else fix(spec))
+                for name, spec in v.items()}
+
+    @model_validator(mode="after")
+    def _load_envs(self) -> PipelineConfig:
+        """Register the config's environments in this process (a bad one fails the load, named)."""
+        self.register_envs()
+        return self
+
+    def register_envs(self) -> None:
+        for name, spec in self.envs.items():
+            try:
+                registry.use(name, spec)
+            except EnvError as e:
+                raise ValueError(f"envs.{name}: {e}") from None
+
+    def __setstate__(self, state: Any) -> None:
+        """A config unpickled in another process (a Dask/Ray worker, a training job) loads its envs there too."""
+        super().__setstate__(state)
+        self.register_envs()
 
     @model_validator(mode="after")
     def _budgets_agree(self) -> PipelineConfig:

@@ -117,9 +117,8 @@ def _default_snapshot(cls: str) -> Any:
     return BFCLEnv({cls: {}}, [cls]).snapshot().get(cls)
 
 
-def validate_config(text: str | None, classes: list[str], exemplars: list[dict] = ()) -> tuple[dict | None, str | None]:
-    """(config, None) or (None, error). The error names the problem in words the generator can act
-    on; its first word is a stable code."""
+def _json_object(text: str | None, keyed: str = "") -> tuple[dict | None, str | None]:
+    """The JSON object a generator answered, or the error to feed back."""
     if not text or not text.strip():
         return None, "empty: the answer was empty"
     try:
@@ -127,7 +126,16 @@ def validate_config(text: str | None, classes: list[str], exemplars: list[dict] 
     except json.JSONDecodeError as e:
         return None, f"invalid_json: not valid JSON ({e.msg} at position {e.pos})"
     if not isinstance(config, dict):
-        return None, f"not_object: the JSON must be an object keyed by class name, got {type(config).__name__}"
+        return None, f"not_object: the JSON must be an object{keyed}, got {type(config).__name__}"
+    return config, None
+
+
+def validate_config(text: str | None, classes: list[str], exemplars: list[dict] = ()) -> tuple[dict | None, str | None]:
+    """(config, None) or (None, error). The error names the problem in words the generator can act
+    on; its first word is a stable code."""
+    config, err = _json_object(text, " keyed by class name")
+    if err is not None:
+        return None, err
     stateful = [c for c in classes if c not in STATELESS_CLASSES]
     unknown = sorted(set(config) - set(classes))
     if unknown:
@@ -148,4 +156,19 @@ def validate_config(text: str | None, classes: list[str], exemplars: list[dict] 
         return None, f"default_state: the configuration of {inert} sets nothing the class reads (check the key names)"
     if any(config == ex for ex in exemplars):
         return None, "copied_exemplar: the configuration is a copy of an example; invent new content"
+    return config, None
+
+
+def validate_plugin_config(text: str | None, env: str, exemplars: list[dict] = ()) -> tuple[dict | None, str | None]:
+    """:func:`validate_config` for a plugin env: a JSON object, not a copy of an example, that
+    the env accepts (its constructor or server starts with it)."""
+    config, err = _json_object(text)
+    if err is not None:
+        return None, err
+    if any(config == ex for ex in exemplars):
+        return None, "copied_exemplar: the configuration is a copy of an example; invent new content"
+    try:
+        make_env(env, [], config)
+    except EnvError as e:
+        return None, f"class_rejected: {str(e)[:300]}"
     return config, None

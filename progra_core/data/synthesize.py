@@ -44,9 +44,12 @@ from progra_core.data.synthesis_checks import (
     review_verdict,
     state_changed,
     validate_config,
+    validate_plugin_config,
     vote,
 )
-from progra_core.envs.bfcl import STATELESS_CLASSES, BFCLEnv, StateTooLarge, function_docs
+from progra_core.envs import registry
+from progra_core.envs.base import Env, StateTooLarge
+from progra_core.envs.bfcl import STATELESS_CLASSES, function_docs
 from progra_core.envs.factory import make_env
 from progra_core.llm import ChatRequest, ChatResult, guided
 from progra_core.prompts import tools as prompt_tools
@@ -91,13 +94,14 @@ def _rng(*parts: Any) -> random.Random:
 def plan_attempts(cfg: SynthesizeConfig, entries: list[dict]) -> list[dict]:
     """One spec per attempt: id, seed, involved classes and exemplar configs. Deterministic in
     ``cfg.seed``. ``entries`` are the seed pool (BFCL train entries: held-out scenarios never seed
-    synthesis). Exemplars come from entries with exactly these classes, else from entries that
-    include them (restricted to them)."""
-    class_sets = [list(c) for c in cfg.involved_classes] or sorted({tuple(e["involved_classes"]) for e in entries})
+    synthesis; a plugin env: its ``seeds``, classes empty). Exemplars come from entries with
+    exactly these classes, else from entries that include them (restricted to them)."""
+    given = cfg.involved_classes if cfg.env == "bfcl" else []  # a plugin env has no classes to pick
+    class_sets = [list(c) for c in given] or sorted({tuple(e["involved_classes"]) for e in entries}) or [[]]
     specs = []
     for i in range(cfg.attempts):
         rng = _rng(cfg.seed, i)
-        classes = list(class_sets[i % len(class_sets)] if cfg.involved_classes else rng.choice(class_sets))
+        classes = list(class_sets[i % len(class_sets)] if given else rng.choice(class_sets))
         pool = [e for e in entries if set(e["involved_classes"]) == set(classes)]
         pool = pool or [e for e in entries if set(classes) <= set(e["involved_classes"])]
         picked = rng.sample(pool, min(cfg.exemplars, len(pool)))
@@ -106,7 +110,8 @@ def plan_attempts(cfg: SynthesizeConfig, entries: list[dict]) -> list[dict]:
             "seed": int(hashlib.sha256(f"{cfg.seed}:{i}".encode()).hexdigest()[:8], 16),
             "involved_classes": classes,
             "exemplar_ids": [e["id"] for e in picked],
-            "exemplars": [{c: e["initial_config"][c] for c in classes if c in e["initial_config"]} for e in picked],
+            "exemplars": [{c: e["initial_config"][c] for c in classes if c in e["initial_config"]} if classes
+                          else dict(e["initial_config"]) for e in picked],
         })
     return specs
 
@@ -119,7 +124,7 @@ class _Attempt:
     tools: str = ""
     tools_text: str = ""
     scenario: str = ""
-    env: BFCLEnv | None = None
+    env: Env | None = None
     config: dict | None = None
     config_messages: list[dict] = field(default_factory=list)
     config_errors: list[str] = field(default_factory=list)
@@ -171,15 +176,17 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
     endpoints = endpoints or {}
     attempts = [_Attempt(spec) for spec in specs]
     local_configs = cfg.guided and models["generator"].startswith("local/")
+    bfcl = cfg.env == "bfcl"
+    about = None if bfcl or not attempts else _plugin_scenario(cfg.env, [a.spec["exemplars"] for a in attempts])
     for a in attempts:
-        docs = function_docs(a.spec["involved_classes"])
+        docs = function_docs(a.spec["involved_classes"]) if bfcl else registry.docs(cfg.env, a.spec["involved_classes"])
         a.tools = json.dumps(docs)
         a.tools_text = prompt_tools.render_tools(docs)
         if not a.spec["exemplars"]:
             a.stop("no_exemplars")
         else:  # a guided local generator sees the exemplars' structure only: it fills the prose itself
             shown = [guided.mask_free_text(e) for e in a.spec["exemplars"]] if local_configs else a.spec["exemplars"]
-            a.config_messages = config_messages(a.spec["involved_classes"], shown)
+            a.config_messages = config_messages(a.spec["involved_classes"], shown, about)
 
     def request(a: _Attempt, role: str, messages: list[dict], **kw) -> ChatRequest:
         model = models[role]
@@ -195,7 +202,7 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
             break
         reqs = []
         for a in todo:
-            first = next((c for c in a.spec["involved_classes"] if c not in STATELESS_CLASSES), None)
+            first = next((c for c in a.spec["involved_classes"] if c not in STATELESS_CLASSES), None) if bfcl else None
             reqs.append(request(a, "generator", a.config_messages, temperature=cfg.temperature, max_tokens=cfg.config_max_tokens,
                                 sample=it, prefix=f'{{"{first}": {{' if first else "{"))
         if local_configs:  # a small model fills an exemplar's prose
@@ -209,9 +216,10 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
                 a.stop("llm_error")
                 a.config_errors.append(f"llm_error: {res.error}")
                 continue
-            config, err = validate_config(res.text, a.spec["involved_classes"], a.spec["exemplars"])
+            config, err = (validate_config(res.text, a.spec["involved_classes"], a.spec["exemplars"]) if bfcl
+                           else validate_plugin_config(res.text, cfg.env, a.spec["exemplars"]))
             if err is None:
-                a.config, a.env = config, make_env("bfcl", a.spec["involved_classes"], config)
+                a.config, a.env = config, make_env(cfg.env, a.spec["involved_classes"], config)
                 a.scenario = a.env.scenario()
                 continue
             a.config_errors.append(err)
@@ -302,7 +310,7 @@ def synthesize_wave(specs: list[dict], gateway, cfg: SynthesizeConfig, models: d
     for a in attempts:
         reason = a.stop_reason or "completed"
         accepted = len(a.turns) >= cfg.min_turns and a.config is not None
-        traj = _trajectory(a, now) if accepted else None
+        traj = _trajectory(a, now, cfg.env) if accepted else None
         rows.append({
             "attempt_id": a.spec["attempt_id"], "seed": a.spec["seed"], "involved_classes": a.spec["involved_classes"],
             "exemplar_ids": a.spec["exemplar_ids"], "config_iterations": len(a.config_errors) + (a.config is not None),
@@ -326,10 +334,19 @@ def _accept_turn(a: _Attempt, turn: int, v: Vote, obs: list[str], changed: bool,
     a.log.append(_turn_log(turn, a.query, "ok", k, v.parsed, v.groups, v.top_share, calls, changed, yes, no))
 
 
-def _trajectory(a: _Attempt, now: datetime) -> dict:
+def _plugin_scenario(env: str, exemplars: list[list[dict]]) -> str | None:
+    """What a plugin env says about itself (its scenario), from an episode of the first seed."""
+    first = next((e[0] for e in exemplars if e), None)
+    try:
+        return make_env(env, [], first).scenario() if first is not None else None
+    except Exception:  # noqa: BLE001 - the prompt does without it; the config check reports the env's error
+        return None
+
+
+def _trajectory(a: _Attempt, now: datetime, env: str = "bfcl") -> dict:
     return {
         "trajectory_id": f"synth:{a.spec['attempt_id']}", "source": "synth", "source_id": a.spec["attempt_id"],
-        "category": "base", "split": "train", "env": "bfcl", "involved_classes": a.spec["involved_classes"],
+        "category": "base" if env == "bfcl" else env, "split": "train", "env": env, "involved_classes": a.spec["involved_classes"],
         "initial_config": json.dumps(a.config), "tools": a.tools, "scenario": a.scenario, "long_context": False,
         "turns": a.turns, "n_turns": len(a.turns), "n_calls": sum(len(x["calls"]) for t in a.turns for x in t["actions"]),
         "created_at": now,

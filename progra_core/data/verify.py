@@ -26,7 +26,7 @@ from progra_core.calls import (
     schema_equal,
 )
 from progra_core.config import VerifyConfig
-from progra_core.envs.factory import make_env
+from progra_core.envs.factory import resolver as env_resolver
 from progra_core.llm import ChatRequest, ChatResult, Gateway, guided
 from progra_core.prompts import awareness as prompts
 from progra_core.prompts import tools as prompt_tools
@@ -57,12 +57,7 @@ def extract_call_text(text: str) -> str:
 def resolver(env: str | None, classes: tuple[str, ...]):
     """The env's ``resolve`` for positional arguments (any registered kind: BFCL classes, a τ²
     domain, a plugin's); None when the row names no classes or no kind that can be built."""
-    if not classes:
-        return None
-    try:
-        return make_env(env, list(classes), None, isolated=False).resolve  # names arguments, runs nothing
-    except Exception:
-        return None
+    return env_resolver(env, list(classes))  # names arguments, runs nothing
 
 
 def rebuilt_equal(text: str | None, target: list[Call], resolve=None) -> tuple[list[Call], bool, str]:

@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from progra_core.calls import Call, CallParseError, parse_calls
 
-__all__ = ["Env", "EnvError", "CallBudgetError", "json_config", "missing_observations", "parse_step"]
+__all__ = ["Env", "EnvKind", "EnvError", "StateTooLarge", "CallBudgetError", "json_config", "missing_observations", "parse_step"]
 
 
 class EnvError(ValueError):
     """The environment cannot be built (unknown class, config the class rejects)."""
+
+
+class StateTooLarge(EnvError):
+    """A state read passed its bounds (BFCL: :data:`~progra_core.envs.budget.MAX_STATE_NODES`
+    values or :data:`~progra_core.envs.budget.MAX_STATE_DEPTH` levels, e.g. copies that share
+    children, so the paths double with each copy; any env: ``STATE_SECONDS``): an error for the
+    caller to report, never a hang."""
 
 
 class CallBudgetError(EnvError):
@@ -95,3 +103,22 @@ def missing_observations(expected: Sequence[str], got: Sequence[str]) -> list[st
         else:
             out.append(item)
     return out
+
+
+def _any(involved_classes: Sequence[str]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class EnvKind:
+    """How to build one kind of env (registered by name in :mod:`progra_core.envs.registry`)."""
+
+    name: str  #: the ``env`` value of its rows
+    help: str  #: what ``involved_classes`` and ``initial_config`` mean for it
+    build: Callable[[Sequence[str], Any, bool], Env]  #: ``(involved_classes, initial_config, long_context)`` -> a fresh env
+    check: Callable[[Sequence[str]], None] = _any  #: an ``EnvError`` for ``involved_classes`` it cannot build
+    error_prefix: str = "Error: "  #: how its observation of a failing call starts
+    #: ``involved_classes`` -> the tool docs of every episode, when they do not depend on the episode
+    docs: Callable[[Sequence[str]], list[dict]] | None = None
+    needs_classes: bool = True  #: a row must name ``involved_classes`` (BFCL classes, the τ² domain)
+    sources: tuple[str, ...] = ()  #: files whose bytes are the env's code (a plugin's): part of fingerprints

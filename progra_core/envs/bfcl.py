@@ -24,7 +24,7 @@ from typing import Any
 
 from progra_core.calls import Call
 from progra_core.envs import budget
-from progra_core.envs.base import EnvError, json_config, missing_observations, parse_step
+from progra_core.envs.base import EnvError, StateTooLarge, json_config, missing_observations, parse_step
 from progra_core.envs.registry import EnvKind, register
 
 __all__ = ["BFCLEnv", "BFCL_CLASSES", "STATELESS_CLASSES", "function_docs", "class_description", "EnvError", "StateTooLarge"]
@@ -103,12 +103,6 @@ def _observation(result: Any) -> str:
         except Exception:
             return str(result)
     return str(result)
-
-
-class StateTooLarge(EnvError):
-    """A state walk passed :data:`~progra_core.envs.budget.MAX_STATE_NODES` values or
-    :data:`~progra_core.envs.budget.MAX_STATE_DEPTH` levels (e.g. copies that share children, so
-    the paths double with each copy): an error for the caller to report, never a hang."""
 
 
 def _jsonable(obj: Any, stack: tuple[int, ...] = (), seen: list[int] | None = None) -> Any:

@@ -34,7 +34,7 @@ from typing import Any
 
 from progra_core.calls import Call
 from progra_core.envs import budget, registry
-from progra_core.envs.base import EnvError, parse_step
+from progra_core.envs.base import EnvError, StateTooLarge, parse_step
 
 __all__ = ["IsolatedEnv", "WorkerStopped", "GRACE_SECONDS", "MAKE_SECONDS", "live_workers", "stop_workers"]
 
@@ -334,8 +334,6 @@ class IsolatedEnv:
     def snapshot(self) -> dict[str, Any]:
         """The env's state; :class:`~progra_core.envs.bfcl.StateTooLarge` when reading it ran
         past ``STATE_SECONDS`` (or the env is broken)."""
-        from progra_core.envs.bfcl import StateTooLarge
-
         try:
             return self._call("snapshot", seconds=budget.STATE_SECONDS)
         except WorkerStopped as e:

@@ -1,32 +1,38 @@
 """Environment kinds, registered by name: what a ``trajectories`` row's ``env`` column may say.
 
 An :class:`EnvKind` says how to build one episode's env from a row's ``involved_classes`` and
-``initial_config``, which rows it can build (``check``), and how a failing call's observation
-starts. Every part of the pipeline that runs calls (synthesis, verification's argument resolver,
-PAG-RL rollouts, evaluation, the killable worker process) finds an env through :func:`get`, so a new
-environment is one module that makes an ``EnvKind``, found by name:
+``initial_config``, which rows it can build (``check``), its tool docs when they do not depend on
+the episode (``docs``), and how a failing call's observation starts. Every part of the pipeline
+that runs calls (synthesis, verification's argument resolver, PAG-RL rollouts, evaluation, the
+killable worker process) finds an env through :func:`get`, so a new environment needs no edit to
+progra, found by name:
 
 1. the registered kinds (BFCL and τ² are built in; their modules load on first use);
-2. kinds the user's config names by import path (``envs: {shop: "my_envs.shop:KIND"}``), loaded
-   by :func:`use`: a file of the user's, nothing to install;
-3. entry points of the ``progra.envs`` group (an installed plugin package).
+2. kinds the user's config names (``envs:`` section), loaded by :func:`use`: a Python class
+   whose methods are the tools (``"my_envs/shop.py:Shop"`` or ``"my_envs.shop:Shop"``,
+   :mod:`progra_core.envs.python_env`), an MCP server (``{"mcp": {...}}``,
+   :mod:`progra_core.envs.mcp_env`), or an ``EnvKind`` object of the user's own;
+3. entry points of the ``progra.envs`` group (an installed plugin package) naming an ``EnvKind``
+   or a class.
 
 A name in a data row is only ever looked up, never imported: a JSONL record cannot make progra
-import a module. The modules the config or an installed package name are user code and trusted as
-such. The worker process of :mod:`progra_core.envs.isolated` is told where a config-named kind
-comes from (:func:`origin`) and loads it the same way."""
+import a module or start a process. The modules and servers the config or an installed package
+name are user code and trusted as such. The worker process of :mod:`progra_core.envs.isolated`
+is told what a config-named kind was loaded from (:func:`origin`) and loads it the same way."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import importlib.util
+import inspect
+import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from progra_core.envs.base import Env, EnvError
+from progra_core.envs.base import Env, EnvError, EnvKind
 
-__all__ = ["EnvKind", "register", "use", "origin", "get", "names", "check", "build", "DEFAULT", "ENTRY_POINTS"]
+__all__ = ["EnvKind", "register", "use", "origin", "get", "names", "docs", "check", "build", "identity", "DEFAULT", "ENTRY_POINTS"]
 
 DEFAULT = "bfcl"  #: what a row with no ``env`` means
 ENTRY_POINTS = "progra.envs"
@@ -34,21 +40,8 @@ ENTRY_POINTS = "progra.envs"
 _BUILTIN = {"bfcl": "progra_core.envs.bfcl", "tau2": "progra_core.envs.tau2"}
 
 
-def _any(involved_classes: Sequence[str]) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class EnvKind:
-    name: str  #: the ``env`` value of its rows
-    help: str  #: what ``involved_classes`` and ``initial_config`` mean for it
-    build: Callable[[Sequence[str], Any, bool], Env]  #: ``(involved_classes, initial_config, long_context)`` -> a fresh env
-    check: Callable[[Sequence[str]], None] = _any  #: an ``EnvError`` for ``involved_classes`` it cannot build
-    error_prefix: str = "Error: "  #: how its observation of a failing call starts
-
-
 _KINDS: dict[str, EnvKind] = {}
-_ORIGINS: dict[str, str] = {}  #: name -> "module:attribute" of the kinds loaded by :func:`use`
+_ORIGINS: dict[str, Any] = {}  #: name -> the config spec of the kinds loaded by :func:`use`
 
 
 def register(kind: EnvKind) -> EnvKind:
@@ -59,36 +52,70 @@ def register(kind: EnvKind) -> EnvKind:
     return kind
 
 
-def use(name: str, ref: str) -> EnvKind:
-    """Load the ``EnvKind`` at ``ref`` (``"module:attribute"``, named by the user's config) and
-    register it as ``name``; a second call with the same pair is free."""
-    if _ORIGINS.get(name) == ref:
+def use(name: str, spec: Any) -> EnvKind:
+    """Load the kind the user's config names as ``name`` and register it; a second call with the
+    same pair is free. ``spec``: ``"module:attribute"`` or ``"path/to/file.py:attribute"`` (an
+    ``EnvKind`` or a class whose methods are the tools), ``{"python": <the same>}``, or
+    ``{"mcp": {command | url, ...}}`` (:class:`progra_core.envs.mcp_env.MCPSpec`)."""
+    if _ORIGINS.get(name) == spec:
         return _KINDS[name]
     if name in _BUILTIN:
         raise EnvError(f"env {name!r} is built in: give the plugin another name")
-    kind = _load(ref)
-    if kind.name != name:
-        raise EnvError(f"envs.{name} names {ref!r}, whose EnvKind is called {kind.name!r}: use one name for both")
-    _ORIGINS[name] = ref
+    if isinstance(spec, dict) and set(spec) == {"mcp"}:
+        from progra_core.envs.mcp_env import mcp_kind
+
+        kind = mcp_kind(name, spec["mcp"])
+    elif isinstance(spec, dict) and set(spec) == {"python"}:
+        kind = _kind_of(name, _load(spec["python"]), spec["python"])
+    elif isinstance(spec, str):
+        kind = _kind_of(name, _load(spec), spec)
+    else:
+        raise EnvError(f"envs.{name}: give 'module:attribute', 'file.py:attribute', {{python: ...}} or {{mcp: {{...}}}}, "
+                       f"got {str(spec)[:80]!r}")
+    _ORIGINS[name] = spec
     return register(kind)
 
 
-def origin(name: str | None) -> str | None:
-    """Where a config-named kind was loaded from (None for built-in, registered and installed kinds)."""
+def _kind_of(name: str, obj: Any, ref: str) -> EnvKind:
+    if inspect.isclass(obj):
+        from progra_core.envs.python_env import python_kind
+
+        return python_kind(name, obj)
+    if not isinstance(obj, EnvKind):
+        raise EnvError(f"env {ref!r} is a {type(obj).__name__}, not an EnvKind or a class")
+    if obj.name != name:
+        raise EnvError(f"envs.{name} names {ref!r}, whose EnvKind is called {obj.name!r}: use one name for both")
+    return obj
+
+
+def origin(name: str | None) -> Any:
+    """What a config-named kind was loaded from (None for built-in, registered and installed kinds)."""
     return _ORIGINS.get(name or DEFAULT)
 
 
-def _load(ref: str) -> EnvKind:
-    module, sep, attr = ref.partition(":")
+def _load(ref: str) -> Any:
+    """The attribute ``ref`` names: ``module:attr`` imported, ``some/file.py:attr`` loaded from the file."""
+    module, sep, attr = str(ref).rpartition(":")
     if not sep or not module or not attr:
-        raise EnvError(f"an env plugin is named 'module:attribute', got {ref!r}")
+        raise EnvError(f"an env plugin is named 'module:attribute' or 'file.py:attribute', got {ref!r}")
     try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise EnvError(f"env {ref!r}: cannot load {attr!r} from module {module!r} ({e})") from None
-    if not isinstance(obj, EnvKind):
-        raise EnvError(f"env {ref!r} is a {type(obj).__name__}, not an EnvKind (progra_core.envs.registry)")
-    return obj
+        if module.endswith(".py"):
+            path = module
+            module = "progra_env_" + "".join(ch if ch.isalnum() else "_" for ch in path)
+            if module not in sys.modules:
+                spec = importlib.util.spec_from_file_location(module, path)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"no such file {path!r}")
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[module] = mod
+                try:
+                    spec.loader.exec_module(mod)
+                except BaseException:
+                    del sys.modules[module]
+                    raise
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, OSError, SyntaxError) as e:
+        raise EnvError(f"env {ref!r}: cannot load {attr!r} from {module!r} ({type(e).__name__}: {e})") from None
 
 
 def get(name: str | None) -> EnvKind:
@@ -103,12 +130,32 @@ def get(name: str | None) -> EnvKind:
         return _KINDS[name]
     for ep in entry_points(group=ENTRY_POINTS):
         if ep.name == name:
-            kind = ep.load()
-            if not isinstance(kind, EnvKind):
-                raise EnvError(f"entry point {ENTRY_POINTS}:{name} is a {type(kind).__name__}, not an EnvKind")
+            kind = _kind_of(name, ep.load(), f"entry point {ENTRY_POINTS}:{name}")
             _KINDS[name] = kind
             return kind
     raise EnvError(f"unknown env kind {str(name)[:60]!r}; known: {names()} (a plugin: name it in the config's envs)")
+
+
+def docs(kind: str | None, involved_classes: Sequence[str]) -> list[dict] | None:
+    """The tool docs of every episode of ``kind`` with these classes, when the kind knows them
+    without an episode (plugin envs); None otherwise."""
+    k = get(kind)
+    return k.docs(involved_classes) if k.docs is not None else None
+
+
+def identity(name: str | None) -> dict:
+    """What a stage's fingerprint records of a kind: built-in kinds by name; a plugin by its
+    config spec and the bytes of its source (the class's file, a stdio server's script files), so
+    editing the plugin re-runs what it produced."""
+    import hashlib
+    import os
+
+    name = name or DEFAULT
+    if name in _BUILTIN:
+        return {"env": name}
+    kind = get(name)
+    files = [f for f in getattr(kind, "sources", ()) if os.path.isfile(f)]
+    return {"env": name, "spec": origin(name), "sources": {f: hashlib.sha256(open(f, "rb").read()).hexdigest()[:16] for f in files}}
 
 
 def names() -> list[str]:

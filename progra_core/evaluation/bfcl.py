@@ -44,7 +44,7 @@ from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
 
 __all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt",
-           "select_test_entries", "run_bfcl"]
+           "select_test_entries", "trajectory_entry", "run_bfcl"]
 
 STAGE = "evaluate"
 OUTPUT = "eval_results"
@@ -102,6 +102,18 @@ def added_functions_message(functions: list[dict], docs_style: DocStyle = "json"
     return DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING.format(functions=docs)
 
 
+def trajectory_entry(t: dict) -> dict:
+    """A held-out trajectory of any env (a plugin's test file) as an entry this harness plays:
+    its user turns, its calls as the ground truth, its env, config and tool docs."""
+    gt = [[format_call(Call(c["name"], json.loads(c.get("arguments") or "{}"))) for a in turn["actions"] for c in a["calls"]]
+          for turn in t["turns"]]
+    return {"id": t["trajectory_id"], "category": t["env"], "env": t["env"],
+            "question": [[{"role": "user", "content": turn["query"]}] for turn in t["turns"]], "ground_truth": gt,
+            "involved_classes": list(t.get("involved_classes") or []),
+            "initial_config": json.loads(t["initial_config"]) if t.get("initial_config") else None,
+            "function": json.loads(t["tools"]) if t.get("tools") else []}
+
+
 def select_test_entries(cfg: EvaluateConfig, held_out_percent: int = 50) -> list[dict]:
     """The evaluation slice: per category, the entries on ``cfg.split`` (held-out by default),
     ``cfg.limit`` of them, the first by BFCL order or the cheapest (smallest prompt) ones."""
@@ -121,7 +133,7 @@ class _Run:
         self.entry, self.trial, self.cfg, self.docs_style = entry, trial, cfg, docs_style
         self.remote = not subject.model.startswith("local/")
         long_context = entry["category"] == "long_context"
-        self.env = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
+        self.env = make_env(entry.get("env") or "bfcl", entry["involved_classes"], entry["initial_config"], long_context)
         if cfg.prompt == "bfcl":
             system = bfcl_system_prompt(entry["function"], docs_style)
         else:
@@ -203,7 +215,7 @@ class _Run:
         score = scoring.check_entry(self.entry, self.turns, ended=self.ended, ended_detail=self.detail)
         return {
             "model_ref": subject.model_ref, "method": subject.method, "model": subject.model, "prompt": self.cfg.prompt,
-            "benchmark": "bfcl", "category": self.entry["category"], "entry_id": self.entry["id"], "trial": self.trial,
+            "benchmark": self.entry.get("env") or "bfcl", "category": self.entry["category"], "entry_id": self.entry["id"], "trial": self.trial,
             "passed": score.passed, "turn_passed": score.turn_passed, "turn_errors": score.turn_errors,
             "first_failed_turn": score.first_failed_turn, "n_turns": len(self.entry["question"]),
             "turns_played": len(self.turns), "n_steps": len(self.steps),

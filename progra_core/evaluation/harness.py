@@ -1,11 +1,13 @@
 """One model under test on every benchmark the ``evaluate`` section names, as one dataset.
 
-BFCL multi-turn (:mod:`progra_core.evaluation.bfcl`) and τ²-bench (:mod:`progra_core.evaluation.tau2`)
-rows share the ``eval_results`` schema (``benchmark`` tells them apart). What enters the
+BFCL multi-turn (:mod:`progra_core.evaluation.bfcl`), τ²-bench (:mod:`progra_core.evaluation.tau2`),
+the held-out next call and your envs' held-out trajectories (``evaluate.held_out``: played by the
+BFCL harness in their own env) rows share the ``eval_results`` schema (``benchmark`` tells them apart). What enters the
 evaluation's fingerprint is decided here too, so the task only resolves names and stores."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,8 +20,9 @@ from progra_core.envs.tau2 import tau2_version
 from progra_core.evaluation import bfcl, next_call, tau2
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import Endpoint
-from progra_core.schemas import EVAL_RESULTS
+from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
+from progra_core.sources import chat
 
 __all__ = ["CODE_VERSION", "payload", "evaluate_subject", "planned_runs", "leaked_runs"]
 
@@ -38,20 +41,57 @@ def payload(cfg: PipelineConfig, subject: Subject) -> dict:
     if cfg.evaluate.next_call_limit:  # the cases are asked in the run's method's prompt style
         out["next_call_prompt"] = {"awareness": methods.recipe(cfg.method).awareness_prompt,
                                    "step_mode": cfg.ingest.step_mode}
+    if cfg.evaluate.held_out:  # the test files' bytes, not only their names
+        out["held_out_files"] = {p: versioning.tree_digest(p, skip_hidden=False) if os.path.isdir(p) else _digest(p)
+                                 for p in cfg.evaluate.held_out}
     if cfg.evaluate.tau2_domains:  # the user simulator shapes every tau2 conversation
         out["user_simulator"] = {"model": cfg.models.user_simulator, "api_base": cfg.models.api_base.get("user_simulator"),
                                  "tau2": tau2_version(), "code": tau2.CODE_VERSION}
     return out
 
 
+def _digest(path: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    except OSError as e:
+        return f"unreadable: {type(e).__name__}"
+
+
 def planned_runs(cfg: PipelineConfig) -> tuple[list[dict], list, list[dict]]:
-    """The BFCL entries, τ² tasks and next-call cases of this evaluation."""
+    """The BFCL entries (and your envs' held-out trajectories as entries), τ² tasks and
+    next-call cases of this evaluation."""
     ev = cfg.evaluate
     entries = bfcl.select_test_entries(ev, cfg.ingest.held_out_percent) if ev.categories else []
     tasks = tau2.select_tau2_tasks(ev) if ev.tau2_domains else []
-    cases = next_call.next_call_cases(ev, cfg.ingest.held_out_percent, methods.recipe(cfg.method).awareness_prompt,
-                                      cfg.tool_docs, cfg.ingest.step_mode)
+    awareness = methods.recipe(cfg.method).awareness_prompt
+    cases = next_call.next_call_cases(ev, cfg.ingest.held_out_percent, awareness, cfg.tool_docs, cfg.ingest.step_mode)
+    held, _ = held_out_trajectories(ev)
+    for env in sorted({t["env"] for t in held}):
+        mine = [t for t in held if t["env"] == env]
+        entries += [bfcl.trajectory_entry(t) for t in mine]
+        cases += next_call.trajectory_cases(mine, awareness, cfg.tool_docs, category=env)
     return entries, tasks, cases
+
+
+def held_out_trajectories(ev) -> tuple[list[dict], list[dict]]:
+    """``evaluate.held_out``'s trajectories (held out whatever their ``split`` says) and a reject
+    per record that cannot be read or names no env."""
+    rows, rejects = [], []
+    for path in ev.held_out:
+        source = chat.iter_hf_folder(path, "held_out") if os.path.isdir(path) else chat.iter_jsonl(path, "held_out")
+        mine = 0
+        for row, rej in source:
+            if rej is not None:
+                rejects.append({**rej, "stage": "evaluate"})
+            elif not row.get("env"):
+                rejects.append(reject("evaluate", row["trajectory_id"], "no_env", "a held_out trajectory names the env it plays in"))
+            elif ev.held_out_limit is None or mine < ev.held_out_limit:
+                rows.append({**row, "split": "held_out"})
+                mine += 1
+    return rows, rejects
 
 
 def _scenario_of(run_id: str) -> int | None:
@@ -81,7 +121,7 @@ def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpo
     ev = cfg.evaluate
     entries, tasks, cases = planned_runs(cfg)
     t0 = time.perf_counter()
-    tables, rejects, seconds = [], [], {}
+    tables, rejects, seconds = [], held_out_trajectories(ev)[1], {}
     if cases:
         tables.append(next_call.run_next_call(cases, gateway, subject, ev, progress("next-call", len(cases))))
         seconds["next_call"] = round(time.perf_counter() - t0, 2)

@@ -30,7 +30,7 @@ from progra_core.config import EvaluateConfig, SegmentConfig, SFTDataConfig
 from progra_core.data.awareness import template_target
 from progra_core.data.segment import segment_trajectory
 from progra_core.data.sft_data import pag_prompt, turn_end_examples
-from progra_core.envs.factory import make_env
+from progra_core.envs.factory import resolver
 from progra_core.evaluation.bfcl import Subject
 from progra_core.llm.types import ChatRequest
 from progra_core.prompts.policy import ANSWER_STOP, build_prompt, decode_calls
@@ -39,7 +39,7 @@ from progra_core.schemas import EVAL_RESULTS
 from progra_core.sources import bfcl as bfcl_data
 from progra_core.sources.bfcl import StepMode
 
-__all__ = ["CODE_VERSION", "next_call_cases", "run_next_call"]
+__all__ = ["CODE_VERSION", "next_call_cases", "trajectory_cases", "run_next_call"]
 
 CODE_VERSION = versioning.code_version("1", __name__)
 
@@ -55,29 +55,38 @@ def next_call_cases(cfg: EvaluateConfig, held_out_percent: int, awareness: bool,
         return []
     trajectories = [bfcl_data.entry_to_trajectory(e, step_mode=step_mode, held_out_percent=held_out_percent)
                     for e in bfcl_data.select_entries(["base"], "held_out", held_out_percent)]
+    return trajectory_cases(trajectories, awareness, docs_style, cfg.next_call_limit)
+
+
+def trajectory_cases(trajectories: Sequence[dict], awareness: bool, docs_style: DocStyle, limit: int | None = None,
+                     category: str = "") -> list[dict]:
+    """Next-call cases of trajectories as :func:`next_call_cases` makes them: every call step
+    and turn end (``limit``: that many call steps and a quarter as many ends, shortest first).
+    ``category`` prefixes the rows' call / end (a plugin env's own columns: ``shop:call``)."""
     segs = [s for t in trajectories for s in segment_trajectory(t, SegmentConfig())]
+    prefix = f"{category}:" if category else ""
     calls = []
     for s in segs:
         prompt = pag_prompt(s, docs_style) if awareness else build_prompt(s, awareness=False, docs_style=docs_style)
-        calls.append({"case_id": s["segment_id"], "kind": "call", "prompt": prompt, "target": s["target_calls"],
-                      "env": s["env"], "involved_classes": s["involved_classes"]})
+        calls.append({"case_id": s["segment_id"], "kind": "call", "category": f"{prefix}call", "prompt": prompt,
+                      "target": s["target_calls"], "env": s["env"], "involved_classes": s["involved_classes"]})
     taught = {(s["trajectory_id"], s["turn_index"], s["step_index"]): template_target(s) for s in segs} if awareness else None
-    ends = [{"case_id": e["example_id"], "kind": "end", "prompt": e["prompt"], "target": [], "env": "bfcl", "involved_classes": []}
+    env_of = {s["trajectory_id"]: (s["env"], s["involved_classes"]) for s in segs}
+    ends = [{"case_id": e["example_id"], "kind": "end", "category": f"{prefix}end", "prompt": e["prompt"], "target": [],
+             "env": env_of.get(e.get("trajectory_id"), ("bfcl", []))[0], "involved_classes": []}
             for e in turn_end_examples([{**s, "split": "train"} for s in segs], None, awareness, docs_style,
                                        SFTDataConfig(validation_percent=0), taught)]
 
     def size(case):
         return (sum(len(m["content"] or "") for m in case["prompt"]), case["case_id"])
 
-    n = cfg.next_call_limit
-    return sorted(calls, key=size)[:n] + sorted(ends, key=size)[:max(1, n // 4)]
+    if limit is None:
+        return sorted(calls, key=size) + sorted(ends, key=size)
+    return sorted(calls, key=size)[:limit] + sorted(ends, key=size)[:max(1, limit // 4)]
 
 
 def _resolver(case: dict):
-    try:
-        return make_env(case["env"], case["involved_classes"], None, isolated=False).resolve  # runs nothing
-    except Exception:
-        return None
+    return resolver(case["env"], case["involved_classes"])  # runs nothing
 
 
 def _score(case: dict, text: str | None, error: str | None) -> dict:
@@ -116,7 +125,7 @@ def run_next_call(cases: Sequence[dict], gateway, subject: Subject, cfg: Evaluat
         calls = [format_call(c) for c in s["calls"] or []]
         rows.append({
             "model_ref": subject.model_ref, "method": subject.method, "model": subject.model, "prompt": "policy",
-            "benchmark": "next_call", "category": case["kind"], "entry_id": case["case_id"], "trial": 0,
+            "benchmark": "next_call", "category": case.get("category", case["kind"]), "entry_id": case["case_id"], "trial": 0,
             "passed": s["passed"], "turn_passed": [], "turn_errors": [], "first_failed_turn": None, "n_turns": 1,
             "turns_played": 1, "n_steps": 1, "n_calls": len(calls), "error_type": s["error_type"], "error": res.error,
             "steps": [{"turn": 0, "step": 0, "text": res.text, "calls": calls, "observations": [],

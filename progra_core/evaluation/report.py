@@ -27,6 +27,21 @@ NEXT_CALL = (("Next: valid", "call", "valid_rate"), ("Next: func", "call", "func
              ("Next: exact", "call", "accuracy"), ("Next: ends turn", "end", "accuracy"))
 
 
+def plugin_columns(summary: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """A plugin env's columns (its category is the env's name): entry and per-turn accuracy of its
+    held-out trajectories, then its next-call exact and ends-turn rates (``<env>:call``, ``<env>:end``)."""
+    known = set(COLUMNS) | {"call", "end"}
+    envs = sorted({r["category"] for r in summary if r["category"] not in known and ":" not in r["category"]}
+                  | {r["category"].split(":")[0] for r in summary if ":" in r["category"]})
+    cols = []
+    for env in envs:
+        for header, cat, key in ((env, env, "accuracy"), (f"{env} turn", env, "turn_accuracy"),
+                                 (f"{env} next exact", f"{env}:call", "accuracy"), (f"{env} ends turn", f"{env}:end", "accuracy")):
+            if any(r["category"] == cat for r in summary):
+                cols.append((header, cat, key))
+    return cols
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
@@ -48,7 +63,8 @@ def table_title(summary: Sequence[dict]) -> str:
     tau2-bench" when no τ² task ran)."""
     cats = {r["category"] for r in summary}
     names = [name for name, present in (("BFCL multi-turn", cats & set(COLUMNS) - set(TAU2)), ("tau2-bench", cats & set(TAU2)),
-                                         ("held-out next call", cats & {"call", "end"})) if present]
+                                         ("held-out next call", cats & {"call", "end"}),
+                                         ("your envs", {c for c in cats if c not in COLUMNS and c not in ("call", "end")})) if present]
     return f"{TABLE_TITLE}: {', '.join(names)}" if names else TABLE_TITLE
 
 
@@ -57,6 +73,7 @@ def table1(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     column per category present, per-turn Overall, runs (entries × trials)."""
     cats = [c for c in COLUMNS if any(r["category"] == c for r in summary)]
     nxt = [col for col in NEXT_CALL if any(r["category"] == col[1] for r in summary)]
+    nxt += plugin_columns(summary)
     headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs", *(h for h, _, _ in nxt)]
     body = []
     for (model, method), by_cat in _rows_by_model(summary).items():

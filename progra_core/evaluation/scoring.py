@@ -64,8 +64,9 @@ def check_entry(entry: dict, model_turns: Sequence[Sequence[Sequence[Call]]], *,
     run stopped early (``force_terminated`` or ``inference_error``): the turn it stopped in (the
     last of ``model_turns``) and the turns never played fail."""
     long_context = "long_context" in entry.get("category", "") or "long_context" in entry["id"]
-    model = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
-    truth = make_env("bfcl", entry["involved_classes"], entry["initial_config"], long_context)
+    kind = entry.get("env") or "bfcl"  # a plugin's held-out trajectory plays by the same rules in its own env
+    model = make_env(kind, entry["involved_classes"], entry["initial_config"], long_context)
+    truth = make_env(kind, entry["involved_classes"], entry["initial_config"], long_context)
     gt = ground_truth_calls(entry)
     all_obs: list[str] = []
     passed: list[bool | None] = []
@@ -81,7 +82,7 @@ def check_entry(entry: dict, model_turns: Sequence[Sequence[Sequence[Call]]], *,
             err = f"multi_turn:{ended or 'force_terminated'}"
         elif gt_turn and not steps:
             err = "multi_turn:empty_turn_model_response"
-        elif gt_turn and not truth.same_state(model):
+        elif gt_turn and not truth.same_state(model):  # a plugin env without state: always the same
             err = "multi_turn:instance_state_mismatch"
         elif gt_turn and (miss := missing_observations(gt_obs, all_obs)):
             err = f"multi_turn:execution_response_mismatch ({len(miss)} missing)"

@@ -9,7 +9,7 @@ import threading
 
 from progra_core.llm.local import LocalBackend
 
-__all__ = ["get_backend", "release_backends", "loaded_backends", "clear_backends", "IDLE_BACKENDS"]
+__all__ = ["get_backend", "release_backends", "drop_idle_backends", "loaded_backends", "clear_backends", "IDLE_BACKENDS"]
 
 
 #: loaded backends nobody holds that stay loaded for a later gateway (as the former lru_cache(4))
@@ -59,6 +59,17 @@ def release_backends(holder: object, unload: bool = False) -> int:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return len(gone)
+
+
+def drop_idle_backends() -> int:
+    """Unload every backend no gateway holds (the data stages' generator and verifier with their
+    prefix caches, up to 2 GiB each) before work that needs the memory more: a training job.
+    Returns how many were unloaded."""
+    with _BACKENDS_LOCK:
+        idle = [k for k, (_, holders) in _BACKENDS.items() if not holders]
+        for k in idle:
+            del _BACKENDS[k]
+    return len(idle)
 
 
 def loaded_backends() -> int:

@@ -49,9 +49,12 @@ def _history_text(turns: list[dict]) -> str:
     return "\n\n".join(out)
 
 
-def config_messages(classes: list[str], exemplars: list[dict]) -> list[dict]:
+def config_messages(classes: list[str], exemplars: list[dict], scenario: str | None = None) -> list[dict]:
+    """``classes``: BFCL's (the config is keyed by class); a plugin env has none and is described by its ``scenario``."""
     shown = "\n\n".join(f"Example {i}:\n{json.dumps(ex, ensure_ascii=False)}" for i, ex in enumerate(exemplars, 1))
-    user = (f"Environment classes: {', '.join(classes)}. The top-level keys are class names.\n\n{shown}\n\n"
+    about = (f"Environment classes: {', '.join(classes)}. The top-level keys are class names." if classes else
+             f"Environment: {scenario or 'a software environment'}\nThe configuration is a JSON object shaped like the examples.")
+    user = (f"{about}\n\n{shown}\n\n"
             "Your new configuration:")
     return [{"role": "system", "content": _CONFIG_SYSTEM}, {"role": "user", "content": user}]
 

@@ -176,18 +176,20 @@ def _split(rec: dict) -> str:
 
 
 def _classes_and_env(rec: dict) -> tuple[str | None, list[str]]:
-    """``env`` (bfcl | tau2; absent: bfcl when classes are given) and its ``involved_classes``
-    (BFCL class names, or the τ² domain), each checked against what exists."""
+    """``env`` (bfcl, tau2 or a plugin of the config's ``envs``; absent: bfcl when classes are
+    given) and its ``involved_classes`` (BFCL class names, the τ² domain; plugins need none), each
+    checked against what exists."""
     involved = rec.get("involved_classes", [])
     if not isinstance(involved, list) or not all(isinstance(c, str) for c in involved):
         raise RecordError("bad_involved_classes", "involved_classes must be a list of strings")
     env = rec.get("env", "bfcl" if involved else None)
+    kind = None
     if env is not None:
         try:
-            registry.get(env)
+            kind = registry.get(env)
         except EnvError as e:
             raise RecordError("unknown_env", str(e)[:300]) from None
-    if env is not None and not involved:
+    if kind is not None and kind.needs_classes and not involved:
         raise RecordError("bad_involved_classes", f"env {env!r} needs involved_classes")
     if env == "bfcl":
         try:
@@ -288,6 +290,15 @@ def record_to_trajectory(rec: Any, source: str, source_id: str) -> dict[str, Any
     if cfg is not None and not isinstance(cfg, dict):
         raise RecordError("bad_initial_config", f"initial_config must be an object, got {type(cfg).__name__}")
     env, involved = _classes_and_env(rec)
+    if tools is None and env is not None:  # a plugin env's docs: what its tools are, not what a record says
+        try:
+            tools = registry.docs(env, involved)
+        except EnvError as e:
+            raise RecordError("bad_environment", str(e)[:300]) from None
+        names = {t["name"] for t in tools or []}
+        unknown = sorted({c["name"] for t in turns for a in t["actions"] for c in a["calls"]} - names) if tools else []
+        if unknown:
+            raise RecordError("unknown_function", f"{unknown[0]!r} is not among env {env!r}'s tools")
     long_context = rec.get("long_context", False)
     if not isinstance(long_context, bool):
         raise RecordError("bad_long_context", f"long_context must be true or false, got {str(long_context)[:40]!r}")

@@ -54,6 +54,10 @@ def train(target: str, launch: LaunchConfig, *, out_dir: str | Path, progress: C
     """``target(**kwargs, out_dir=, progress=, log=)`` (``"module:function"``) in this process, or
     as a ``launch.num_processes``-process job; returns what rank 0's call returned."""
     if launch.num_processes == 1:
+        from progra_core.llm.backends import drop_idle_backends
+
+        drop_idle_backends()  # inference models kept warm for a next shard: the job needs the memory
+        release_memory()
         try:
             return _resolve(target)(**kwargs, out_dir=out_dir, progress=progress, log=log)
         finally:

@@ -378,6 +378,20 @@ def test_a_held_out_evaluation_refuses_scenarios_the_model_trained_on(tmp_path):
     check_no_leak(cfg, store, Subject("base", "base", "local/smollm2"), [], entries, cases)  # the base model trained on nothing
     check_no_leak(load_config("embedded", overrides=["evaluate.split=train"]), store, subject, ["m-dirty"], entries, cases)
 
+    # your env's held-out trajectories: the same conversation (env and requests) trained is a leak
+    mine = store.write("trajectories", table("trajectories", [{"trajectory_id": "jsonl:a", "source": "jsonl", "env": "nb",
+                                                               "turns": [{"query": "Add a note.", "actions": []},
+                                                                         {"query": "Read it.", "actions": []}]}]),
+                       dataset_id="t-mine")
+    store.write("models", table("models", [{"model_id": "m-mine"}]), dataset_id="m-mine", parents=[mine.dataset_id])
+    played = [{"id": "held_out:a", "env": "nb", "question": [[{"role": "user", "content": "Add a note."}],
+                                                            [{"role": "user", "content": "Read it."}]]},
+              {"id": "held_out:b", "env": "nb", "question": [[{"role": "user", "content": "Add a note."}]]}]
+    held = load_config("embedded", overrides=["evaluate.held_out=[t.jsonl]"])
+    with pytest.raises(ValueError, match=r"1 held-out runs share a BFCL scenario or a conversation .* held_out:a"):
+        check_no_leak(held, store, Subject("m-mine", "progra", "local/m-mine"), ["m-mine"], played, [])
+    check_no_leak(held, store, subject, ["m-clean"], played, [])
+
 
 def test_a_pag_policy_under_its_training_prompt_sees_the_awareness_layout():
     """``evaluate.prompt: policy`` with an awareness subject: each request is info_meta, the policy's

@@ -284,6 +284,11 @@ def test_a_closed_gateway_unloads_the_local_models_only_it_used(tiny_llama, tmp_
     for k in range(backends.IDLE_BACKENDS + 2):
         backends.get_backend(str(tiny_llama), prefix_cache_mb=k)
     assert backends.loaded_backends() == backends.IDLE_BACKENDS
+    # before a training job, the idle ones go; one a gateway still holds stays
+    held = Gateway(None, local_models={"tiny": str(tiny_llama)})
+    assert ask(held, "tiny")[0].ok
+    assert backends.drop_idle_backends() == backends.IDLE_BACKENDS - 1 and backends.loaded_backends() == 1
+    held.close(unload_models=True)
     backends.clear_backends()
 
 
