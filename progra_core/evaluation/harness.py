@@ -125,12 +125,13 @@ def evaluate_subject(cfg: PipelineConfig, gateway, subject: Subject, user: Endpo
     if cases:
         tables.append(next_call.run_next_call(cases, gateway, subject, ev, progress("next-call", len(cases))))
         seconds["next_call"] = round(time.perf_counter() - t0, 2)
-    if entries:
+    for bench in dict.fromkeys(e.get("env") or "bfcl" for e in entries):  # BFCL, then each of your envs, timed apart
+        mine = [e for e in entries if (e.get("env") or "bfcl") == bench]
         t1 = time.perf_counter()
-        table, rej = bfcl.run_bfcl(entries, gateway, subject, ev, progress("bfcl", len(entries) * ev.trials), cfg.tool_docs)
+        table, rej = bfcl.run_bfcl(mine, gateway, subject, ev, progress(bench, len(mine) * ev.trials), cfg.tool_docs)
         tables.append(table)
         rejects += rej
-        seconds["bfcl"] = round(time.perf_counter() - t1, 2)
+        seconds[bench] = round(time.perf_counter() - t1, 2)
     if tasks:
         t1 = time.perf_counter()
         user_fields = {"model": user.model, "api_base": user.api_base, "api_key_env": user.api_key_env}

@@ -73,11 +73,13 @@ def table1(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     column per category present, per-turn Overall, runs (entries × trials)."""
     cats = [c for c in COLUMNS if any(r["category"] == c for r in summary)]
     nxt = [col for col in NEXT_CALL if any(r["category"] == col[1] for r in summary)]
-    nxt += plugin_columns(summary)
+    mine = plugin_columns(summary)
+    played = set(COLUMNS) | {cat for _, cat, _ in mine if ":" not in cat}  # entries run, not next-call cases
+    nxt += mine
     headers = ["Model", "Method", "Overall", *(COLUMNS[c] for c in cats), "Turn acc.", "Runs", *(h for h, _, _ in nxt)]
     body = []
     for (model, method), by_cat in _rows_by_model(summary).items():
-        runs = sum(int(r["runs"]) for c, r in by_cat.items() if c in COLUMNS)
+        runs = sum(int(r["runs"]) for c, r in by_cat.items() if c in played)
         body.append([_short(model), method, _fmt(_overall(by_cat, "accuracy")),
                      *(_fmt(by_cat[c]["accuracy"]) if c in by_cat else "–" for c in cats),
                      _fmt(_overall(by_cat, "turn_accuracy")), str(runs),
