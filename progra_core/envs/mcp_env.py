@@ -7,11 +7,14 @@
 * **An episode** is a fresh server process (``command``, stdio), which gets the row's
   ``initial_config`` as JSON in the ``PROGRA_ENV_CONFIG`` environment variable; or, for a
   server that keeps running (``url``), a call to the server's ``reset_tool`` with
-  ``initial_config`` as its arguments (required for ``url``: episodes must not share state). The
-  reset tool is never shown to the model.
-* **State** is the text of the resource ``state_resource`` names (read after each action; JSON
-  when it parses), or none: then every turn counts as read-only (synthesis asks its reviewers) and
-  success compares observations only.
+  ``initial_config`` as its arguments (required for ``url``). The reset tool is never shown to
+  the model. Every request carries the episode's id in its ``_meta`` (``progra/episode``): a url
+  server keeps a state per id, since two episodes (the policy's and the ground truth's twin)
+  are open at once.
+* **State** is the text of the resource ``state_resource`` names, or the result of the hidden tool
+  ``state_tool`` (a server that keeps a state per session: static resources cannot see the
+  session), parsed as JSON when it parses; or none: then every turn counts as read-only
+  (synthesis asks its reviewers) and success compares observations only.
 * **Nothing hangs**: starting, listing and each call have a deadline (``start_timeout_s``, the
   execution budget per call); a server that dies mid-episode, a call to a name the server did not
   list, a tool the server dropped since, a result above the observation limit: each is an error
@@ -32,6 +35,7 @@ import os
 import sys
 import tempfile
 import threading
+import uuid
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -43,9 +47,10 @@ from progra_core.envs import budget
 from progra_core.envs.base import EnvError, EnvKind, StateTooLarge, json_config
 from progra_core.envs.tool_env import ERROR, ToolEnv, ToolFailed
 
-__all__ = ["MCPSpec", "MCPEnv", "mcp_kind", "CONFIG_VARIABLE", "STDERR_BYTES"]
+__all__ = ["MCPSpec", "MCPEnv", "mcp_kind", "CONFIG_VARIABLE", "EPISODE_META", "STDERR_BYTES"]
 
 CONFIG_VARIABLE = "PROGRA_ENV_CONFIG"  #: a stdio server's episode config (JSON), in its environment
+EPISODE_META = "progra/episode"  #: the ``_meta`` key of every request: the episode it belongs to
 STDERR_BYTES = 1 << 20  #: the server's stderr kept per episode (the rest is dropped)
 
 
@@ -61,6 +66,9 @@ class MCPSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables of a stdio server.")
     reset_tool: str | None = Field(None, description="A tool called with initial_config at each episode's start; hidden from the model.")
     state_resource: str | None = Field(None, description="URI of a resource whose text is the env's state (none: no state).")
+    state_tool: str | None = Field(None, description=(
+        "Or a tool (no arguments, hidden from the model) whose result is the state: for servers that keep a state per "
+        "session (a url server: episodes are open side by side), since static resources cannot see the session."))
     scenario: str | None = Field(None, description="What the model is told about the env (default: the server's instructions).")
     start_timeout_s: float = Field(30.0, gt=0, description="Starting the server, the handshake and the tool list.")
 
@@ -77,6 +85,8 @@ class MCPSpec(BaseModel):
             raise ValueError("command is empty")
         if self.url is not None and not self.reset_tool:
             raise ValueError("a url server keeps running between episodes: name its reset_tool")
+        if self.state_resource and self.state_tool:
+            raise ValueError("give state_resource or state_tool, not both")
         return self
 
 
@@ -85,6 +95,7 @@ class _Session:
 
     def __init__(self, spec: MCPSpec, config: Any, name: str):
         self.spec, self.name = spec, name
+        self.meta = {EPISODE_META: uuid.uuid4().hex}  # a url server keeps episodes open side by side apart by it
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=f"mcp-{name}", daemon=True)
         self.thread.start()
@@ -123,10 +134,12 @@ class _Session:
         try:
             async with Client(self._transport(config)) as client:
                 listed = await client.list_tools()
+                hidden = {self.spec.reset_tool, self.spec.state_tool}
                 tools = [{"name": t.name, "description": t.description or "", "parameters": dict(t.input_schema or {})}
-                         for t in listed.tools if t.name != self.spec.reset_tool]
+                         for t in listed.tools if t.name not in hidden]
                 if self.spec.reset_tool:
-                    result = await client.call_tool(self.spec.reset_tool, config if isinstance(config, dict) else {})
+                    result = await client.call_tool(self.spec.reset_tool, config if isinstance(config, dict) else {},
+                                                    meta=self.meta)
                     if result.is_error:
                         raise EnvError(f"MCP env {self.name!r}: {self.spec.reset_tool}() failed: {_text(result)[:300]}")
                 ready.set_result((tools, client.instructions or ""))
@@ -136,7 +149,7 @@ class _Session:
                         return
                     op, args, seconds, answer = item
                     try:
-                        value = await asyncio.wait_for(getattr(client, op)(*args), seconds)
+                        value = await asyncio.wait_for(getattr(client, op)(*args, meta=self.meta), seconds)
                     except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                         if not answer.done():
                             answer.set_exception(e)
@@ -254,13 +267,19 @@ class MCPEnv(ToolEnv):
         return _text(result)
 
     def snapshot(self) -> dict[str, Any]:
-        if not self.spec.state_resource:
+        if not (self.spec.state_resource or self.spec.state_tool):
             return {}
         try:
-            result = self.session.ask("read_resource", (self.spec.state_resource,), budget.STATE_SECONDS)
+            if self.spec.state_tool:
+                result = self.session.ask("call_tool", (self.spec.state_tool, {}), budget.STATE_SECONDS)
+                if result.is_error:
+                    raise EnvError(_text(result)[:300])
+                text = _text(result)
+            else:
+                result = self.session.ask("read_resource", (self.spec.state_resource,), budget.STATE_SECONDS)
+                text = "\n".join(getattr(c, "text", "") or "" for c in result.contents)
         except EnvError as e:
-            raise StateTooLarge(f"{self.name}: the state resource cannot be read: {e}") from None
-        text = "\n".join(getattr(c, "text", "") or "" for c in result.contents)
+            raise StateTooLarge(f"{self.name}: the state cannot be read: {e}") from None
         if len(text) > budget.MAX_OBSERVATION_CHARS:
             raise StateTooLarge(f"{self.name}: the state is {len(text)} characters, above {budget.MAX_OBSERVATION_CHARS}")
         try:

@@ -24,6 +24,11 @@ def read_note(title: str) -> str:
     return title
 
 
+@server.resource("hostile://state")
+def state() -> str:
+    return '{"calls": "many"}'
+
+
 @server.tool()
 def slow(seconds: float) -> str:
     """Sleep, then answer."""

@@ -24,9 +24,24 @@ def _table(seed: int, rows: int = ROWS) -> pa.Table:
                      "text": pa.array([f"row {i} of dataset {seed} " * 3 for i in range(rows)])})
 
 
-def _writer(root: str, ids: list[str], seed: int, go, out, rows: int = ROWS, per_file: int = PER_FILE) -> None:
+def _writer(root: str, ids: list[str], seed: int, go, out, rows: int = ROWS, per_file: int = PER_FILE,
+            stall: bool = False) -> None:
+    """``stall``: hang before the second file, so a kill lands mid-write whatever the machine's speed
+    (a fast write used to commit between the parent's polls and before its SIGKILL)."""
     from storage import DatasetStore
 
+    if stall:
+        import storage.store as st
+
+        real, calls = st.pq.write_table, []
+
+        def slow_write(*a, **k):
+            calls.append(1)
+            if len(calls) > 1:
+                time.sleep(3600)
+            return real(*a, **k)
+
+        st.pq.write_table = slow_write
     store = DatasetStore(root)
     go.wait()
     for dataset_id in ids:
@@ -107,7 +122,7 @@ def test_concurrent_writers_and_readers_never_see_a_partial_dataset(backend):
         p.join(240)
         assert p.exitcode == 0
     # a fourth writer is SIGKILLed in the middle of a write (some of its files are written)
-    killed = ctx.Process(target=_writer, args=(root, ["killed"], 9, go, results, rows, per_file))
+    killed = ctx.Process(target=_writer, args=(root, ["killed"], 9, go, results, rows, per_file, True))
     killed.start()
     deadline = time.time() + 60
     while time.time() < deadline and not names("killed"):

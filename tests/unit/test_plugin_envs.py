@@ -27,7 +27,7 @@ CONFIG = {"owner": "Ann Lee", "notes": {"groceries": "milk and eggs"}}
 
 
 def mcp_spec(**extra) -> dict:
-    return {"mcp": {"command": [sys.executable, str(EXAMPLE / "notebook_mcp.py")], "state_resource": "notebook://state", **extra}}
+    return {"mcp": {"command": [sys.executable, str(EXAMPLE / "notebook_mcp.py")], "state_tool": "state", **extra}}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def notes_mcp():
 
 @pytest.fixture(scope="module")
 def hostile_mcp():
-    registry.use("notes_hostile", {"mcp": {"command": [sys.executable, str(HOSTILE)]}})
+    registry.use("notes_hostile", {"mcp": {"command": [sys.executable, str(HOSTILE)], "state_resource": "hostile://state"}})
     return "notes_hostile"
 
 
@@ -142,8 +142,8 @@ def test_the_config_loads_its_envs_in_every_process_that_gets_it(tmp_path, monke
 
 def test_an_mcp_server_is_an_env_with_a_fresh_process_per_episode(notes_mcp):
     docs = {d["name"]: d for d in registry.docs(notes_mcp, [])}
-    assert sorted(docs) == ["add_note", "delete_note", "list_notes", "read_note"]
-    assert docs["read_note"]["parameters"]["required"] == ["title"]
+    assert sorted(docs) == ["add_note", "delete_note", "list_notes", "read_note"]  # the state tool is hidden
+    assert docs["read_note"]["parameters"]["required"] == ["title"] and "ctx" not in docs["read_note"]["parameters"]["properties"]
     env = make_env(notes_mcp, [], CONFIG)  # the config reaches the server (PROGRA_ENV_CONFIG)
     assert env.scenario().startswith("A notebook of titled notes")
     obs = env.execute('[add_note("todo", "call Bob"), read_note(title="groceries"), read_note(title="nope"), list_notes()]')
@@ -163,7 +163,7 @@ def test_a_misbehaving_mcp_server_never_hangs_the_run(hostile_mcp, monkeypatch):
     assert time.monotonic() - start < 10
     assert slow.startswith("Error: ") and "budget" in slow and after == "added x"  # the session survives a timeout
     assert env.execute("[huge(chars=50000)]")[0].startswith("Error: budget: the result has 50000 characters")
-    assert env.execute("[huge(chars=10)]")[0] == "x" * 10 and env.snapshot() == {}  # no state resource named
+    assert env.execute("[huge(chars=10)]")[0] == "x" * 10 and env.snapshot() == {"state": {"calls": "many"}}  # a resource
     # a name the server never listed does not reach it; a tool the server dropped since is an error too
     assert env.execute("[rm_rf(path='/')]")[0].startswith("Error: there is no tool named 'rm_rf'")
     dropped, gone = env.execute('[drop_tool(name="read_note"), read_note(title="x")]')
@@ -209,7 +209,7 @@ def test_a_running_mcp_server_over_streamable_http_is_reset_per_episode(tmp_path
                             start_new_session=True)
     try:
         registry.use("notes_http", {"mcp": {"url": f"http://127.0.0.1:{port}/mcp", "reset_tool": "reset",
-                                            "state_resource": "notebook://state", "start_timeout_s": 30}})
+                                            "state_tool": "state", "start_timeout_s": 30}})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -222,8 +222,11 @@ def test_a_running_mcp_server_over_streamable_http_is_reset_per_episode(tmp_path
         assert "reset" not in {d["name"] for d in first.tools()}  # the reset tool is not the model's
         assert first.execute('[add_note(title="t", text="u")]') == ["added t"]
         assert first.snapshot()["state"]["notes"] == {"groceries": "milk and eggs", "t": "u"}
-        second = make_env("notes_http", [], {"notes": {}})  # the same server, reset
+        second = make_env("notes_http", [], {"notes": {}})  # the same server, its own session, reset
         assert second.snapshot() == {"state": {"notes": {}}}
+        assert second.execute('[add_note(title="v", text="w")]') == ["added v"]  # two open episodes stay apart
+        assert first.snapshot()["state"]["notes"] == {"groceries": "milk and eggs", "t": "u"}
+        assert second.snapshot()["state"]["notes"] == {"v": "w"}
     finally:
         proc.kill()
         proc.wait()

@@ -1,17 +1,13 @@
-"""The whole pipeline on a user's own environment, under a real Prefect server: a Python class
-(examples/notebook/notebook.py) and an MCP server (examples/notebook/notebook_mcp.py, stdio) each go through
-ingest of chat records that name it, APIGen-MT-style synthesis against it (seed configs from the
-config), segment -> awareness -> verify -> augment -> SFT, a PAG-RL step whose episodes run in it,
-and a held-out evaluation in it (per-turn success and the next-call metric), with nothing but the
-config naming the env. The policy and every data role are the tiny random llama (local, in-process)."""
+"""The whole pipeline on a user's own environment (tests/integration/test_plugin_*.py): ingest of
+chat records that name it, APIGen-MT-style synthesis against it (seed configs from the config),
+segment -> awareness -> verify -> augment -> SFT, a PAG-RL step whose episodes run in it, and a
+held-out evaluation in it (per-turn success and the next-call metric), with nothing but the config
+naming the env. The policy and every data role are the tiny random llama (local, in-process)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 from progra_core.config import load_config
 from tests.plugins import data
@@ -20,19 +16,14 @@ from tests.plugins import data
 def _count(path: Path) -> int:
     return len([line for line in path.read_text().splitlines() if line.strip()])
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
 
-SPECS = {
-    "nb_py": f"{data.EXAMPLE / 'notebook.py'}:Notebook",
-    "nb_mcp": {"mcp": {"command": [sys.executable, str(data.EXAMPLE / "notebook_mcp.py")], "state_resource": "notebook://state"}},
-}
 SMALL = ["sft.max_steps=1", "sft.batch_size=2", "sft.max_length=2048", "grpo.batch_size=1", "grpo.num_generations=2",
          "grpo.max_actions=2", "grpo.max_action_tokens=80", "awareness.max_tokens=16", "grpo.max_turns=2",
          "grpo.episodes=2", "grpo.max_steps=1", "grpo.select=shortest"]
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
-def test_a_plugin_env_goes_through_synthesis_sft_pag_rl_and_evaluation(name, tmp_path, tiny_llama):
+def run_and_check(name: str, spec, tmp_path: Path, tiny_llama: Path) -> None:
+    """The whole pipeline on env ``name`` (``spec``: its config entry), then what each stage must show."""
     from flows.pipeline import full_pipeline
     from storage import Catalog
 
@@ -40,7 +31,7 @@ def test_a_plugin_env_goes_through_synthesis_sft_pag_rl_and_evaluation(name, tmp
     root = tmp_path / "root"
     local = f"local/{tiny_llama}"
     cfg = load_config("embedded", overrides=[
-        f"storage.root={root}", "envs=" + json.dumps({name: SPECS[name]}),
+        f"storage.root={root}", "envs=" + json.dumps({name: spec}),
         "ingest.bfcl_categories=[]", f"ingest.jsonl=[{train}]",
         "synthesize.enabled=true", f"synthesize.env={name}", "synthesize.seeds=" + json.dumps(data.SEEDS),
         "synthesize.attempts=1", "synthesize.turns=1", "synthesize.candidates=1", "synthesize.reviewers=1",
