@@ -179,20 +179,21 @@ class _Worker:
                 env._broken = f"{budget.MARK}the env could not be rebuilt after its worker was stopped: {e}"
 
 
-_workers: dict[int, _Worker] = {}
+#: each thread's worker, keyed by the thread object: a thread id is reused once its thread ends, and
+#: a new thread must not inherit a dead one's worker (started with another sys.path, other plugins)
+_workers: dict[threading.Thread, _Worker] = {}
 _workers_lock = threading.Lock()
 
 
 def _worker_for_thread() -> _Worker:
     """This thread's worker (started on first use). Workers of threads that ended and hold no env
     are closed here."""
-    me = threading.get_ident()
+    me = threading.current_thread()
     with _workers_lock:
-        alive = {t.ident for t in threading.enumerate()}
-        for tid, w in list(_workers.items()):
-            if tid not in alive and not len(w._envs):
+        for t, w in list(_workers.items()):
+            if not t.is_alive() and not len(w._envs):
                 w.close()
-                del _workers[tid]
+                del _workers[t]
         if me not in _workers:
             _workers[me] = _Worker()
         return _workers[me]

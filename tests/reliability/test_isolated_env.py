@@ -132,3 +132,24 @@ def test_envs_share_their_threads_worker():
     assert isolated.live_workers() <= before + 3
     make_env("bfcl", ["MathAPI"], None)  # ended threads whose envs are gone: their workers are closed
     assert isolated.live_workers() <= before
+
+
+def test_a_new_thread_never_inherits_an_ended_threads_worker():
+    """Thread ids are reused once a thread ends; a worker is per thread object, so a new thread whose
+    id equals an ended one's (whose env is still referenced) starts its own worker, with this
+    moment's sys.path and plugins. Keyed by id, a plugin test failed when it inherited a worker
+    started before its module path was added."""
+    kept, workers, idents = [], [], []
+
+    def episode():
+        env = make_env("bfcl", ["MathAPI"], None)
+        kept.append(env)  # outlives its thread
+        workers.append(env._worker)
+        idents.append(threading.get_ident())
+
+    for _ in range(3):
+        t = threading.Thread(target=episode)
+        t.start()
+        t.join()
+    assert len(set(map(id, workers))) == 3, idents  # three threads, three workers, however the ids were reused
+    assert all(w.alive for w in workers)
