@@ -101,7 +101,7 @@ class _Session:
         self.thread.start()
         self.dead: str | None = None
         self.stderr = tempfile.TemporaryFile()
-        self.queue: asyncio.Queue | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()  # bound to the loop on first use (3.10+), in the loop's thread
         self.finished = threading.Event()  #: set when the session (and a stdio server) is gone
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self.main = asyncio.run_coroutine_threadsafe(self._main(config, ready), self.loop)
@@ -130,7 +130,6 @@ class _Session:
     async def _main(self, config: Any, ready: concurrent.futures.Future) -> None:
         from mcp import Client
 
-        self.queue = asyncio.Queue()
         try:
             async with Client(self._transport(config)) as client:
                 listed = await client.list_tools()
@@ -165,7 +164,7 @@ class _Session:
         finally:
             self.dead = self.dead or "the MCP session is closed"
             self.finished.set()
-            while self.queue is not None and not self.queue.empty():
+            while not self.queue.empty():
                 item = self.queue.get_nowait()
                 if item is not None and not item[3].done():
                     item[3].set_exception(EnvError(self.dead))
@@ -198,7 +197,7 @@ class _Session:
             return ""
 
     def close(self, graceful: bool = True) -> None:
-        _close(self.loop, self.thread, self.main, lambda: self.queue, self.finished, self.stderr, graceful)
+        _close(self.loop, self.thread, self.main, self.queue, self.finished, self.stderr, graceful)
 
 
 def _close(loop, thread, main, queue, finished, stderr, graceful: bool = True) -> None:
@@ -207,8 +206,8 @@ def _close(loop, thread, main, queue, finished, stderr, graceful: bool = True) -
     failed or hangs in the handshake)."""
     try:
         if not main.done():
-            if graceful and queue() is not None:
-                loop.call_soon_threadsafe(queue().put_nowait, None)
+            if graceful:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
                 finished.wait(5.0)
             if not finished.is_set():
                 main.cancel()
@@ -249,7 +248,7 @@ class MCPEnv(ToolEnv):
         super().__init__(name, spec.scenario if spec.scenario is not None else self.session.instructions)
         self.spec = spec
         self._finalizer = weakref.finalize(self, _close, self.session.loop, self.session.thread, self.session.main,
-                                           lambda q=self.session: q.queue, self.session.finished, self.session.stderr)
+                                           self.session.queue, self.session.finished, self.session.stderr)
 
     def tools(self) -> list[dict]:
         return self.session.tools

@@ -22,12 +22,14 @@ is told what a config-named kind was loaded from (:func:`origin`) and loads it t
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from progra_core.envs.base import Env, EnvError, EnvKind
@@ -147,15 +149,12 @@ def identity(name: str | None) -> dict:
     """What a stage's fingerprint records of a kind: built-in kinds by name; a plugin by its
     config spec and the bytes of its source (the class's file, a stdio server's script files), so
     editing the plugin re-runs what it produced."""
-    import hashlib
-    import os
-
     name = name or DEFAULT
     if name in _BUILTIN:
         return {"env": name}
     kind = get(name)
-    files = [f for f in getattr(kind, "sources", ()) if os.path.isfile(f)]
-    return {"env": name, "spec": origin(name), "sources": {f: hashlib.sha256(open(f, "rb").read()).hexdigest()[:16] for f in files}}
+    files = [Path(f) for f in kind.sources if Path(f).is_file()]
+    return {"env": name, "spec": origin(name), "sources": {str(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}}
 
 
 def names() -> list[str]:
