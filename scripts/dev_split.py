@@ -9,6 +9,7 @@ prompt and layout, the shortest ``--limit`` call steps and a quarter as many tur
 
 usage: python scripts/dev_split.py --root ./.progra NAME=OVERRIDE[,OVERRIDE...] ...
        e.g. base=  cs2=sft_data.cold_start_ratio=2.0  steps96=sft.max_steps=96
+       python scripts/dev_split.py --root ./.progra --set evaluate.forced_answer_tokens=96 --score NAME=MODEL_ID
        (run after ``make run``: the root's newest augmented/segments datasets are used)
 """
 
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--segments", help="the segments dataset (default: the root's newest)")
     ap.add_argument("--score", action="append", default=[], metavar="NAME=MODEL_ID",
                     help="also score a model trained already (its data must have left the fold out)")
+    ap.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD=VALUE",
+                    help="override an evaluate.* field for scoring (repeatable): evaluate.forced_answer_tokens=96")
     ap.add_argument("variants", nargs="*", help="NAME=OVERRIDE[,OVERRIDE...] (empty: the profile as it is; base: the base model)")
     args = ap.parse_args()
 
@@ -75,14 +78,16 @@ def main() -> None:
     from progra_core.evaluation.bfcl import Subject
     from progra_core.evaluation.next_call import run_next_call, trajectory_cases
     from storage import DatasetStore
+    from tasks.evaluate import resolve_subjects
     from tasks.limits import gateway_for
-    from tasks.models import policy_path
 
     root = str(Path(args.root).resolve())
     store = DatasetStore(root)
     aug_id = args.augmented or store.list("augmented")[-1].dataset_id
     seg_id = args.segments or store.list("segments")[-1].dataset_id
-    base_cfg = load_config("embedded", overrides=[f"storage.root={root}"])
+    if bad := [o for o in args.sets if not o.startswith("evaluate.")]:
+        ap.error(f"--set takes evaluate.* fields only (training settings are variants): {bad}")
+    base_cfg = load_config("embedded", overrides=[f"storage.root={root}", *args.sets])
     trajs = {r["trajectory_id"]: r for ref in store.list("trajectories") for r in store.read(ref).to_pylist()
              if r["source"] == "bfcl" and r["split"] == "train" and in_fold(r["trajectory_id"], args.fold)}
     cases = trajectory_cases([trajs[k] for k in sorted(trajs)], True, base_cfg.tool_docs, args.limit)
@@ -105,25 +110,25 @@ def main() -> None:
                 "ends": sum(r["passed"] for r in rows if r["category"] == "end"),
                 "turn_ends": sum(r["category"] == "end" for r in rows)}
 
-    def score_model(model_id: str, cfg) -> dict:
-        row = store.read(store.find(model_id)).to_pylist()[0]
-        local = {model_id: (policy_path(cfg, root), store.local_model(row["adapter_path"]))}
-        return {"model": model_id, **score(Subject(model_id, row["method"], f"local/{model_id}", awareness=True), local)}
+    def score_model(name: str) -> dict:
+        """``base`` or a model id, as ``progra evaluate`` resolves it (its prompt: the profile's)."""
+        ((subject, _),), local = resolve_subjects(base_cfg, store, names=[name])
+        return {"model": name, **score(subject, local)}
 
     results = {}
     for spec in args.score:
         name, _, model_id = spec.partition("=")
-        results[name] = score_model(model_id, base_cfg)
+        results[name] = score_model(model_id)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     for spec in args.variants:
         name, _, over = spec.partition("=")
         overrides = [o for o in over.split(",") if o]
         print(f"{name}: {overrides or 'the profile as it is'}", flush=True)
         if name == "base":
-            results[name] = score(Subject("base", "base", base_cfg.models.policy, awareness=True), {})
+            results[name] = score_model("base")
         else:
             cfg = load_config("embedded", overrides=[f"storage.root={root}", *overrides])
-            results[name] = score_model(train(root, build(store, cfg, aug_id, seg_id, args.fold, overrides), overrides), cfg)
+            results[name] = score_model(train(root, build(store, cfg, aug_id, seg_id, args.fold, overrides), overrides))
         print(f"  {json.dumps(results[name])}", flush=True)
     print("\n| variant | valid | function | exact | ends turn |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():

@@ -50,6 +50,10 @@ class EvaluateConfig(Section):
         "cut into next-call cases (every call step and turn end), with the training prompt. Never trained on."))
     held_out_limit: int | None = Field(None, ge=0, description="Held-out trajectories per file (None: all).")
     next_call_max_tokens: int = Field(256, ge=8, description="New tokens per next-call answer (a note, a think and the calls).")
+    forced_answer_tokens: int = Field(0, ge=0, description=(
+        "Budget forcing for local models (next-call and BFCL alike, every subject): an answer cut for length or a "
+        "loop inside its summary or think section is continued once with its loop cut, the section closed and the "
+        "answer section opened, for this many new tokens (0: off; scored as it was cut)."))
 
     _cats = field_validator("categories")(known_bfcl_categories)
 

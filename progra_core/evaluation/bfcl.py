@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -36,14 +36,14 @@ from progra_core.config import EvaluateConfig
 from progra_core.envs.base import EnvError
 from progra_core.envs.factory import make_env
 from progra_core.evaluation import scoring
-from progra_core.llm.gateway import ChatRequest, ChatResult
+from progra_core.llm.gateway import LOCAL_PREFIX, ChatRequest, ChatResult
 from progra_core.prompts import policy as policy_prompts
 from progra_core.prompts.policy import ANSWER_STOP, decode_calls, parse_action
 from progra_core.prompts.tools import DocStyle, render_tools
 from progra_core.schemas import EVAL_RESULTS, reject
 from progra_core.sources import bfcl as bfcl_data
 
-__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "bfcl_system_prompt",
+__all__ = ["STAGE", "OUTPUT", "CODE_VERSION", "EVAL_RESULTS", "Subject", "force_answers", "bfcl_system_prompt",
            "select_test_entries", "trajectory_entry", "run_bfcl"]
 
 STAGE = "evaluate"
@@ -63,6 +63,27 @@ def closed_answer(res: ChatResult) -> str:
     if res.finish_reason == "stop" and "<answer>" in text and ANSWER_STOP not in text:
         return text + ANSWER_STOP
     return text
+
+
+def force_answers(gateway, reqs: Sequence[ChatRequest], results: list[ChatResult], tokens: int) -> list[ChatResult]:
+    """Budget forcing: an answer of a ``local/`` model that stopped for length (its token budget,
+    or the loop stop) inside ``<summary>``/``<think>`` is continued once from
+    :func:`~progra_core.prompts.policy.forced_answer` with ``tokens`` more, so it ends in an
+    answer the scorer can read (base and trained alike; a remote endpoint takes no prefill). The
+    continuation's text starts with the forced prefix; token counts and latency add up."""
+    redo = [(i, p) for i, (q, r) in enumerate(zip(reqs, results, strict=True))
+            if tokens and q.model.startswith(LOCAL_PREFIX) and q.prefix is None and r.ok and r.finish_reason == "length"
+            and (p := policy_prompts.forced_answer(r.text or "")) is not None]
+    if not redo:
+        return list(results)
+    more = gateway.batch([replace(reqs[i], prefix=p, max_tokens=tokens) for i, p in redo])
+    out = list(results)
+    for (i, _), res in zip(redo, more, strict=True):
+        if res.ok:
+            first = results[i]
+            out[i] = replace(res, completion_tokens=first.completion_tokens + res.completion_tokens,
+                             latency_ms=first.latency_ms + res.latency_ms)
+    return out
 
 
 @dataclass(frozen=True)
@@ -240,7 +261,7 @@ def run_bfcl(entries: Sequence[dict], gateway, subject: Subject, cfg: EvaluateCo
         reqs = [ChatRequest(messages=r.context(), model=subject.model, role="policy", temperature=cfg.temperature,
                             max_tokens=cfg.max_tokens, stop=[ANSWER_STOP], seed=cfg.seed + r.trial, sample=r.trial, api_base=subject.api_base,
                             api_key_env=subject.api_key_env, id=f"{r.entry['id']}#{r.trial}") for r in active]
-        for r, res in zip(active, gateway.batch(reqs), strict=True):
+        for r, res in zip(active, force_answers(gateway, reqs, gateway.batch(reqs), cfg.forced_answer_tokens), strict=True):
             r.advance(res)
         if progress is not None:
             progress(sum(r.done for r in runs), total)

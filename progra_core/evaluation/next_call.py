@@ -31,7 +31,7 @@ from progra_core.data.awareness import template_target
 from progra_core.data.segment import segment_trajectory
 from progra_core.data.sft_data import pag_prompt, turn_end_examples
 from progra_core.envs.factory import resolver
-from progra_core.evaluation.bfcl import Subject
+from progra_core.evaluation.bfcl import Subject, force_answers
 from progra_core.llm.types import ChatRequest
 from progra_core.prompts.policy import ANSWER_STOP, build_prompt, decode_calls
 from progra_core.prompts.tools import DocStyle
@@ -118,7 +118,7 @@ def run_next_call(cases: Sequence[dict], gateway, subject: Subject, cfg: Evaluat
         if progress is not None:
             progress(done[0], len(reqs))
 
-    results = gateway.batch(reqs, on_result=tick) if reqs else []
+    results = force_answers(gateway, reqs, gateway.batch(reqs, on_result=tick), cfg.forced_answer_tokens) if reqs else []
     rows, now = [], datetime.now(UTC)
     for case, res in zip(cases, results, strict=True):
         s = _score(case, res.text if res.ok else None, res.error)

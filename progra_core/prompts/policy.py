@@ -15,7 +15,7 @@ from progra_core.prompts.tools import DocStyle, render_tools
 
 __all__ = ["policy_system", "progress_query", "build_prompt", "format_policy_target", "format_turn_end", "TURN_DONE", "ANSWER_STOP",
            "Action", "parse_action", "decode_calls", "visible_text", "template_ok", "turn_messages", "earlier_turns",
-           "progress_note", "calls_in_words"]
+           "progress_note", "calls_in_words", "forced_answer", "cut_loop"]
 
 _POLICY_SYSTEM = """You call functions to do what the user asks. At each step write three sections:
 <summary>the user's goal, the values confirmed so far, the calls made and their results, the current state, and what is left</summary>
@@ -158,6 +158,32 @@ def format_turn_end(reply: str | None, turns: list[Turn] | None = None) -> str:
         return answer
     think = "The request is complete, so I answer the user instead of calling a function."
     return f"<summary>{progress_note(turns)}</summary>\n<think>{think}</think>\n{answer}"
+
+
+#: the tail :func:`cut_loop` looks for earlier in the text (about a dozen tokens)
+LOOP_TAIL_CHARS = 40
+
+
+def cut_loop(text: str, tail: int = LOOP_TAIL_CHARS) -> str:
+    """``text`` without the loop it ends in: cut where its last ``tail`` characters first appear
+    (a generation stopped for looping ends in copies of one run; nothing changes otherwise)."""
+    if len(text) < 2 * tail:
+        return text
+    first = text.find(text[-tail:])
+    return text[:first] if first < len(text) - tail else text
+
+
+def forced_answer(text: str) -> str | None:
+    """Budget forcing for an action that spent its tokens (or looped) inside ``<summary>`` or
+    ``<think>`` before writing any ``<answer>``: the text with its loop cut, the open section
+    closed and ``<answer>`` opened, for the model to continue from. None when there is nothing to
+    force: an answer was begun, or the text never opened a section (another prompt's format)."""
+    if "<answer>" in text:
+        return None
+    opened = [t for t in ("summary", "think") if f"<{t}>" in text and f"</{t}>" not in text.split(f"<{t}>", 1)[1]]
+    if not opened:
+        return None
+    return f"{cut_loop(text).rstrip()}</{opened[-1]}>\n<answer>"
 
 
 # -- reading an output back -----------------------------------------------------------------

@@ -432,3 +432,29 @@ def test_a_pag_policy_under_its_training_prompt_sees_the_awareness_layout():
             t = len(steps) // 2
             assert r.messages[1]["content"].startswith(f"Progress so far (your own summary):\nturn {t - 1} done")
             assert len(r.messages) == 2
+
+
+def test_budget_forcing_continues_a_note_cut_for_length_in_bfcl_too():
+    """BFCL plays the same forcing as next-call: each step whose note ran out is continued once
+    from the closed note, and the continued text (note + answer) is what the entry keeps."""
+    e = eval_entries("base")[0]
+    first = e["ground_truth"][0][0]
+
+    class Looping:
+        def __init__(self):
+            self.requests = []
+
+        def batch(self, reqs):
+            self.requests += reqs
+            return [ChatResult("<summary>Plan: call " + "x=1, " * 40, r.model, r.role, r.id, finish_reason="length")
+                    if r.prefix is None else
+                    ChatResult(r.prefix + f"[{first}]", r.model, r.role, r.id, finish_reason="stop") for r in reqs]
+
+    gw = Looping()
+    row = _run([e], gw, LOCAL, _cfg(forced_answer_tokens=32, max_steps_per_turn=1)).to_pylist()[0]
+    forced = [r for r in gw.requests if r.prefix is not None]
+    assert forced and all(r.max_tokens == 32 and r.prefix.endswith("</summary>\n<answer>") for r in forced)
+    assert row["steps"][0]["calls"] == [first] and "</summary>\n<answer>" in row["steps"][0]["text"]
+    gw = Looping()
+    row = _run([e], gw, LOCAL, _cfg(max_steps_per_turn=1)).to_pylist()[0]  # off
+    assert not any(r.prefix for r in gw.requests) and row["steps"][0]["calls"] == []

@@ -88,3 +88,51 @@ def test_scores_separate_validity_function_and_arguments(tmp_path):
     headers, body = report.table1(summary)
     assert headers[-4:] == ["Next: valid", "Next: func", "Next: exact", "Next: ends turn"] and body[0][-2:] == ["0.00", "0.00"]
     assert json.loads(rows[0]["transcript"])["target"]
+
+
+def test_budget_forcing_turns_a_looping_note_into_an_answer_for_local_models_only():
+    """An answer cut inside its note (a loop or the token budget) is continued once from the note
+    with the loop cut, the section closed and <answer> opened; off, remote, or an answer already
+    begun: scored as it was cut."""
+    from progra_core.prompts.policy import cut_loop, forced_answer
+
+    cases = next_call_cases(CFG, 50, awareness=True, docs_style="compact")
+    by_id = {c["case_id"]: c for c in cases}
+    loop = "<summary>Now the user asks: do it.\nPlan: call f(a=1, " + "mode='w', wc=True, " * 8
+
+    class Looping(Answers):
+        def batch(self, reqs, on_result=None):
+            self.asked += reqs
+            out = []
+            for r in reqs:
+                c = by_id[r.id]
+                gold = "Done." if c["kind"] == "end" else format_calls(calls_from_records(c["target"]))
+                if r.prefix is None:
+                    text = "<summary>Now" + " ok" * 30 if c["kind"] == "end" else loop
+                    out.append(ChatResult(text, r.model, r.role, r.id, finish_reason="length", completion_tokens=448))
+                else:
+                    out.append(ChatResult(r.prefix + gold + "", r.model, r.role, r.id, finish_reason="stop", completion_tokens=20))
+            return out
+
+    def scores(cfg, model="local/x"):
+        gw = Looping(None)
+        rows = run_next_call(cases, gw, Subject("base", "base", model), cfg).to_pylist()
+        return rows, gw.asked
+
+    rows, asked = scores(CFG)
+    calls = [r for r in rows if r["category"] == "call"]
+    assert len(asked) == len(cases) and calls and not any(r["valid_call"] for r in calls)  # off: every answer stays cut
+    forced = EvaluateConfig(next_call_limit=8, forced_answer_tokens=64)
+    rows, asked = scores(forced)
+    assert all(r["passed"] for r in rows) and len(asked) == 2 * len(cases)
+    again = asked[len(cases):]
+    assert {r.max_tokens for r in again} == {64} and all(r.prefix.endswith("</summary>\n<answer>") for r in again)
+    assert all(r.prefix.count("mode='w', wc=True,") <= 1 for r in again)  # the loop is cut, not shown back
+    assert all(r["completion_tokens"] == 468 for r in rows)  # both parts counted
+    rows, asked = scores(forced, model="openai/x")  # an endpoint takes no prefill: never continued
+    assert len(asked) == len(cases) and not any(r["valid_call"] for r in rows if r["category"] == "call")
+
+    assert forced_answer("<summary>s</summary>\n<think>t</think>\n<answer>[f(a=") is None  # begun: a broken answer
+    assert forced_answer("[f(a=1)] and more") is None  # no section opened: another prompt's format
+    assert forced_answer("<summary>s</summary>\n<think>because") == "<summary>s</summary>\n<think>because</think>\n<answer>"
+    assert cut_loop("no loop here, " + "just a long text that never comes back " * 1 + "to itself.") .endswith("to itself.")
