@@ -111,7 +111,7 @@ def test_budget_forcing_turns_a_looping_note_into_an_answer_for_local_models_onl
                     text = "<summary>Now" + " ok" * 30 if c["kind"] == "end" else loop
                     out.append(ChatResult(text, r.model, r.role, r.id, finish_reason="length", completion_tokens=448))
                 else:
-                    out.append(ChatResult(r.prefix + gold + "", r.model, r.role, r.id, finish_reason="stop", completion_tokens=20))
+                    out.append(ChatResult(r.prefix + gold, r.model, r.role, r.id, finish_reason="stop", completion_tokens=20))
             return out
 
     def scores(cfg, model="local/x"):
