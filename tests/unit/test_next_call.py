@@ -135,4 +135,4 @@ def test_budget_forcing_turns_a_looping_note_into_an_answer_for_local_models_onl
     assert forced_answer("<summary>s</summary>\n<think>t</think>\n<answer>[f(a=") is None  # begun: a broken answer
     assert forced_answer("[f(a=1)] and more") is None  # no section opened: another prompt's format
     assert forced_answer("<summary>s</summary>\n<think>because") == "<summary>s</summary>\n<think>because</think>\n<answer>"
-    assert cut_loop("no loop here, " + "just a long text that never comes back " * 1 + "to itself.") .endswith("to itself.")
+    assert cut_loop("no loop here, just a long text that never comes back to itself.").endswith("to itself.")
